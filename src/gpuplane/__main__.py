@@ -1,0 +1,3 @@
+from gpuplane.cli.main import main
+
+main()

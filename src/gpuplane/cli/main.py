@@ -1,0 +1,55 @@
+"""The ``gpuplane`` command line: one Typer app; each area adds its sub-app here.
+
+Sub-apps live in their own modules (``cli/sim.py``, ``cli/control.py`` ...) and are
+imported lazily-cheap: keep heavy imports (numpy, fastapi, sqlalchemy) inside the
+command functions so ``gpuplane --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gpuplane import __version__
+
+app = typer.Typer(
+    name="gpuplane",
+    help="gpuplane: an open, sovereign control plane for shared GPU infrastructure.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpuplane {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """gpuplane: an open, sovereign control plane for shared GPU infrastructure."""
+
+
+def _register() -> None:
+    """Attach the sub-apps. One line per area; keep this list sorted."""
+    from gpuplane.cli import sim
+
+    app.add_typer(sim.app, name="sim")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: never lets a traceback reach the user."""
+    from gpuplane.domain.errors import GpuplaneError
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except GpuplaneError as exc:
+        typer.echo(f"error: {exc} [{exc.code}]", err=True)
+        sys.exit(2)

@@ -1,0 +1,58 @@
+"""Domain errors with stable codes.
+
+Every error gpuplane raises towards a user carries a stable string ``code``
+(``gpuplane.<area>.<what>``) and, where it concerns input, the field paths at
+fault. ``api/problems.py`` alone maps codes to HTTP status; the CLI maps the
+same codes to exit codes. Do not change or reuse the string values of codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one input field: ``loc`` is a dotted path (``spec.tasks[0].gpus``)."""
+
+    loc: str
+    msg: str
+
+
+@dataclass
+class GpuplaneError(Exception):
+    """Base of every error that may reach a user.
+
+    ``code`` is stable; ``detail`` is one human sentence saying what to do next;
+    ``errors`` lists field-level problems (all of them, not just the first).
+    """
+
+    code: str
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.errors:
+            return self.detail
+        fields = "; ".join(f"{e.loc}: {e.msg}" for e in self.errors)
+        return f"{self.detail} ({fields})"
+
+
+class InvalidInput(GpuplaneError):
+    """The input is malformed or out of range; nothing was changed."""
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None,
+                 code: str = "gpuplane.input.invalid") -> None:
+        super().__init__(code=code, detail=detail, errors=errors or [])
+
+
+class NotFound(GpuplaneError):
+    def __init__(self, detail: str, code: str = "gpuplane.not_found") -> None:
+        super().__init__(code=code, detail=detail)
+
+
+class Conflict(GpuplaneError):
+    """A concurrent change won (generation mismatch) or the object already exists."""
+
+    def __init__(self, detail: str, code: str = "gpuplane.conflict") -> None:
+        super().__init__(code=code, detail=detail)
