@@ -1,0 +1,261 @@
+"""The ``local`` driver: runs a task's command as a real process on this host.
+
+Each task runs under a small wrapper (``drivers/_runner.py``) that is the leader
+of a new process group, so cancel reaches the whole tree: SIGTERM to the group,
+``grace_s`` seconds, then SIGKILL. The wrapper writes the exit code to
+``$GPUPLANE_HOME/local/<task>.exit``; stdout and stderr go to
+``$GPUPLANE_HOME/logs/<task>.log``. The handle records the wrapper's pid, its
+kernel start time and the boot id, so after a restart of gpuplane a task whose
+process is still alive is adopted and one that vanished without an exit file is
+reported ``LOST`` (a reused pid is told apart by its start time).
+
+GPU isolation: ``CUDA_VISIBLE_DEVICES`` and ``NVIDIA_VISIBLE_DEVICES`` name
+exactly the placed GPUs (by UUID when NVML discovered them, else by index) or
+MIG instances (by MIG UUID); a task placed on no GPU sees none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gpuplane.drivers.base import (
+    DriverError,
+    DriverHandle,
+    PlacedDevices,
+    TaskObservation,
+    TaskSpec,
+    TaskState,
+)
+from gpuplane.drivers.local_inventory import LocalHostInfo
+from gpuplane.drivers.logs import log_path, read_log
+
+# Variables of the gpuplane process that a task must not inherit.
+_SCRUB = ("GPUPLANE_TOKEN", "GPUPLANE_DB_URL", "GPUPLANE_TEST_PG_URL", "CUDA_VISIBLE_DEVICES",
+          "NVIDIA_VISIBLE_DEVICES")
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Kernel start time of ``pid`` in clock ticks since boot (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2:].split()
+    try:
+        if fields[0] == "Z":  # a zombie has ended; treat as gone
+            return None
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int, start_time: int | None) -> bool:
+    if start_time is not None and Path("/proc").is_dir():
+        return _proc_start_time(pid) == start_time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalDriver:
+    """Real processes on this host. ``host`` is the name the local host is
+    registered under; ``home`` is ``$GPUPLANE_HOME``."""
+
+    kind: ClassVar[str] = "local"
+
+    def __init__(self, home: Path | str, host: str, inventory: LocalHostInfo | None = None,
+                 master_addr: str = "127.0.0.1") -> None:
+        self.home = Path(home)
+        self.host = host
+        self.inventory = inventory
+        self.master_addr = master_addr
+        self.log_dir = self.home / "logs"
+        self.state_dir = self.home / "local"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._adopted: set[str] = set()
+        self._lock = threading.Lock()
+        self._boot = _boot_id()
+
+    # -- files -------------------------------------------------------------
+    def _exit_file(self, task_id: str) -> Path:
+        return log_path(self.state_dir, task_id).with_suffix(".exit")
+
+    def _stopped_file(self, task_id: str) -> Path:
+        return log_path(self.state_dir, task_id).with_suffix(".stopped")
+
+    # -- environment -------------------------------------------------------
+    def _visible_devices(self, dev: PlacedDevices) -> list[str]:
+        if dev.mig_uuids:
+            return list(dev.mig_uuids)
+        gpus = {g.index: g for g in (self.inventory.gpus if self.inventory else ())}
+        out = []
+        for i in dev.gpu_indices:
+            g = gpus.get(i)
+            if g is not None and g.mig and not dev.mig_uuids:
+                raise DriverError(f"GPU {i} is in MIG mode; the placement names no MIG instance")
+            out.append(g.uuid if g is not None and g.uuid else str(i))
+        return out
+
+    def task_env(self, task: TaskSpec, dev: PlacedDevices) -> dict[str, str]:
+        """The environment a task runs with (exposed for tests and ``describe``)."""
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+        env.update(task.env)
+        visible = self._visible_devices(dev)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(visible) if visible else "none"
+        env["GPUPLANE_WORKLOAD"] = task.workload
+        env["GPUPLANE_TASK_ID"] = task.task_id
+        env["GPUPLANE_TASK_INDEX"] = str(task.index)
+        env["GPUPLANE_WORLD_SIZE"] = str(task.world_size)
+        env["GPUPLANE_HOST"] = dev.host
+        env["GPUPLANE_GPU_MILLI"] = str(dev.gpu_milli if visible else 0)
+        if task.world_size > 1 or task.master_addr:
+            env["GPUPLANE_MASTER_ADDR"] = task.master_addr or self.master_addr
+            env["GPUPLANE_MASTER_PORT"] = str(task.master_port or 29500)
+        return env
+
+    # -- Driver ------------------------------------------------------------
+    def start(self, task: TaskSpec, placement: Any) -> DriverHandle:
+        dev = placement if isinstance(placement, PlacedDevices) else PlacedDevices.from_placement(placement)
+        if not task.command:
+            raise DriverError(f"task {task.task_id} has no command to run")
+        env = self.task_env(task, dev)
+        exit_file = self._exit_file(task.task_id)
+        exit_file.unlink(missing_ok=True)
+        logf = log_path(self.log_dir, task.task_id)
+        cwd = task.working_dir or str(self.home)
+        argv = [sys.executable, "-m", "gpuplane.drivers._runner", str(exit_file), "--",
+                *task.command]
+        try:
+            with open(logf, "ab") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                        start_new_session=True)
+        except OSError as exc:
+            raise DriverError(f"cannot start task {task.task_id}: {exc.strerror or exc}") from exc
+        with self._lock:
+            self._children[task.task_id] = proc
+        return DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
+                            data={"pid": proc.pid, "start_time": _proc_start_time(proc.pid),
+                                  "boot_id": self._boot, "log": str(logf),
+                                  "exit_file": str(exit_file)})
+
+    def stop(self, handle: DriverHandle, grace_s: float = 10.0) -> None:
+        pid = int(handle.data.get("pid", 0) or 0)
+        if pid <= 0:
+            return
+        self._stopped_file(handle.task_id).touch()
+        if not self._is_alive(handle):
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while time.monotonic() < deadline:
+            if not self._is_alive(handle):
+                return
+            time.sleep(0.05)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._reap(handle.task_id, wait=True)
+
+    def observe(self, handles: Sequence[DriverHandle]) -> list[TaskObservation]:
+        return [self._observe_one(h) for h in handles]
+
+    def read_logs(self, handle: DriverHandle, offset: int = 0,
+                  limit: int = 1 << 20) -> tuple[bytes, int]:
+        return read_log(handle.data.get("log") or log_path(self.log_dir, handle.task_id),
+                        offset, limit)
+
+    # -- internals ---------------------------------------------------------
+    def _reap(self, task_id: str, wait: bool = False) -> int | None:
+        with self._lock:
+            proc = self._children.get(task_id)
+        if proc is None:
+            return None
+        try:
+            rc = proc.wait(timeout=5) if wait else proc.poll()
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc is not None:
+            with self._lock:
+                self._children.pop(task_id, None)
+        return rc
+
+    def _is_alive(self, handle: DriverHandle) -> bool:
+        with self._lock:
+            proc = self._children.get(handle.task_id)
+        if proc is not None:
+            return proc.poll() is None
+        if handle.data.get("boot_id") and handle.data.get("boot_id") != self._boot:
+            return False
+        st = handle.data.get("start_time")
+        return _alive(int(handle.data["pid"]), int(st) if st is not None else None)
+
+    def _exit_code(self, handle: DriverHandle) -> int | None:
+        path = Path(handle.data.get("exit_file") or self._exit_file(handle.task_id))
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _observe_one(self, handle: DriverHandle) -> TaskObservation:
+        tid = handle.task_id
+        if not handle.data.get("pid"):
+            return TaskObservation(tid, TaskState.LOST, message="no process was recorded for it")
+        mine = tid in self._children
+        wrapper_rc = self._reap(tid) if mine else None
+        if self._is_alive(handle) and wrapper_rc is None:
+            if not mine and tid not in self._adopted:
+                self._adopted.add(tid)
+                return TaskObservation(tid, TaskState.RUNNING, adopted=True,
+                                       message=f"adopted process {handle.data['pid']} after restart")
+            return TaskObservation(tid, TaskState.RUNNING)
+        self._adopted.discard(tid)
+        code = self._exit_code(handle)
+        stopped = self._stopped_file(tid).exists()
+        if code is None and wrapper_rc is not None:
+            code = 128 - wrapper_rc if wrapper_rc < 0 else wrapper_rc
+        if stopped:
+            return TaskObservation(tid, TaskState.CANCELLED, exit_code=code, message="stopped")
+        if code is None:
+            return TaskObservation(tid, TaskState.LOST,
+                                   message=f"process {handle.data['pid']} is gone and recorded "
+                                           "no exit status")
+        if code == 0:
+            return TaskObservation(tid, TaskState.SUCCEEDED, exit_code=0, message="exited with code 0")
+        return TaskObservation(tid, TaskState.FAILED, exit_code=code,
+                               message=f"exited with code {code}")
+
+    def forget(self, handles: Sequence[DriverHandle]) -> None:
+        """Drop the bookkeeping files of tasks whose end the store has recorded."""
+        for h in handles:
+            self._exit_file(h.task_id).unlink(missing_ok=True)
+            self._stopped_file(h.task_id).unlink(missing_ok=True)
+

@@ -1,0 +1,81 @@
+"""The ``sim`` driver: simulated hosts of the demo fleet, in real time.
+
+A simulated task occupies its placement for ``TaskSpec.duration_s`` seconds of
+wall-clock time (forever, until stopped, when it has none) and then succeeds.
+Nothing runs; a short log says so, so every view can tell simulated work from
+real work. All state needed to observe a task lives in its handle (start time,
+duration), so simulated tasks survive a restart of gpuplane like real ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gpuplane.drivers.base import DriverHandle, PlacedDevices, TaskObservation, TaskSpec, TaskState
+from gpuplane.drivers.logs import log_path, read_log
+
+
+class SimDriver:
+    """Simulated execution. ``clock`` returns wall-clock seconds (injectable for tests)."""
+
+    kind: ClassVar[str] = "sim"
+
+    def __init__(self, home: Path | str, clock: Callable[[], float] = time.time) -> None:
+        self.log_dir = Path(home) / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._stopped: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _log(self, task_id: str, line: str) -> None:
+        with open(log_path(self.log_dir, task_id), "a", encoding="utf-8") as fh:
+            fh.write(line.rstrip("\n") + "\n")
+
+    def start(self, task: TaskSpec, placement: Any) -> DriverHandle:
+        dev = placement if isinstance(placement, PlacedDevices) else PlacedDevices.from_placement(placement)
+        now = self.clock()
+        what = (f"MIG {','.join(dev.mig_uuids)}" if dev.mig_uuids else
+                f"GPUs {list(dev.gpu_indices)} at {dev.gpu_milli}/1000" if dev.gpu_indices else
+                "no GPU")
+        dur = f"{task.duration_s:g}s" if task.duration_s is not None else "until stopped"
+        self._log(task.task_id, f"[simulated] task {task.index}/{task.world_size} of "
+                                f"{task.workload} on simulated host {dev.host} ({what}); "
+                                f"runs {dur}; nothing is executed")
+        return DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
+                            data={"started_at": now, "duration_s": task.duration_s,
+                                  "simulated": True})
+
+    def stop(self, handle: DriverHandle, grace_s: float = 10.0) -> None:
+        with self._lock:
+            if handle.task_id in self._stopped:
+                return
+            self._stopped[handle.task_id] = self.clock()
+        self._log(handle.task_id, "[simulated] stopped")
+
+    def observe(self, handles: Sequence[DriverHandle]) -> list[TaskObservation]:
+        now = self.clock()
+        out = []
+        for h in handles:
+            if "started_at" not in h.data:
+                out.append(TaskObservation(h.task_id, TaskState.LOST,
+                                           message="simulated task has no start time"))
+                continue
+            with self._lock:
+                stopped = h.task_id in self._stopped
+            dur = h.data.get("duration_s")
+            if stopped:
+                out.append(TaskObservation(h.task_id, TaskState.CANCELLED, message="stopped"))
+            elif dur is not None and now >= float(h.data["started_at"]) + float(dur):
+                out.append(TaskObservation(h.task_id, TaskState.SUCCEEDED, exit_code=0,
+                                           message=f"simulated run of {float(dur):g}s ended"))
+            else:
+                out.append(TaskObservation(h.task_id, TaskState.RUNNING))
+        return out
+
+    def read_logs(self, handle: DriverHandle, offset: int = 0,
+                  limit: int = 1 << 20) -> tuple[bytes, int]:
+        return read_log(log_path(self.log_dir, handle.task_id), offset, limit)
