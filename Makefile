@@ -1,18 +1,33 @@
+# gpuplane: the two commands.
+#   make run    create .venv, install, start `gpuplane up` (API + scheduler + local driver + dashboard)
+#   make test   create .venv with test extras, run the whole suite on SQLite and PostgreSQL
+#               (a throwaway PostgreSQL is started unless GPUPLANE_TEST_PG_URL is given)
+
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600
 
-.PHONY: run test venv
+.PHONY: run test venv test-sqlite clean
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
-	touch $@
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { scripts/apt-install.sh python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
 
 venv: $(VENV)/.installed
 
 run: venv
-	$(VENV)/bin/gpuplane up
+	$(VENV)/bin/gpuplane up $(ARGS)
 
+# One pytest run: tests parametrized over databases get both SQLite and PostgreSQL.
 test: venv
-	$(PY) -m pytest -q
+	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+# Without PostgreSQL (the PostgreSQL cases are skipped).
+test-sqlite: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .gpuplane .pytest_cache
