@@ -1,0 +1,136 @@
+"""DESIGN invariant 1 for MIG slices: random create/occupy/vacate/destroy sequences never overlap
+memory slices, never exceed the compute slices, never exceed a profile's instance count, and never
+hand one instance to two tasks. Checked against an independent slice-by-slice model."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuplane.domain.errors import Conflict
+from gpuplane.domain.mig import (
+    MIG_MODELS,
+    MIG_PROFILES,
+    MigLayout,
+    creatable_starts,
+    free_instances,
+    layout_problems,
+    obtainable_counts,
+    occupy,
+    placement_options,
+    vacate,
+    with_instance,
+    without_instance,
+)
+
+
+def _grid(layout: MigLayout) -> list[int]:
+    """Independent model: how many instances cover each of the 8 memory slices."""
+    grid = [0] * 8
+    for inst in layout.instances:
+        prof = MIG_PROFILES[layout.model][inst.profile]
+        for s in range(inst.start, inst.start + prof.memory_slices):
+            grid[s] += 1
+    return grid
+
+
+def _fits(layout: MigLayout, name: str, start: int) -> bool:
+    """Independent reference for 'an instance of name can be created at start'."""
+    prof = MIG_PROFILES[layout.model][name]
+    if start not in prof.starts or start + prof.memory_slices > 8:
+        return False
+    grid = _grid(layout)
+    if any(grid[s] for s in range(start, start + prof.memory_slices)):
+        return False
+    compute = sum(MIG_PROFILES[layout.model][i.profile].compute_slices for i in layout.instances)
+    if compute + prof.compute_slices > 7:
+        return False
+    same = sum(1 for i in layout.instances if i.profile == name)
+    return same < prof.max_instances
+
+
+def _check(layout: MigLayout) -> None:
+    assert layout_problems(layout) == []
+    assert max(_grid(layout), default=0) <= 1, "memory slice used twice"
+    compute = sum(MIG_PROFILES[layout.model][i.profile].compute_slices for i in layout.instances)
+    assert compute <= 7 and compute == layout.compute_used
+    for name, prof in MIG_PROFILES[layout.model].items():
+        assert sum(1 for i in layout.instances if i.profile == name) <= prof.max_instances
+    assert len({i.start for i in layout.instances}) == len(layout.instances)
+    assert sum(MIG_PROFILES[layout.model][i.profile].usage_milli for i in layout.instances) <= 1000
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["create", "occupy", "vacate", "destroy"]),
+                         st.integers(0, 6), st.integers(0, 7)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.sampled_from(MIG_MODELS), ops=OPS)
+def test_random_operation_sequences_keep_the_layout_valid(model: str,
+                                                          ops: list[tuple[str, int, int]]) -> None:
+    layout = MigLayout.empty(model)
+    names = list(MIG_PROFILES[layout.model])
+    held: set[int] = set()  # starts a "task" holds, tracked independently
+    for op, pi, start in ops:
+        name = names[pi]
+        before = layout
+        try:
+            if op == "create":
+                expected = _fits(layout, name, start)
+                assert (start in creatable_starts(layout, name)) == expected
+                if expected:
+                    layout = with_instance(layout, name, start)
+                else:
+                    try:
+                        with_instance(layout, name, start)
+                    except Conflict:
+                        pass
+                    else:
+                        raise AssertionError(f"{name}@{start} created where it does not fit")
+            elif op == "occupy":
+                layout = occupy(layout, start)
+                assert start not in held
+                held.add(start)
+            elif op == "vacate":
+                layout = vacate(layout, start)
+                assert start in held
+                held.discard(start)
+            else:
+                layout = without_instance(layout, start)
+                assert start not in held, "destroyed an instance a task holds"
+        except Conflict:
+            assert layout == before  # a refused operation changes nothing
+        _check(layout)
+        assert {i.start for i in layout.instances if i.occupied} == held
+
+
+@settings(max_examples=200, deadline=None)
+@given(model=st.sampled_from(MIG_MODELS), ops=OPS)
+def test_obtainable_counts_are_achievable(model: str, ops: list[tuple[str, int, int]]) -> None:
+    """obtainable_counts[p] instances of p can really be obtained, and not one more."""
+    layout = MigLayout.empty(model)
+    names = list(MIG_PROFILES[layout.model])
+    for op, pi, start in ops:
+        try:
+            if op == "create":
+                layout = with_instance(layout, names[pi], start)
+            elif op == "occupy":
+                layout = occupy(layout, start)
+        except Conflict:
+            pass
+    counts = obtainable_counts(layout)
+    assert placement_options(layout) <= placement_options(MigLayout.empty(model))
+    for name in names:
+        got = 0
+        trial = layout
+        while True:
+            free = free_instances(trial, name)
+            if free:
+                trial = occupy(trial, free[0].start)
+            elif starts := creatable_starts(trial, name):
+                trial = occupy(with_instance(trial, name, starts[0]), starts[0])
+            else:
+                break
+            got += 1
+            _check(trial)
+        assert got == counts[name], name
