@@ -1,1 +1,132 @@
+"""Placement: choose a host and GPUs for one task (or a gang) on a snapshot.
 
+Public API (stable; see docs/placement.md)::
+
+    from gpuplane.scheduling.placement import place, place_gang, profiles
+    profile = profiles.get("fgd", workload=typical)      # or "gpuplane" (default)
+    result = place(snap, task, profile, rng)            # Placement | Unschedulable
+    if isinstance(result, Placement):
+        undo = snap.assign(task, result)
+
+``place`` never changes the snapshot; the caller assigns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gpuplane.domain.requests import Placement, TaskRequest
+from gpuplane.scheduling.placement.framework import (
+    CycleState,
+    FilterPlugin,
+    FilterResult,
+    GpuChooser,
+    Profile,
+    Reason,
+    ScorePlugin,
+    Status,
+    Tally,
+    Unschedulable,
+    pick_host,
+)
+from gpuplane.scheduling.snapshot import ClusterSnapshot
+
+__all__ = ["place", "place_gang", "feasible_hosts", "CycleState", "FilterPlugin", "FilterResult",
+           "GpuChooser", "Profile", "Reason", "ScorePlugin", "Status", "Unschedulable",
+           "Placement", "GangUnschedulable"]
+
+
+def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
+                   state: CycleState) -> tuple[np.ndarray, Tally]:
+    """Run the profile's filters; return the (H,) mask of feasible hosts and the tally
+    of rejections. Stops early once no host is left."""
+    cand = np.ones(snap.n_hosts, dtype=bool)
+    tally = Tally()
+    for f in profile.filters:
+        state.candidates = cand
+        res = f.filter(state, task, snap)
+        if res is None:
+            continue
+        rejected = cand & ~res.passed
+        if rejected.any():
+            tally.record(f.name, res, rejected)
+            cand = cand & res.passed
+            if not cand.any():
+                break
+    state.candidates = cand
+    return cand, tally
+
+
+def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
+          rng: np.random.Generator) -> Placement | Unschedulable:
+    """Choose a host and devices for ``task`` (pure: the snapshot is not changed).
+
+    Steps: filters -> (none left: ``Unschedulable`` with counts per reason) ->
+    weighted integer scores -> best total, ties by ``snap.tie_rank`` (or random,
+    per ``profile.tie_break``) -> the profile's GPU chooser for the task kind.
+    """
+    state = CycleState(rng=rng)
+    cand, tally = feasible_hosts(snap, task, profile, state)
+    hosts = np.flatnonzero(cand)
+    if len(hosts) == 0:
+        return tally.unschedulable(snap.n_hosts)
+    chooser = profile.chooser_for(task)
+    if chooser is None:
+        kind = "MIG" if task.is_mig else "GPU"
+        return Unschedulable(snap.n_hosts, [("profile", "no_chooser", snap.n_hosts)],
+                             [f"hosts: profile {profile.name!r} cannot place {kind} requests"],
+                             [Status.ERROR])
+    if len(hosts) == 1 or not profile.scores:
+        total = np.zeros(len(hosts), dtype=np.int64)
+    else:
+        total = None
+        for plugin, weight in profile.scores:
+            s = np.asarray(plugin.score(state, task, snap, hosts), dtype=np.int64)
+            total = s * weight if total is None else total + s * weight
+    h = pick_host(total, hosts, snap, profile.tie_break, rng)
+    return chooser.choose(state, task, snap, h)
+
+
+class GangUnschedulable(Unschedulable):
+    """A gang could not be placed whole: ``member`` is the index of the first
+    member that found no host (after the earlier members were trial-assigned)."""
+
+    member: int = -1
+
+
+def place_gang(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Profile,
+               rng: np.random.Generator, keep: bool = False
+               ) -> list[Placement] | Unschedulable:
+    """Place every member of a gang or none (DESIGN invariant 2).
+
+    Members are placed in order, each trial-assigned so later members see the
+    earlier ones. On the first failure every trial is undone (LIFO) and that
+    member's ``Unschedulable`` is returned (``.member`` set when possible). On
+    success the trials are undone too unless ``keep`` is true, so by default the
+    snapshot is unchanged either way and the caller assigns.
+    """
+    undos = []
+    placements: list[Placement] = []
+    try:
+        for i, task in enumerate(tasks):
+            res = place(snap, task, profile, rng)
+            if not isinstance(res, Placement):
+                failed = GangUnschedulable(res.total_hosts, res.reasons, res.messages,
+                                           res.statuses)
+                object.__setattr__(failed, "member", i)
+                for u in reversed(undos):
+                    u()
+                undos.clear()
+                return failed
+            undos.append(snap.assign(task, res))
+            placements.append(res)
+    except BaseException:
+        for u in reversed(undos):
+            u()
+        raise
+    if not keep:
+        for u in reversed(undos):
+            u()
+    return placements

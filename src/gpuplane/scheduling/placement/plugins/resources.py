@@ -1,0 +1,29 @@
+"""Filter ``resource_fit``: free CPU and memory must cover the request."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from gpuplane.domain.requests import TaskRequest
+from gpuplane.scheduling.placement.framework import CycleState, FilterResult, Reason
+from gpuplane.scheduling.snapshot import ClusterSnapshot
+
+TOO_LITTLE_CPU = Reason("insufficient_cpu", "too little CPU")
+TOO_LITTLE_MEMORY = Reason("insufficient_memory", "too little memory")
+
+
+class ResourceFit:
+    """Rejects hosts with ``cpu_free < cpu_milli`` or ``mem_free < memory_mib``
+    (CPU is blamed first when both are short)."""
+
+    name: ClassVar[str] = "resource_fit"
+
+    def filter(self, state: CycleState, task: TaskRequest,
+               snap: ClusterSnapshot) -> FilterResult | None:
+        cpu_ok = snap.cpu_free >= task.cpu_milli
+        mem_ok = snap.mem_free >= task.memory_mib
+        passed = cpu_ok & mem_ok
+        return FilterResult(passed=passed, reasons=(TOO_LITTLE_CPU, TOO_LITTLE_MEMORY),
+                            reason_of_host=np.where(cpu_ok, 1, 0))

@@ -1,0 +1,52 @@
+"""The plugin registry: one dict literal, name -> factory (STYLE habit 4).
+
+Factories take keyword arguments only (e.g. ``fgd(workload=...)``). Unknown names
+raise ``InvalidInput`` listing the valid ones. Optional plugins owned by other
+areas (``mig``, ``gpuplane*``) are imported lazily by their factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gpuplane.domain.errors import FieldError, InvalidInput
+from gpuplane.scheduling.placement.plugins.bestfit import BestFit
+from gpuplane.scheduling.placement.plugins.choosers import BestFitGpus, RandomGpus
+from gpuplane.scheduling.placement.plugins.clustering import Clustering
+from gpuplane.scheduling.placement.plugins.dotprod import DotProd
+from gpuplane.scheduling.placement.plugins.fgd import Fgd
+from gpuplane.scheduling.placement.plugins.gpu_fit import GpuFit
+from gpuplane.scheduling.placement.plugins.gpu_model import GpuModel
+from gpuplane.scheduling.placement.plugins.packing import Packing
+from gpuplane.scheduling.placement.plugins.resources import ResourceFit
+from gpuplane.scheduling.placement.plugins.selector import NodeSelector
+from gpuplane.scheduling.placement.plugins.taints import TaintToleration
+
+PLUGINS: dict[str, Callable[..., Any]] = {
+    # filters
+    "resource_fit": ResourceFit,
+    "gpu_model": GpuModel,
+    "node_selector": NodeSelector,
+    "taint_toleration": TaintToleration,
+    "gpu_fit": GpuFit,
+    # scores (fgd is also a GPU chooser)
+    "dotprod": DotProd,
+    "clustering": Clustering,
+    "packing": Packing,
+    "bestfit": BestFit,
+    "fgd": Fgd,
+    # GPU choosers
+    "bestfit_gpus": BestFitGpus,
+    "random_gpus": RandomGpus,
+}
+
+
+def make_plugin(name: str, **args: Any) -> Any:
+    """Instantiate plugin ``name`` with ``args``; unknown names list the valid ones."""
+    factory = PLUGINS.get(name)
+    if factory is None:
+        raise InvalidInput(f"unknown placement plugin {name!r}",
+                           [FieldError("plugin", f"valid: {', '.join(sorted(PLUGINS))}")],
+                           code="gpuplane.placement.unknown_plugin")
+    return factory(**args)
