@@ -11,6 +11,7 @@ from gpuplane.domain.mig import (
     MIG_MODELS,
     MIG_PROFILES,
     MigInstance,
+    MigInstanceRef,
     MigLayout,
     check_profile_name,
     creatable_starts,
@@ -22,7 +23,10 @@ from gpuplane.domain.mig import (
     models_offering,
     obtainable_counts,
     occupy,
+    give_back,
     placement_options,
+    reclaim_options,
+    take,
     usage,
     usage_milli,
     vacate,
@@ -260,3 +264,31 @@ def test_placement_options_prefers_slots_that_keep_large_profiles() -> None:
     one = with_instance(empty, "3g.40gb", 0)
     assert obtainable_counts(one)["3g.40gb"] == 2
     assert obtainable_counts(occupy(one, 0))["3g.40gb"] == 1
+
+
+def test_take_and_give_back_apply_placement_entries() -> None:
+    empty = MigLayout.empty("A100-80GB")
+    created = take(empty, MigInstanceRef(0, "3g.40gb", 4, created=True))
+    assert created.at(4) == MigInstance(4, "3g.40gb", True)
+    freed = give_back(created, MigInstanceRef(0, "3g.40gb", 4, created=True))
+    assert freed.at(4) == MigInstance(4, "3g.40gb", False)  # kept for reuse
+    assert take(freed, MigInstanceRef(0, "3g.40gb", 4)) == created
+    with pytest.raises(Conflict) as err:  # the instance at 4 is not a 2g
+        take(freed, MigInstanceRef(0, "2g.20gb", 4))
+    assert err.value.code == "gpuplane.mig.no_instance"
+
+
+def test_reclaim_destroys_only_idle_instances_in_the_way() -> None:
+    idle = layout_from_profiles("H100-80GB", ["1g.10gb"] * 7)
+    assert creatable_starts(idle, "3g.40gb") == ()
+    assert reclaim_options(idle, "3g.40gb") == ((0, (0, 1, 2, 3)), (4, (4, 5, 6)))
+    held = occupy(idle, 5)
+    assert reclaim_options(held, "3g.40gb") == ((0, (0, 1, 2, 3)),)
+    assert reclaim_options(held, "7g.80gb") == ()
+    after = take(held, MigInstanceRef(0, "3g.40gb", 0, created=True, reclaims=(0, 1, 2, 3)))
+    assert layout_problems(after) == []
+    assert [(i.profile, i.start, i.occupied) for i in after.instances] == [
+        ("3g.40gb", 0, True), ("1g.10gb", 4, False), ("1g.10gb", 5, True), ("1g.10gb", 6, False)]
+    with pytest.raises(Conflict) as err:  # a held instance is never destroyed
+        take(held, MigInstanceRef(0, "3g.40gb", 4, created=True, reclaims=(4, 5, 6)))
+    assert err.value.code == "gpuplane.mig.instance_busy"

@@ -45,7 +45,7 @@ __all__ = [
     "get_profile", "mig_model", "mig_model_or_none", "models_offering", "normalize_profile_name",
     "layout_problems", "validate", "free_instances", "creatable_starts", "can_create",
     "with_instance", "without_instance", "occupy", "vacate", "obtainable_counts",
-    "placement_options", "usage", "usage_milli", "layout_from_profiles",
+    "placement_options", "reclaim_options", "take", "give_back", "usage", "usage_milli", "layout_from_profiles",
 ]
 
 
@@ -64,12 +64,16 @@ class MigInstanceRef:
 
     ``created`` is true when the placement creates the instance (the driver must create the
     GPU instance before starting the task); false when it reuses a free existing one.
+    ``reclaims`` lists the start slots of free instances on that GPU to destroy first (to make
+    room for a created one); empty in the common case. Apply with ``take``, undo with
+    ``give_back``.
     """
 
     gpu_index: int
     profile: str
     start: int
     created: bool = False
+    reclaims: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,46 @@ def vacate(layout: MigLayout, start: int) -> MigLayout:
         raise Conflict(f"the {inst.profile} instance at slice {start} is not in use",
                        code="gpuplane.mig.not_occupied")
     return _replace(layout, start, MigInstance(start, inst.profile, False))
+
+
+def reclaim_options(layout: MigLayout, profile: str) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Where ``profile`` fits if some free (unoccupied) instances are destroyed first:
+    ``(start, starts of the free instances to destroy)`` pairs, only for starts that need at
+    least one destroyed. Occupied instances are never touched. Empty for unknown profiles."""
+    prof = find_profile(layout.model, profile)
+    if prof is None:
+        return ()
+    out = []
+    for s in prof.starts:
+        m = prof.mask(s)
+        hit = [i for i in layout.instances
+               if layout.profile_of(i).mask(i.start) & m]
+        if not hit or any(i.occupied for i in hit):
+            continue
+        stripped = MigLayout(layout.model, tuple(i for i in layout.instances if i not in hit))
+        if s in _creatable(stripped, prof):
+            out.append((s, tuple(i.start for i in hit)))
+    return tuple(out)
+
+
+def take(layout: MigLayout, ref: MigInstanceRef) -> MigLayout:
+    """Apply one placement entry: destroy ``ref.reclaims``, then create the instance occupied
+    (``ref.created``) or occupy the existing one. Raises ``Conflict`` (nothing changes) when
+    the layout does not allow it."""
+    for start in ref.reclaims:
+        layout = without_instance(layout, start)
+    if ref.created:
+        return with_instance(layout, ref.profile, ref.start, occupied=True)
+    inst = _existing(layout, ref.start)
+    if inst.profile != normalize_profile_name(ref.profile):
+        raise Conflict(f"the instance at slice {ref.start} is {inst.profile}, not {ref.profile}",
+                       code="gpuplane.mig.no_instance")
+    return occupy(layout, ref.start)
+
+
+def give_back(layout: MigLayout, ref: MigInstanceRef) -> MigLayout:
+    """Release one placement entry: the instance becomes free and stays (``vacate``)."""
+    return vacate(layout, ref.start)
 
 
 def _creatable_count(layout: MigLayout, prof: MigProfile) -> int:
