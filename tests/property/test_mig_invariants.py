@@ -4,15 +4,18 @@ hand one instance to two tasks. Checked against an independent slice-by-slice mo
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gpuplane.domain.errors import Conflict
+from gpuplane.domain.inventory import GpuDevice, Host
 from gpuplane.domain.mig import (
     MIG_MODELS,
     MIG_PROFILES,
     MigLayout,
     creatable_starts,
+    find_profile,
     free_instances,
     layout_problems,
     obtainable_counts,
@@ -22,6 +25,10 @@ from gpuplane.domain.mig import (
     with_instance,
     without_instance,
 )
+from gpuplane.domain.requests import Placement, TaskRequest
+from gpuplane.scheduling.placement.framework import CycleState, pick_host
+from gpuplane.scheduling.placement.plugins.mig import MigChooser, MigFit, MigPacking
+from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 
 def _grid(layout: MigLayout) -> list[int]:
@@ -134,3 +141,83 @@ def test_obtainable_counts_are_achievable(model: str, ops: list[tuple[str, int, 
             got += 1
             _check(trial)
         assert got == counts[name], name
+
+
+# -- placement level: the MIG plugins + ClusterSnapshot ----------------------------------------
+
+_PLACE_MODELS = ("A100-40GB", "A100-80GB", "H100-80GB", "H200")
+_REQ_PROFILES = sorted({n for m in _PLACE_MODELS for n in MIG_PROFILES[MigLayout.empty(m).model]})
+
+
+def _servable(snap: ClusterSnapshot, profile: str) -> bool:
+    """Independent check: some MIG GPU has a free instance or a fitting start for profile."""
+    for (h, g), lay in snap.mig_layouts.items():
+        lay = lay or MigLayout.empty(snap.hosts[h].gpus[g].model)
+        prof = find_profile(lay.model, profile)
+        if prof is None:
+            continue
+        if any(i.profile == prof.name and not i.occupied for i in lay.instances):
+            return True
+        if any(_fits(lay, prof.name, s) for s in range(8)):
+            return True
+        for s in prof.starts:  # by destroying idle instances in the way
+            span = set(range(s, s + prof.memory_slices))
+            hit = [i for i in lay.instances if span & set(range(
+                i.start, i.start + MIG_PROFILES[lay.model][i.profile].memory_slices))]
+            if hit and not any(i.occupied for i in hit) and _fits(
+                    MigLayout(lay.model, tuple(i for i in lay.instances if i not in hit)),
+                    prof.name, s):
+                return True
+    return False
+
+
+@st.composite
+def _fleet(draw) -> list[Host]:
+    hosts = []
+    for h in range(draw(st.integers(1, 4))):
+        model = draw(st.sampled_from(_PLACE_MODELS))
+        n = draw(st.integers(1, 3))
+        hosts.append(Host(name=f"h{h}", cpu_milli=10**6, memory_mib=10**7, gpus=tuple(
+            GpuDevice(index=i, model=model, mode="mig") for i in range(n))))
+    return hosts
+
+
+@settings(max_examples=150, deadline=None)
+@given(hosts=_fleet(), stream=st.lists(st.tuples(st.sampled_from(_REQ_PROFILES), st.booleans(),
+                                                 st.booleans()), max_size=40))
+def test_placements_never_overallocate_and_miss_nothing(
+        hosts: list[Host], stream: list[tuple[str, bool, bool]]) -> None:
+    snap = ClusterSnapshot.build(hosts)
+    fit, pack, choose = MigFit(), MigPacking(), MigChooser()
+    running: list[tuple[TaskRequest, Placement]] = []
+    for profile, release_first, trial in stream:
+        if release_first and running:
+            task, p = running.pop(0)
+            snap.release(task, p)
+        task = TaskRequest(cpu_milli=1, memory_mib=1, gpus=1, mig_profile=profile)
+        state = CycleState(rng=np.random.default_rng(0))
+        res = fit.filter(state, task, snap)
+        if not res.passed.any():
+            assert not _servable(snap, profile), f"{profile} rejected but a GPU could serve it"
+            continue
+        hosts_ok = np.nonzero(res.passed)[0]
+        h = pick_host(np.asarray(pack.score(state, task, snap, hosts_ok)), hosts_ok, snap,
+                      "rank", state.rng)
+        p = choose.choose(state, task, snap, h)
+        ref = p.mig[0]
+        event("reclaim" if ref.reclaims else "create" if ref.created else "reuse")
+        before = snap.mig_layouts[(h, ref.gpu_index)]
+        if not ref.created:
+            assert before.at(ref.start) is not None and not before.at(ref.start).occupied
+        if trial:  # a trial assignment undone leaves the snapshot exactly as it was
+            copy = snap.copy()
+            snap.assign(task, p)()
+            assert snap.state_equal(copy)
+        snap.assign(task, p)  # raises Conflict on any over-allocation
+        running.append((task, p))
+        for (hh, g), lay in snap.mig_layouts.items():
+            if lay is not None:
+                _check(lay)
+        occupied = sum(1 for lay in snap.mig_layouts.values() if lay
+                       for i in lay.instances if i.occupied)
+        assert occupied == len(running), "an instance is held by two tasks or leaked"
