@@ -1,1 +1,1 @@
-
+"""Governance: the tamper-evident audit chain (``audit``); attestation and accounting later."""

@@ -1,0 +1,89 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds a complete API over the database ``settings`` names, running
+Alembic migrations first. ``gpuplane up`` passes its own ``store`` (shared with the control
+loop), ``log_source`` (the driver side's ``service.logs.LogSource``) and optionally
+``leader`` (a callable returning the current scheduler holder, shown by /healthz). Tests pass a
+fake ``clock``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gpuplane import __version__
+from gpuplane.api import problems
+from gpuplane.api.limits import BodySizeLimit
+from gpuplane.api.metrics import Metrics, MetricsMiddleware
+from gpuplane.api.routers import accounting, inventory, policy, tenancy, workloads
+from gpuplane.api.schemas import HealthOut
+from gpuplane.service import LogSource, Services
+from gpuplane.settings import Settings
+from gpuplane.store import Store
+
+ROUTERS = (inventory.router, tenancy.router, policy.router, workloads.router, accounting.router)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               services: Services | None = None, log_source: LogSource | None = None,
+               clock: Callable[[], float] = time.time, migrate: bool = True,
+               leader: Callable[[], str | None] | None = None) -> FastAPI:
+    """Build the API. Creates the store from ``settings`` unless one is given; migrates it."""
+    settings = settings or Settings()
+    if services is not None:
+        store = services.store
+    if store is None:
+        store = Store(settings.database_url)
+    if migrate:
+        store.migrate()
+    if services is None:
+        services = Services(store, clock=clock, log_source=log_source)
+
+    app = FastAPI(title="gpuplane", version=__version__,
+                  description="An open, sovereign control plane for shared GPU infrastructure. "
+                              "Errors are RFC 9457 problem+json with stable `code`s.")
+    app.state.settings = settings
+    app.state.store = store
+    app.state.services = services
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/healthz", response_model=HealthOut, tags=["health"])
+    def healthz(response: Response) -> HealthOut:
+        """Liveness and database reachability (no authentication)."""
+        ok = store.ping()
+        if not ok:
+            response.status_code = 503
+        return HealthOut(status="ok" if ok else "degraded", database=ok, version=__version__,
+                         leader=leader() if leader else None)
+
+    metrics = Metrics(store)
+
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format."}})
+    def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+            problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        defs = schema["components"]["schemas"]["Problem"].pop("$defs", {})
+        schema["components"]["schemas"].update(defs)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

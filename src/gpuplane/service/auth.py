@@ -1,0 +1,124 @@
+"""Authentication: API tokens (stored hashed), principals, and the bootstrap admin.
+
+Tokens look like ``gpp_<43 url-safe characters>`` (256 random bits). Only their SHA-256 is
+stored: with that much entropy a fast hash is as safe as a slow one and lets every request be
+checked with one indexed lookup. The clear token is shown once, when created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from gpuplane.domain.errors import InvalidInput
+from gpuplane.service.authz import Principal, Unauthenticated, grants_from_bindings
+from gpuplane.service.base import ServiceBase
+from gpuplane.store.records import ApiToken
+from gpuplane.store.tables import ProjectRow
+
+TOKEN_PREFIX = "gpp_"
+DEFAULT_PRIORITY_CLASSES = (
+    ("production", 1000, False, False, "Serving and deadlines; never preempted by lower classes."),
+    ("standard", 500, False, True, "The default for most work."),
+    ("preemptible", 100, True, False, "Opportunistic work that may be stopped at any time."),
+)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class AuthService(ServiceBase):
+    _TOUCH_EVERY_S = 60.0
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal of a bearer token. Failures raise Unauthenticated and are audited
+        (``auth.login_failed``) without the token itself."""
+        now = self.now()
+        if not token:
+            raise Unauthenticated()
+        with self.store.read() as tx:
+            rec = tx.tokens.by_hash(hash_token(token))
+            reason = None
+            if rec is None:
+                reason = "unknown token"
+            elif rec.revoked_at is not None:
+                reason = "revoked token"
+            elif rec.expires_at is not None and rec.expires_at <= now:
+                reason = "expired token"
+            else:
+                user = tx.users.by_id(rec.user_id)
+                if user.disabled:
+                    reason = "disabled user"
+            if reason is None:
+                project_ids = [b.scope_id for b in user.roles if b.scope_kind == "project"]
+                orgs = {}
+                for pid in project_ids:
+                    row = tx.session.get(ProjectRow, pid)
+                    if row is not None:
+                        orgs[pid] = row.org_id
+                principal = Principal(user.id, user.name, grants_from_bindings(user.roles, orgs))
+                stale = rec.last_used_at is None or now - rec.last_used_at > self._TOUCH_EVERY_S
+        if reason is not None:
+            with self.store.write() as tx:
+                self.audit(tx, "anonymous" if rec is None else rec.user, "auth.login_failed",
+                           "token", "-" if rec is None else rec.prefix, outcome="denied",
+                           detail={"reason": reason})
+            raise Unauthenticated(f"{reason}; send a valid 'Authorization: Bearer <token>'")
+        if stale:
+            with self.store.write() as tx:
+                tx.tokens.touch(rec.id, now)
+        return principal
+
+    def token_is_valid(self, token: str) -> bool:
+        """True if ``token`` authenticates (used by ``gpuplane up`` to keep an admin-token)."""
+        try:
+            self.authenticate(token)
+            return True
+        except Unauthenticated:
+            return False
+
+    def issue_token(self, tx, user_id: int, name: str, expires_in_s: float | None  # noqa: ANN001
+                    ) -> tuple[ApiToken, str]:
+        """Create a token in ``tx``; returns its record and the clear token (shown once)."""
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise InvalidInput("expires_in_s must be positive",
+                               [])
+        token = new_token()
+        now = self.now()
+        rec = tx.tokens.add(user_id, name, token[:len(TOKEN_PREFIX) + 6], hash_token(token), now,
+                            None if expires_in_s is None else now + expires_in_s)
+        return rec, token
+
+    def bootstrap_admin(self, admin_name: str = "admin", *, new_token_if_exists: bool = False
+                        ) -> str | None:
+        """Create the first admin (global admin role), the ``default`` organisation and project,
+        and the default priority classes, on an empty database; return the admin's token.
+
+        Idempotent: on a database that already has users it returns None, unless
+        ``new_token_if_exists`` asks for a fresh token for ``admin_name`` (when the saved
+        admin-token was lost). The caller writes the token to $GPUPLANE_HOME/admin-token."""
+        now = self.now()
+        with self.store.write() as tx:
+            if tx.users.count() > 0:
+                if not new_token_if_exists:
+                    return None
+                user = tx.users.get(admin_name)
+                _, token = self.issue_token(tx, user.id, "bootstrap", None)
+                self.audit(tx, "system", "token.create", "user", admin_name,
+                           detail={"name": "bootstrap"})
+                return token
+            org = tx.orgs.add("default", "Default organisation", now)
+            tx.projects.add("default", org.id, "Default project", 1.0, None, now)
+            user = tx.users.add(admin_name, "", None, now)
+            tx.users.bind(user.id, "admin", "global", 0, now)
+            for name, value, preemptible, is_default, desc in DEFAULT_PRIORITY_CLASSES:
+                tx.priorities.add(name, value, preemptible, is_default, desc, now)
+            _, token = self.issue_token(tx, user.id, "bootstrap", None)
+            self.audit(tx, "system", "bootstrap", "user", admin_name,
+                       detail={"organisation": "default", "project": "default"})
+            return token

@@ -1,0 +1,101 @@
+"""Use-cases on shared infrastructure: sites, hosts, GPUs, cordon/drain.
+
+Reading needs ``inventory.read`` (every role has it, at any scope); changing needs a global
+admin or operator. Host views never show which tenants' tasks run there.
+"""
+
+from __future__ import annotations
+
+from gpuplane.domain.workloads import parse_memory_mib
+from gpuplane.service.authz import Principal, Forbidden, require_global
+from gpuplane.service.base import ServiceBase
+from gpuplane.service.specs import HostSpec, HostStateSpec, SiteSpec, dump
+from gpuplane.store.paging import Page
+from gpuplane.store.records import Gpu, HostRecord, Site
+
+
+def _read(principal: Principal) -> None:
+    if not principal.may_anywhere("inventory.read"):
+        raise Forbidden("you have no role that may read the inventory")
+
+
+def gpu_from_spec(g) -> Gpu:  # noqa: ANN001
+    return Gpu(g.index, g.model, g.memory_mib, g.numa, g.nvlink_domain, g.mode,
+               tuple(m.model_dump() for m in g.mig_layout) if g.mig_layout is not None else None,
+               g.uuid)
+
+
+class InventoryService(ServiceBase):
+    def create_site(self, principal: Principal, spec: SiteSpec) -> Site:
+        require_global(principal, "inventory.write", "sites")
+        with self.store.write() as tx:
+            site = tx.sites.add(spec.name, spec.jurisdiction, spec.region, spec.provider,
+                                dict(spec.labels), self.now())
+            self.audit(tx, principal.name, "site.create", "site", spec.name, detail=dump(spec))
+            return site
+
+    def get_site(self, principal: Principal, name: str) -> Site:
+        _read(principal)
+        with self.store.read() as tx:
+            return tx.sites.get(name)
+
+    def list_sites(self, principal: Principal, after: int | None, limit: int) -> Page[Site]:
+        _read(principal)
+        with self.store.read() as tx:
+            return tx.sites.list(after, limit)
+
+    def delete_site(self, principal: Principal, name: str) -> None:
+        require_global(principal, "inventory.write", "sites")
+        with self.store.write() as tx:
+            tx.sites.delete(name)
+            self.audit(tx, principal.name, "site.delete", "site", name)
+
+    def register_host(self, principal: Principal, spec: HostSpec) -> HostRecord:
+        """Register a host with its GPUs. Conflict if the name exists."""
+        require_global(principal, "inventory.write", "hosts")
+        with self.store.write() as tx:
+            host = tx.hosts.add(
+                spec.name, spec.site, int(round(spec.cpu * 1000)), parse_memory_mib(spec.memory),
+                [gpu_from_spec(g) for g in spec.gpus], self.now(), rack=spec.rack,
+                labels=dict(spec.labels), taints=[t.model_dump() for t in spec.taints],
+                tee=spec.tee, driver=spec.driver, simulated=spec.simulated,
+                declared=spec.declared)
+            self.audit(tx, principal.name, "host.register", "host", spec.name,
+                       detail={"site": spec.site, "gpus": len(spec.gpus),
+                               "simulated": spec.simulated})
+            return host
+
+    def get_host(self, principal: Principal, name: str) -> HostRecord:
+        _read(principal)
+        with self.store.read() as tx:
+            return tx.hosts.get(name)
+
+    def list_hosts(self, principal: Principal, after: int | None, limit: int,
+                   site: str | None = None) -> Page[HostRecord]:
+        _read(principal)
+        with self.store.read() as tx:
+            return tx.hosts.list(after, limit, site=site)
+
+    def set_host_state(self, principal: Principal, name: str, spec: HostStateSpec) -> HostRecord:
+        """Cordon (no new tasks), drain (no new tasks; the control loop moves running tasks
+        off), mark down, or make ready again. Generation-guarded when ``spec.generation``."""
+        require_global(principal, "inventory.write", "hosts")
+        with self.store.write() as tx:
+            before = tx.hosts.get(name)
+            host = tx.hosts.set_state(name, spec.state, spec.generation)
+            tx.events.add(self.now(), "Normal", f"Host{spec.state.capitalize()}",
+                          f"host {name} is now {spec.state} (was {before.state})", host=name)
+            self.audit(tx, principal.name, f"host.{spec.state}", "host", name,
+                       detail={"from": before.state, "to": spec.state})
+            return host
+
+    def delete_host(self, principal: Principal, name: str) -> None:
+        require_global(principal, "inventory.write", "hosts")
+        with self.store.write() as tx:
+            tx.hosts.delete(name)
+            self.audit(tx, principal.name, "host.delete", "host", name)
+
+    def gpu_models(self, principal: Principal) -> list[str]:
+        _read(principal)
+        with self.store.read() as tx:
+            return sorted(tx.hosts.gpu_models())

@@ -1,0 +1,54 @@
+"""The one typed settings object of gpuplane (``GPUPLANE_*`` environment variables + flags).
+
+Read once at start-up (``Settings()``) and passed down; nothing else reads the environment.
+Paths are derived on access from ``home`` so a test can point ``home`` at a temporary directory
+and every derived path follows. See docs/api.md ("Configuration reference") for the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of a gpuplane process. Every field maps to ``GPUPLANE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUPLANE_", extra="ignore", validate_default=True)
+
+    home: Path = Field(Path(".gpuplane"),
+                       description="State directory: SQLite file, admin-token, task logs.")
+    db_url: str | None = Field(None, description=(
+        "SQLAlchemy URL of the database, e.g. postgresql+psycopg://u:p@host:5432/gpuplane. "
+        "Default: SQLite (WAL) at $GPUPLANE_HOME/gpuplane.db."))
+    url: str = Field("http://127.0.0.1:8080", description="Where clients reach the API.")
+    token: str | None = Field(None, description="Bearer token clients send (CLI, client).")
+    bind_host: str = Field("127.0.0.1", description="Address `gpuplane up` listens on.")
+    bind_port: int = Field(8080, ge=0, le=65535, description="Port `gpuplane up` listens on.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
+                                description="Largest accepted request body in bytes (413 above).")
+    page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when none asked.")
+    page_size_max: int = Field(500, ge=1, le=10_000, description="Largest page a client may ask for.")
+    lease_ttl_s: float = Field(15.0, gt=0, le=3600,
+                               description="Scheduler leader lease lifetime; renewed at ttl/3.")
+    cycle_interval_s: float = Field(1.0, gt=0, le=3600,
+                                    description="Seconds between scheduling cycles.")
+    demo: bool = Field(True, description="`gpuplane up` loads the demo fleet.")
+    log_level: str = Field("info", description="Log level of the server process.")
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL (``db_url`` or the SQLite file under ``home``)."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.home / 'gpuplane.db').resolve()}"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.home / "admin-token"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"

@@ -1,0 +1,116 @@
+"""The database handle: engine set-up (SQLite WAL or PostgreSQL), migrations, transactions.
+
+``Store.read()`` and ``Store.write()`` yield a ``Tx`` carrying one repository per concept.
+Keep transactions short and never call the network inside one (STYLE habit 8). On SQLite a
+write transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of
+failing on upgrade; on PostgreSQL the default READ COMMITTED level applies and races are caught
+by generation-guarded updates (``Conflict``) and unique constraints.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from gpuplane.store.leases import LeaseRepo
+from gpuplane.store.tx import Tx
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=8, max_overflow=8)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn) -> None:  # noqa: ANN001
+            immediate = conn.get_execution_options().get("gpuplane_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Store:
+    """One database. Thread-safe; create one per process and share it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self.leases = LeaseRepo(self)
+        self._migrated = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings) -> Store:  # noqa: ANN001 - avoid importing settings here
+        return cls(settings.database_url)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent, safe with two processes
+        on PostgreSQL: an advisory lock serialises them)."""
+        from gpuplane.store.migrations import upgrade_to_head
+
+        with self._lock:
+            upgrade_to_head(self.engine)
+            self._migrated = True
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read transaction; anything written inside it is rolled back."""
+        with self.engine.connect() as conn:
+            with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                session.begin()
+                try:
+                    yield Tx(session, self.dialect)
+                finally:
+                    session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self.engine.connect() as conn:
+            conn.execution_options(gpuplane_write=True)
+            with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                with session.begin():
+                    yield Tx(session, self.dialect)
+
+    def ping(self) -> bool:
+        """True if the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - health check reports, never raises
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- leader lease (see store/leases.py for the contract) ----------------------------------
+    def try_acquire_lease(self, holder: str, ttl_s: float, now: float) -> bool:
+        return self.leases.try_acquire(holder, ttl_s, now)
+
+    def renew_lease(self, holder: str, ttl_s: float, now: float) -> bool:
+        return self.leases.renew(holder, ttl_s, now)
+
+    def release_lease(self, holder: str) -> bool:
+        return self.leases.release(holder)

@@ -1,0 +1,179 @@
+"""Plain records the repositories return for inventory and tenancy (no ORM objects escape).
+
+These stay independent of ``domain/inventory.py`` and ``domain/tenancy.py`` (other areas) and
+convert to them in ``store/convert.py``. Amounts are base units: milli-CPU, MiB, milli-GPU;
+quota amounts are milli-units of the resource (GPUs, CPU cores, MiB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Site:
+    id: int
+    name: str
+    jurisdiction: str
+    region: str
+    provider: str
+    labels: Mapping[str, str]
+    generation: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    model: str
+    memory_mib: int
+    numa: int = 0
+    nvlink_domain: str | None = None
+    mode: str = "whole"  # whole | shared | mig
+    mig_layout: tuple[Mapping[str, Any], ...] | None = None
+    uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    id: int
+    name: str
+    site: str
+    jurisdiction: str
+    cpu_milli: int
+    memory_mib: int
+    rack: str
+    labels: Mapping[str, str]
+    taints: tuple[Mapping[str, Any], ...]
+    tee: str | None
+    driver: str
+    simulated: bool
+    declared: bool
+    state: str  # ready | cordoned | draining | down
+    heartbeat_at: float | None
+    generation: int
+    created_at: float
+    gpus: tuple[Gpu, ...] = ()
+
+    @property
+    def schedulable(self) -> bool:
+        """New tasks may be placed here (not cordoned, draining or down)."""
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class Organisation:
+    id: int
+    name: str
+    display_name: str
+    generation: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    org_id: int
+    org: str
+    display_name: str
+    weight: float
+    cohort: str | None
+    generation: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RoleBinding:
+    id: int
+    user: str
+    role: str
+    scope_kind: str  # global | organisation | project
+    scope_id: int
+    scope_name: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str
+    org_id: int | None
+    org: str | None
+    disabled: bool
+    created_at: float
+    roles: tuple[RoleBinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: int
+    user_id: int
+    user: str
+    name: str
+    prefix: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True)
+class Quota:
+    id: int
+    project_id: int
+    project: str
+    resource: str  # gpu | cpu | memory
+    flavor: str  # GPU model or "*"
+    guaranteed_milli: int
+    borrowing_limit_milli: int | None  # None: may borrow without limit
+    lending_limit_milli: int | None  # None: may lend all unused guarantee
+    generation: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class PriorityClass:
+    id: int
+    name: str
+    value: int
+    preemptible: bool
+    is_default: bool
+    description: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    project_id: int
+    workload_uid: str
+    task_index: int
+    attempt: int
+    host: str
+    gpu_model: str | None
+    simulated: bool
+    gpu_milli: int
+    cpu_milli: int
+    memory_mib: int
+    started_at: float
+    finished_at: float
+    outcome: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    project_id: int | None
+    org_id: int | None
+    outcome: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""

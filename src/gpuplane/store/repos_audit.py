@@ -1,0 +1,68 @@
+"""Raw storage of the audit chain. The chain logic (hashing, verification) is in
+``governance/audit.py``; this module only locks the head, appends rows and reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from gpuplane.store.records import AuditEntry
+from gpuplane.store.tables import AuditHeadRow, AuditRow
+
+GENESIS_HASH = "0" * 64
+
+
+def _entry(r: AuditRow) -> AuditEntry:
+    return AuditEntry(r.seq, r.at, r.actor, r.action, r.object_kind, r.object_id, r.project_id,
+                      r.org_id, r.outcome, dict(r.detail or {}), r.prev_hash, r.hash)
+
+
+class AuditRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def lock_head(self) -> tuple[int, str]:
+        """Lock the chain head for this transaction (row lock on PostgreSQL; SQLite write
+        transactions are already exclusive) and return (last seq, last hash)."""
+        self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
+                       .values(seq=AuditHeadRow.seq).execution_options(synchronize_session=False))
+        row = self.s.execute(select(AuditHeadRow.seq, AuditHeadRow.hash)
+                             .where(AuditHeadRow.id == 1)).first()
+        if row is None:
+            return 0, GENESIS_HASH
+        return int(row[0]), row[1]
+
+    def append(self, entry: AuditEntry) -> None:
+        self.s.add(AuditRow(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action,
+                            object_kind=entry.object_kind, object_id=entry.object_id,
+                            project_id=entry.project_id, org_id=entry.org_id,
+                            outcome=entry.outcome, detail=dict(entry.detail),
+                            prev_hash=entry.prev_hash, hash=entry.hash))
+        self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
+                       .values(seq=entry.seq, hash=entry.hash)
+                       .execution_options(synchronize_session=False))
+        self.s.flush()
+
+    def list(self, project_ids: Iterable[int] | None = None, org_ids: Iterable[int] | None = None,
+             after: int | None = None, limit: int = 1000,
+             action: str | None = None) -> tuple[list[AuditEntry], int | None]:
+        """Entries in order; with scopes, only entries of those projects or organisations."""
+        stmt = select(AuditRow)
+        if project_ids is not None or org_ids is not None:
+            conds: list[Any] = []
+            if project_ids is not None:
+                conds.append(AuditRow.project_id.in_(list(project_ids)))
+            if org_ids is not None:
+                conds.append(AuditRow.org_id.in_(list(org_ids)))
+            stmt = stmt.where(or_(*conds))
+        if action is not None:
+            stmt = stmt.where(AuditRow.action == action)
+        if after is not None:
+            stmt = stmt.where(AuditRow.seq > after)
+        rows = self.s.execute(stmt.order_by(AuditRow.seq).limit(limit + 1)).scalars().all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_entry(r) for r in rows], (rows[-1].seq if more and rows else None)

@@ -1,0 +1,159 @@
+"""Repositories for sites, hosts and their GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gpuplane.domain.errors import Conflict, NotFound
+from gpuplane.store.generations import guarded_update
+from gpuplane.store.paging import Page, paginate
+from gpuplane.store.records import Gpu, HostRecord, Site
+from gpuplane.store.tables import GpuRow, HostRow, SiteRow, TaskRow
+
+
+def _site(row: SiteRow) -> Site:
+    return Site(row.id, row.name, row.jurisdiction, row.region, row.provider, dict(row.labels or {}),
+                row.generation, row.created_at)
+
+
+class SiteRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, name: str, jurisdiction: str, region: str, provider: str,
+            labels: dict[str, str], now: float) -> Site:
+        if self.s.execute(select(SiteRow.id).where(SiteRow.name == name)).first():
+            raise Conflict(f"site {name!r} already exists", code="gpuplane.site.exists")
+        row = SiteRow(name=name, jurisdiction=jurisdiction, region=region, provider=provider,
+                      labels=labels, generation=1, created_at=now)
+        self.s.add(row)
+        self.s.flush()
+        return _site(row)
+
+    def get(self, name: str) -> Site:
+        row = self.s.execute(select(SiteRow).where(SiteRow.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no site named {name!r}", code="gpuplane.site.not_found")
+        return _site(row)
+
+    def list(self, after: int | None = None, limit: int = 1000) -> Page[Site]:
+        return paginate(self.s, select(SiteRow), SiteRow.id, after, limit, _site, lambda r: r.id)
+
+    def delete(self, name: str) -> None:
+        site = self.get(name)
+        if self.s.execute(select(HostRow.id).where(HostRow.site_id == site.id)).first():
+            raise Conflict(f"site {name!r} still has hosts; delete them first",
+                           code="gpuplane.site.in_use")
+        self.s.execute(delete(SiteRow).where(SiteRow.id == site.id))
+
+
+class HostRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def _record(self, row: HostRow, site: SiteRow, gpus: Sequence[GpuRow]) -> HostRecord:
+        return HostRecord(
+            id=row.id, name=row.name, site=site.name, jurisdiction=site.jurisdiction,
+            cpu_milli=row.cpu_milli, memory_mib=row.memory_mib, rack=row.rack,
+            labels=dict(row.labels or {}), taints=tuple(row.taints or ()), tee=row.tee,
+            driver=row.driver, simulated=row.simulated, declared=row.declared, state=row.state,
+            heartbeat_at=row.heartbeat_at, generation=row.generation, created_at=row.created_at,
+            gpus=tuple(Gpu(g.idx, g.model, g.memory_mib, g.numa, g.nvlink_domain, g.mode,
+                           tuple(g.mig_layout) if g.mig_layout is not None else None, g.uuid)
+                       for g in sorted(gpus, key=lambda g: g.idx)))
+
+    def _records(self, rows: Sequence[HostRow]) -> list[HostRecord]:
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        sites = {s.id: s for s in self.s.execute(
+            select(SiteRow).where(SiteRow.id.in_({r.site_id for r in rows}))).scalars()}
+        gpus: dict[int, list[GpuRow]] = {i: [] for i in ids}
+        for g in self.s.execute(select(GpuRow).where(GpuRow.host_id.in_(ids))).scalars():
+            gpus[g.host_id].append(g)
+        return [self._record(r, sites[r.site_id], gpus[r.id]) for r in rows]
+
+    def add(self, name: str, site: str, cpu_milli: int, memory_mib: int, gpus: Sequence[Gpu],
+            now: float, rack: str = "", labels: dict[str, str] | None = None,
+            taints: list[dict] | None = None, tee: str | None = None, driver: str = "sim",
+            simulated: bool = True, declared: bool = False) -> HostRecord:
+        if self.s.execute(select(HostRow.id).where(HostRow.name == name)).first():
+            raise Conflict(f"host {name!r} already exists", code="gpuplane.host.exists")
+        site_row = self.s.execute(select(SiteRow).where(SiteRow.name == site)).scalar_one_or_none()
+        if site_row is None:
+            raise NotFound(f"no site named {site!r}; register the site first",
+                           code="gpuplane.site.not_found")
+        row = HostRow(name=name, site_id=site_row.id, cpu_milli=cpu_milli, memory_mib=memory_mib,
+                      rack=rack, labels=labels or {}, taints=taints or [], tee=tee, driver=driver,
+                      simulated=simulated, declared=declared, state="ready", heartbeat_at=now,
+                      generation=1, created_at=now)
+        self.s.add(row)
+        self.s.flush()
+        for g in gpus:
+            self.s.add(GpuRow(host_id=row.id, idx=g.index, model=g.model, memory_mib=g.memory_mib,
+                              numa=g.numa, nvlink_domain=g.nvlink_domain, mode=g.mode,
+                              mig_layout=list(g.mig_layout) if g.mig_layout is not None else None,
+                              uuid=g.uuid))
+        self.s.flush()
+        return self.get(name)
+
+    def _row(self, name: str) -> HostRow:
+        row = self.s.execute(select(HostRow).where(HostRow.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no host named {name!r}", code="gpuplane.host.not_found")
+        return row
+
+    def get(self, name: str) -> HostRecord:
+        return self._records([self._row(name)])[0]
+
+    def id_of(self, name: str) -> int:
+        return self._row(name).id
+
+    def list(self, after: int | None = None, limit: int = 100_000,
+             site: str | None = None) -> Page[HostRecord]:
+        stmt = select(HostRow)
+        if site is not None:
+            stmt = stmt.join(SiteRow, SiteRow.id == HostRow.site_id).where(SiteRow.name == site)
+        page = paginate(self.s, stmt, HostRow.id, after, limit, lambda r: r, lambda r: r.id)
+        return Page(self._records(page.items), page.next_after)
+
+    def list_all(self) -> list[HostRecord]:
+        """Every host with its GPUs (the control loop's inventory read)."""
+        rows = self.s.execute(select(HostRow).order_by(HostRow.id)).scalars().all()
+        return self._records(rows)
+
+    def gpu_models(self) -> set[str]:
+        return set(self.s.execute(select(GpuRow.model).distinct()).scalars())
+
+    def set_state(self, name: str, state: str, seen_generation: int | None = None) -> HostRecord:
+        """Move a host to ready/cordoned/draining/down, guarded by generation when given."""
+        row = self._row(name)
+        guarded_update(self.s, HostRow, HostRow.id, row.id,
+                       row.generation if seen_generation is None else seen_generation,
+                       f"host {name!r}", state=state)
+        return self.get(name)
+
+    def bump_generation(self, name: str, seen_generation: int) -> int:
+        """Claim a host for an allocation change: Conflict if it changed since read."""
+        row = self._row(name)
+        return guarded_update(self.s, HostRow, HostRow.id, row.id, seen_generation,
+                              f"host {name!r}")
+
+    def heartbeat(self, name: str, now: float) -> None:
+        self._row(name).heartbeat_at = now
+        self.s.flush()
+
+    def delete(self, name: str) -> None:
+        row = self._row(name)
+        from gpuplane.store.repos_workloads import ACTIVE_PHASES
+
+        busy = self.s.execute(select(TaskRow.id).where(TaskRow.host_id == row.id,
+                                                       TaskRow.phase.in_(ACTIVE_PHASES))).first()
+        if busy:
+            raise Conflict(f"host {name!r} still runs tasks; drain it first",
+                           code="gpuplane.host.in_use")
+        self.s.execute(delete(GpuRow).where(GpuRow.host_id == row.id))
+        self.s.execute(delete(HostRow).where(HostRow.id == row.id))

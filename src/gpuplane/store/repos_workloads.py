@@ -1,0 +1,310 @@
+"""Repositories for workloads, their tasks, events and usage records.
+
+A task row in phase Admitted or Running *is* an allocation: there is no separate allocation
+table, so an allocation can never outlive its task (DESIGN invariant 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from gpuplane.domain.errors import NotFound
+from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPlacement, Workload,
+                                       WorkloadSpec)
+from gpuplane.store.generations import guarded_update
+from gpuplane.store.paging import Page, paginate
+from gpuplane.store.records import UsageRecord
+from gpuplane.store.tables import (EventRow, HostRow, OrganisationRow, ProjectRow, TaskRow,
+                                   UsageRow, WorkloadRow)
+
+ACTIVE_PHASES = (Phase.ADMITTED.value, Phase.RUNNING.value)
+TERMINAL_PHASES = (Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value,
+                   Phase.LOST.value)
+
+
+def _placement(data: dict[str, Any] | None) -> TaskPlacement | None:
+    if not data:
+        return None
+    return TaskPlacement(host=data["host"], gpu_indices=tuple(data.get("gpu_indices", ())),
+                         gpu_milli=int(data.get("gpu_milli", 1000)),
+                         mig=tuple(data.get("mig", ())))
+
+
+def placement_json(p: TaskPlacement) -> dict[str, Any]:
+    return {"host": p.host, "gpu_indices": list(p.gpu_indices), "gpu_milli": p.gpu_milli,
+            "mig": [dict(m) for m in p.mig]}
+
+
+class WorkloadRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # -- conversion -------------------------------------------------------------------------
+    def _tasks(self, pks: list[int]) -> dict[int, list[Task]]:
+        out: dict[int, list[Task]] = {pk: [] for pk in pks}
+        if not pks:
+            return out
+        uids = dict(self.s.execute(select(WorkloadRow.pk, WorkloadRow.uid)
+                                   .where(WorkloadRow.pk.in_(pks))).tuples().all())
+        rows = self.s.execute(select(TaskRow, HostRow.simulated).outerjoin(
+            HostRow, HostRow.id == TaskRow.host_id).where(TaskRow.workload_pk.in_(pks))
+            .order_by(TaskRow.workload_pk, TaskRow.idx)).tuples().all()
+        for t, simulated in rows:
+            out[t.workload_pk].append(task_from_row(t, uids[t.workload_pk], bool(simulated)))
+        return out
+
+    def _convert(self, rows: Sequence[WorkloadRow], with_tasks: bool = True) -> list[Workload]:
+        if not rows:
+            return []
+        proj = {p.id: p for p in self.s.execute(select(ProjectRow).where(
+            ProjectRow.id.in_({r.project_id for r in rows}))).scalars()}
+        orgs = dict(self.s.execute(select(OrganisationRow.id, OrganisationRow.name).where(
+            OrganisationRow.id.in_({p.org_id for p in proj.values()}))).tuples().all())
+        tasks = self._tasks([r.pk for r in rows]) if with_tasks else {}
+        out = []
+        for r in rows:
+            p = proj[r.project_id]
+            reason = r.pending_reason
+            out.append(Workload(
+                id=r.uid, project=p.name, org=orgs[p.org_id], name=r.name, kind=r.kind,
+                spec=WorkloadSpec.model_validate(r.spec), phase=Phase(r.phase),
+                priority=r.priority, priority_class=r.priority_class, preemptible=r.preemptible,
+                generation=r.generation, cancel_requested=r.cancel_requested,
+                pending_reason=PendingReason(reason["code"], reason["message"],
+                                             reason.get("detail", {})) if reason else None,
+                message=r.message, submitted_by=r.submitted_by, submitted_at=r.submitted_at,
+                admitted_at=r.admitted_at, started_at=r.started_at, finished_at=r.finished_at,
+                tasks=tuple(tasks.get(r.pk, ()))))
+        return out
+
+    def _row(self, uid: str) -> WorkloadRow:
+        row = self.s.execute(select(WorkloadRow).where(WorkloadRow.uid == uid)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no workload {uid!r}", code="gpuplane.workload.not_found")
+        return row
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, uid: str) -> Workload:
+        return self._convert([self._row(uid)])[0]
+
+    def pk_of(self, uid: str) -> int:
+        return self._row(uid).pk
+
+    def project_id_of(self, uid: str) -> int:
+        return self._row(uid).project_id
+
+    def find(self, project_id: int, name: str) -> Workload | None:
+        row = self.s.execute(select(WorkloadRow).where(WorkloadRow.project_id == project_id,
+                                                       WorkloadRow.name == name)).scalar_one_or_none()
+        return None if row is None else self._convert([row])[0]
+
+    def find_by_name(self, name: str, project_ids: Iterable[int] | None) -> list[Workload]:
+        stmt = select(WorkloadRow).where(WorkloadRow.name == name)
+        if project_ids is not None:
+            stmt = stmt.where(WorkloadRow.project_id.in_(list(project_ids)))
+        return self._convert(self.s.execute(stmt.order_by(WorkloadRow.pk)).scalars().all())
+
+    def list(self, project_ids: Iterable[int] | None, phase: str | None = None,
+             after: int | None = None, limit: int = 1000,
+             with_tasks: bool = True) -> Page[Workload]:
+        """Workloads of the given projects (None: all), oldest first."""
+        stmt = select(WorkloadRow)
+        if project_ids is not None:
+            stmt = stmt.where(WorkloadRow.project_id.in_(list(project_ids)))
+        if phase is not None:
+            stmt = stmt.where(WorkloadRow.phase == phase)
+        page = paginate(self.s, stmt, WorkloadRow.pk, after, limit, lambda r: r, lambda r: r.pk)
+        return Page(self._convert(page.items, with_tasks), page.next_after)
+
+    def list_schedulable(self, now: float) -> list[Workload]:
+        """Workloads not cancelled that have a Pending task whose backoff has expired."""
+        pks = select(TaskRow.workload_pk).where(
+            TaskRow.phase == Phase.PENDING.value,
+            or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)).distinct()
+        rows = self.s.execute(select(WorkloadRow).where(
+            WorkloadRow.pk.in_(pks), WorkloadRow.cancel_requested.is_(False))
+            .order_by(WorkloadRow.pk)).scalars().all()
+        return self._convert(rows)
+
+    def list_active(self) -> list[Workload]:
+        """Workloads with at least one task holding resources (Admitted or Running)."""
+        pks = select(TaskRow.workload_pk).where(TaskRow.phase.in_(ACTIVE_PHASES)).distinct()
+        rows = self.s.execute(select(WorkloadRow).where(WorkloadRow.pk.in_(pks))
+                              .order_by(WorkloadRow.pk)).scalars().all()
+        return self._convert(rows)
+
+    def list_cancel_requested(self) -> list[Workload]:
+        """Workloads whose cancel was asked and that are not finished yet."""
+        rows = self.s.execute(select(WorkloadRow).where(
+            WorkloadRow.cancel_requested.is_(True), WorkloadRow.phase.not_in(TERMINAL_PHASES))
+            .order_by(WorkloadRow.pk)).scalars().all()
+        return self._convert(rows)
+
+    def count_by_phase(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        return dict(self.s.execute(select(WorkloadRow.phase, func.count())
+                                   .group_by(WorkloadRow.phase)).tuples().all())
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(self, uid: str, project_id: int, spec: WorkloadSpec, priority: int,
+            priority_class: str, preemptible: bool, submitted_by: str, now: float) -> Workload:
+        row = WorkloadRow(uid=uid, project_id=project_id, name=spec.name, kind=spec.kind,
+                          spec=spec.model_dump(mode="json"), phase=Phase.PENDING.value,
+                          priority=priority, priority_class=priority_class,
+                          preemptible=preemptible, cancel_requested=False,
+                          submitted_by=submitted_by, submitted_at=now, generation=1)
+        self.s.add(row)
+        self.s.flush()
+        for index, group, replica in spec.task_slots():
+            res = group.resources
+            self.s.add(TaskRow(workload_pk=row.pk, idx=index, group_name=group.name,
+                               replica=replica, phase=Phase.PENDING.value, attempt=0,
+                               cpu_milli=res.cpu_milli, memory_mib=res.memory_mib, gpus=res.gpus,
+                               gpu_milli=res.gpu_milli, mig_profile=res.mig_profile,
+                               gpu_models=list(res.gpu_models), generation=1))
+        self.s.flush()
+        return self.get(uid)
+
+    def update(self, uid: str, seen_generation: int, **values: Any) -> int:
+        """Generation-guarded update of workload columns; returns the new generation."""
+        if "phase" in values and isinstance(values["phase"], Phase):
+            values["phase"] = values["phase"].value
+        return guarded_update(self.s, WorkloadRow, WorkloadRow.uid, uid, seen_generation,
+                              f"workload {uid}", **values)
+
+    def set_pending_reason(self, uid: str, reason: PendingReason | None) -> None:
+        """Advisory (not generation-guarded, does not bump the generation)."""
+        value = None if reason is None else {"code": reason.code, "message": reason.message,
+                                             "detail": dict(reason.detail)}
+        self.s.execute(update(WorkloadRow).where(WorkloadRow.uid == uid)
+                       .values(pending_reason=value).execution_options(synchronize_session=False))
+
+    def delete(self, uid: str) -> None:
+        pk = self._row(uid).pk
+        self.s.execute(delete(EventRow).where(EventRow.workload_pk == pk))
+        self.s.execute(delete(TaskRow).where(TaskRow.workload_pk == pk))
+        self.s.execute(delete(WorkloadRow).where(WorkloadRow.pk == pk))
+
+
+def task_from_row(t: TaskRow, workload_uid: str, simulated: bool) -> Task:
+    return Task(
+        id=t.id, workload_id=workload_uid, index=t.idx, group=t.group_name, replica=t.replica,
+        phase=Phase(t.phase), generation=t.generation, attempt=t.attempt, cpu_milli=t.cpu_milli,
+        memory_mib=t.memory_mib, gpus=t.gpus, gpu_milli=t.gpu_milli, mig_profile=t.mig_profile,
+        gpu_models=tuple(t.gpu_models or ()), placement=_placement(t.placement),
+        simulated=simulated, handle=t.handle, exit_code=t.exit_code, reason=t.reason,
+        message=t.message, not_before=t.not_before, started_at=t.started_at,
+        finished_at=t.finished_at)
+
+
+class TaskRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get(self, task_id: int) -> Task:
+        row = self.s.execute(select(TaskRow, WorkloadRow.uid, HostRow.simulated)
+                             .join(WorkloadRow, WorkloadRow.pk == TaskRow.workload_pk)
+                             .outerjoin(HostRow, HostRow.id == TaskRow.host_id)
+                             .where(TaskRow.id == task_id)).first()
+        if row is None:
+            raise NotFound(f"no task {task_id}", code="gpuplane.task.not_found")
+        return task_from_row(row[0], row[1], bool(row[2]))
+
+    def list_active(self) -> list[Task]:
+        """Every task holding resources (Admitted/Running): the live allocations."""
+        rows = self.s.execute(select(TaskRow, WorkloadRow.uid, HostRow.simulated)
+                              .join(WorkloadRow, WorkloadRow.pk == TaskRow.workload_pk)
+                              .outerjoin(HostRow, HostRow.id == TaskRow.host_id)
+                              .where(TaskRow.phase.in_(ACTIVE_PHASES))
+                              .order_by(TaskRow.id)).tuples().all()
+        return [task_from_row(t, uid, bool(sim)) for t, uid, sim in rows]
+
+    def update(self, task_id: int, seen_generation: int, **values: Any) -> int:
+        """Generation-guarded update of task columns (``placement`` may be a TaskPlacement;
+        ``host`` a host name, resolved to its id); returns the new generation."""
+        if "phase" in values and isinstance(values["phase"], Phase):
+            values["phase"] = values["phase"].value
+        if isinstance(values.get("placement"), TaskPlacement):
+            values["placement"] = placement_json(values["placement"])
+        if "host" in values:
+            host = values.pop("host")
+            if host is None:
+                values["host_id"] = None
+            else:
+                host_id = self.s.execute(select(HostRow.id).where(HostRow.name == host)).scalar()
+                if host_id is None:
+                    raise NotFound(f"no host named {host!r}", code="gpuplane.host.not_found")
+                values["host_id"] = host_id
+        return guarded_update(self.s, TaskRow, TaskRow.id, task_id, seen_generation,
+                              f"task {task_id}", **values)
+
+
+class EventRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, at: float, type: str, reason: str, message: str, *,  # noqa: A002
+            project_id: int | None = None, workload_uid: str | None = None,
+            host: str | None = None, task_index: int | None = None) -> None:
+        pk = None
+        if workload_uid is not None:
+            row = self.s.execute(select(WorkloadRow.pk, WorkloadRow.project_id)
+                                 .where(WorkloadRow.uid == workload_uid)).first()
+            if row is not None:
+                pk, project_id = row[0], row[1]
+        self.s.add(EventRow(at=at, type=type, reason=reason, message=message[:4000],
+                            project_id=project_id, workload_pk=pk, host_name=host,
+                            task_idx=task_index))
+        self.s.flush()
+
+    def list(self, project_ids: Iterable[int] | None, workload_uid: str | None = None,
+             after: int | None = None, limit: int = 1000) -> Page[Event]:
+        stmt = select(EventRow)
+        if project_ids is not None:
+            stmt = stmt.where(EventRow.project_id.in_(list(project_ids)))
+        if workload_uid is not None:
+            stmt = stmt.where(EventRow.workload_pk == select(WorkloadRow.pk).where(
+                WorkloadRow.uid == workload_uid).scalar_subquery())
+        page = paginate(self.s, stmt, EventRow.id, after, limit, lambda r: r, lambda r: r.id)
+        rows = page.items
+        pnames = dict(self.s.execute(select(ProjectRow.id, ProjectRow.name)).tuples().all()) \
+            if rows else {}
+        uids = dict(self.s.execute(select(WorkloadRow.pk, WorkloadRow.uid).where(
+            WorkloadRow.pk.in_({r.workload_pk for r in rows if r.workload_pk}))).tuples().all()) \
+            if rows else {}
+        return Page([Event(r.id, r.at, r.type, r.reason, r.message, pnames.get(r.project_id),
+                           uids.get(r.workload_pk), r.host_name, r.task_idx) for r in rows],
+                    page.next_after)
+
+
+class UsageRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, rec: UsageRecord) -> None:
+        self.s.add(UsageRow(project_id=rec.project_id, workload_uid=rec.workload_uid,
+                            task_idx=rec.task_index, attempt=rec.attempt, host_name=rec.host,
+                            gpu_model=rec.gpu_model, simulated=rec.simulated,
+                            gpu_milli=rec.gpu_milli, cpu_milli=rec.cpu_milli,
+                            memory_mib=rec.memory_mib, started_at=rec.started_at,
+                            finished_at=rec.finished_at, outcome=rec.outcome))
+        self.s.flush()
+
+    def list(self, project_ids: Iterable[int] | None, since: float | None = None,
+             until: float | None = None) -> list[UsageRecord]:
+        stmt = select(UsageRow)
+        if project_ids is not None:
+            stmt = stmt.where(UsageRow.project_id.in_(list(project_ids)))
+        if since is not None:
+            stmt = stmt.where(UsageRow.finished_at >= since)
+        if until is not None:
+            stmt = stmt.where(UsageRow.started_at <= until)
+        return [UsageRecord(r.project_id, r.workload_uid, r.task_idx, r.attempt, r.host_name,
+                            r.gpu_model, r.simulated, r.gpu_milli, r.cpu_milli, r.memory_mib,
+                            r.started_at, r.finished_at, r.outcome)
+                for r in self.s.execute(stmt.order_by(UsageRow.id)).scalars()]
