@@ -44,9 +44,9 @@ def _fgd(workload: TypicalWorkload | None = None, name: str = "fgd") -> Profile:
 
 
 def _gpuplane(workload: TypicalWorkload | None = None) -> Profile:
-    # Placeholder owned by the "policy" area: until plugins/gpuplane*.py lands, the
-    # default policy is exactly the faithful FGD baseline (under the name "gpuplane").
-    return _fgd(workload, name="gpuplane")
+    # The default policy (owned by the "policy" area, plugins/gpuplane.py; docs/policy.md).
+    gp = make_plugin("gpuplane", workload=workload)
+    return Profile(name="gpuplane", filters=base_filters(), scores=((gp, 1),), choosers=(gp,))
 
 
 PROFILES: dict[str, Callable[..., Profile]] = {

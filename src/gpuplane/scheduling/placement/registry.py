@@ -23,6 +23,12 @@ from gpuplane.scheduling.placement.plugins.resources import ResourceFit
 from gpuplane.scheduling.placement.plugins.selector import NodeSelector
 from gpuplane.scheduling.placement.plugins.taints import TaintToleration
 
+
+def _gpuplane(**args: Any) -> Any:
+    from gpuplane.scheduling.placement.plugins.gpuplane import Gpuplane  # policy area
+    return Gpuplane(**args)
+
+
 PLUGINS: dict[str, Callable[..., Any]] = {
     # filters
     "resource_fit": ResourceFit,
@@ -36,6 +42,7 @@ PLUGINS: dict[str, Callable[..., Any]] = {
     "packing": Packing,
     "bestfit": BestFit,
     "fgd": Fgd,
+    "gpuplane": _gpuplane,
     # GPU choosers
     "bestfit_gpus": BestFitGpus,
     "random_gpus": RandomGpus,

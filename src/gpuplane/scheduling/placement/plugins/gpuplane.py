@@ -1,0 +1,166 @@
+"""Score + GPU chooser ``gpuplane``: the default placement policy.
+
+It is FGD (FGD_PROTOCOL §6.6: integer sigmoid of the fragmentation change, ties
+by the fixed host rank) on a *richer* fragmentation measure::
+
+    F'(S) = F(S) + alpha * stranded(S) + beta * sum_g waste(free_g)
+
+* ``F`` - FGD's fragment amount for the target workload (expected free GPU milli
+  a random typical task could not use on this host).
+* ``stranded(S) = max(0, L - cpu_free / rho)`` - free GPU milli the host's free
+  CPU cannot feed at the workload's average appetite ``rho`` (CPU milli asked
+  per milli-GPU, demand-weighted over the GPU task types). FGD only notices CPU
+  when it drops below one task type's request; this term prices CPU gradually,
+  so CPU-hungry tasks drift to CPU-rich hosts (e.g. 2-GPU/104-core T4 nodes) and
+  CPU-light ones to CPU-poor hosts, and fewer GPUs end up behind exhausted CPU.
+* ``waste(h)`` - for a partly used GPU with ``h`` milli free, the milli that a
+  stream of future shares is expected to leave unused: ``h - V(h)`` with
+  ``V(h) = E[s + V(h - s) | s <= h]`` over the workload's share sizes ``s``
+  (a one-step look-ahead on the expected demand; ``waste(0) = waste(1000) = 0``).
+  It prefers leaving holes that popular shares can fill.
+
+``alpha``/``beta`` are workload-independent constants (no per-trace tuning).
+With ``workload=None`` (live control plane) the distribution is learned online
+from the tasks scored so far and rebuilt when their count doubles.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import ClassVar
+
+import numpy as np
+
+from gpuplane.domain.requests import TaskRequest
+from gpuplane.scheduling.placement.fragmentation import (
+    FragmentationModel,
+    TaskType,
+    TypicalWorkload,
+)
+from gpuplane.scheduling.placement.framework import CycleState
+from gpuplane.scheduling.placement.plugins.fgd import Fgd
+from gpuplane.scheduling.snapshot import ClusterSnapshot
+
+ALPHA = 4.0  #: weight of CPU-stranded GPU milli
+BETA = 0.5   #: weight of the expected unfillable part of partly used GPUs
+
+
+def cpu_appetite(workload: TypicalWorkload) -> float:
+    """CPU milli per milli-GPU asked by the workload's GPU task types (demand-weighted);
+    0 when it has no GPU types."""
+    gpu = workload.milli * workload.count * workload.freq
+    if gpu.sum() <= 0:
+        return 0.0
+    cpu = np.where(workload.milli > 0, workload.cpu * workload.freq, 0.0)
+    return float(cpu.sum() / gpu.sum())
+
+
+def hole_waste(workload: TypicalWorkload) -> np.ndarray:
+    """(1001,) expected unfillable milli of a GPU with ``h`` milli free (see module doc)."""
+    q: dict[int, float] = {}
+    for t in workload.types:
+        if 0 < t.gpu_milli < 1000 and t.gpus == 1:
+            q[t.gpu_milli] = q.get(t.gpu_milli, 0.0) + t.freq
+    sizes = np.array(sorted(q), dtype=np.int64)
+    probs = np.array([q[s] for s in sizes.tolist()], dtype=np.float64)
+    value = np.zeros(1001, dtype=np.float64)
+    for h in range(1, 1001):
+        n = int(np.searchsorted(sizes, h, side="right"))
+        if n:
+            p = probs[:n]
+            value[h] = float((p * (sizes[:n] + value[h - sizes[:n]])).sum() / p.sum())
+    waste = np.arange(1001, dtype=np.float64) - value
+    waste[0] = waste[1000] = 0.0
+    return waste
+
+
+class GpuplaneModel(FragmentationModel):
+    """``F'`` of host states (memoised by state like :class:`FragmentationModel`)."""
+
+    def __init__(self, workload: TypicalWorkload, models, alpha: float = ALPHA,
+                 beta: float = BETA) -> None:
+        super().__init__(workload, models)
+        self.alpha, self.beta = float(alpha), float(beta)
+        rho = cpu_appetite(workload)
+        self.inv_rho = 1.0 / rho if rho > 0 else 0.0
+        self.waste = hole_waste(workload)
+
+    def fragment_rows(self, cpu: np.ndarray, gpus: np.ndarray, model: np.ndarray) -> np.ndarray:
+        base = super().fragment_rows(cpu, gpus, model)
+        gp = np.clip(np.asarray(gpus, dtype=np.int64), 0, 1000)
+        free = gp.sum(axis=1)
+        out = base
+        if self.alpha and self.inv_rho:
+            strand = np.maximum(0.0, free - np.asarray(cpu, dtype=np.float64) * self.inv_rho)
+            out = out + self.alpha * strand
+        if self.beta:
+            out = out + self.beta * self.waste[gp].sum(axis=1)
+        return out
+
+
+class Gpuplane(Fgd):
+    """The ``gpuplane`` score and device chooser (see module doc).
+
+    ``workload``: target distribution (the simulator passes the trace's own, as
+    FGD does); ``None`` learns it online from the tasks this plugin scores.
+    """
+
+    name: ClassVar[str] = "gpuplane"
+
+    def __init__(self, workload: TypicalWorkload | None = None, alpha: float = ALPHA,
+                 beta: float = BETA) -> None:
+        super().__init__(workload)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self._seen: Counter = Counter()
+        self._n_seen = 0
+        self._built_at = 0
+
+    # -- online distribution ---------------------------------------------------------------
+    def _observe(self, snap: ClusterSnapshot, task: TaskRequest) -> None:
+        if self.workload is not None or task.mig_profile is not None:
+            return
+        self._seen[(task.cpu_milli, task.gpu_milli if task.gpus else 0, task.gpus,
+                    task.gpu_models if task.gpus else frozenset())] += 1
+        self._n_seen += 1
+        if self._n_seen >= 2 * self._built_at:
+            cache = snap.plugin_cache(self)
+            cache.clear()
+            cache["fm"] = GpuplaneModel(self.learned(), snap.models, self.alpha, self.beta)
+            cache["fm"].score_memo = {}
+            self._built_at = self._n_seen
+
+    def learned(self) -> TypicalWorkload:
+        """The distribution learned so far (95 % popularity cut, like FGD's)."""
+        items = sorted(self._seen.items(), key=lambda kv: (kv[1], repr(kv[0])), reverse=True)
+        kept, acc = [], 0
+        for key, n in items:
+            if acc >= 0.95 * self._n_seen:
+                break
+            kept.append((key, n))
+            acc += n
+        return TypicalWorkload([TaskType(c, m, k, models, n / acc)
+                                for (c, m, k, models), n in kept])
+
+    def model(self, snap: ClusterSnapshot, task: TaskRequest | None = None) -> FragmentationModel:
+        cache = snap.plugin_cache(self)
+        fm = cache.get("fm")
+        if fm is None:
+            if self.workload is not None:
+                wl = self.workload
+            else:
+                assert task is not None
+                wl = TypicalWorkload.from_tasks([task])
+            fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta)
+            fm.score_memo = {}  # type: ignore[attr-defined]
+            cache["fm"] = fm
+        return fm
+
+    def score(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
+              hosts: np.ndarray) -> np.ndarray:
+        if not state.data.get("gpuplane_seen"):
+            self._observe(snap, task)
+            state.data["gpuplane_seen"] = True
+        return super().score(state, task, snap, hosts)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Gpuplane(alpha={self.alpha}, beta={self.beta})"
