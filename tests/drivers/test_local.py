@@ -179,3 +179,16 @@ def test_discovery_without_a_gpu_is_cpu_only_or_declared():
         assert all(g.declared for g in info.gpus) and info.notes
     else:
         assert info.source == "nvml"
+
+
+def test_starting_again_after_a_crash_returns_the_first_start_instead_of_a_second_process(tmp_path):
+    task = TaskSpec(task_id="t-once", workload="w", command=("sleep", "60"))
+    h1 = LocalDriver(tmp_path, host="h1").start(task, PlacedDevices(host="h1"))
+    d2 = LocalDriver(tmp_path, host="h1")  # the handle was never stored: start is asked again
+    h2 = d2.start(task, PlacedDevices(host="h1"))
+    assert h2.data["pid"] == h1.data["pid"]
+    d2.stop(h2, grace_s=1)
+    d2.forget([h2])
+    h3 = d2.start(task, PlacedDevices(host="h1"))  # forgotten: a new attempt really starts
+    assert h3.data["pid"] != h1.data["pid"]
+    d2.stop(h3, grace_s=1)

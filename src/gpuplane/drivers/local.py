@@ -16,6 +16,7 @@ MIG instances (by MIG UUID); a task placed on no GPU sees none.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,18 @@ class LocalDriver:
     def _exit_file(self, task_id: str) -> Path:
         return log_path(self.state_dir, task_id).with_suffix(".exit")
 
+    def _handle_file(self, task_id: str) -> Path:
+        return log_path(self.state_dir, task_id).with_suffix(".json")
+
+    def _recorded(self, task_id: str) -> DriverHandle | None:
+        """The handle of an earlier start of ``task_id`` (a start whose handle the loop may not
+        have stored before a crash), if it is still alive or left an exit code."""
+        try:
+            h = DriverHandle.from_dict(json.loads(self._handle_file(task_id).read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+        return h if self._is_alive(h) or self._exit_code(h) is not None else None
+
     def _stopped_file(self, task_id: str) -> Path:
         return log_path(self.state_dir, task_id).with_suffix(".stopped")
 
@@ -142,9 +155,13 @@ class LocalDriver:
         dev = placement if isinstance(placement, PlacedDevices) else PlacedDevices.from_placement(placement)
         if not task.command:
             raise DriverError(f"task {task.task_id} has no command to run")
+        earlier = self._recorded(task.task_id)
+        if earlier is not None:
+            return earlier
         env = self.task_env(task, dev)
         exit_file = self._exit_file(task.task_id)
         exit_file.unlink(missing_ok=True)
+        self._stopped_file(task.task_id).unlink(missing_ok=True)
         logf = log_path(self.log_dir, task.task_id)
         cwd = task.working_dir or str(self.home)
         argv = [sys.executable, "-m", "gpuplane.drivers._runner", str(exit_file), "--",
@@ -158,10 +175,14 @@ class LocalDriver:
             raise DriverError(f"cannot start task {task.task_id}: {exc.strerror or exc}") from exc
         with self._lock:
             self._children[task.task_id] = proc
-        return DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
-                            data={"pid": proc.pid, "start_time": _proc_start_time(proc.pid),
-                                  "boot_id": self._boot, "log": str(logf),
-                                  "exit_file": str(exit_file)})
+        handle = DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
+                              data={"pid": proc.pid, "start_time": _proc_start_time(proc.pid),
+                                    "boot_id": self._boot, "log": str(logf),
+                                    "exit_file": str(exit_file)})
+        tmp = self._handle_file(task.task_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(handle.to_dict()))
+        os.replace(tmp, self._handle_file(task.task_id))
+        return handle
 
     def stop(self, handle: DriverHandle, grace_s: float = 10.0) -> None:
         pid = int(handle.data.get("pid", 0) or 0)
@@ -231,14 +252,14 @@ class LocalDriver:
             return TaskObservation(tid, TaskState.LOST, message="no process was recorded for it")
         mine = tid in self._children
         wrapper_rc = self._reap(tid) if mine else None
-        if self._is_alive(handle) and wrapper_rc is None:
+        code = self._exit_code(handle)  # written last thing before the wrapper exits
+        if code is None and wrapper_rc is None and self._is_alive(handle):
             if not mine and tid not in self._adopted:
                 self._adopted.add(tid)
                 return TaskObservation(tid, TaskState.RUNNING, adopted=True,
                                        message=f"adopted process {handle.data['pid']} after restart")
             return TaskObservation(tid, TaskState.RUNNING)
         self._adopted.discard(tid)
-        code = self._exit_code(handle)
         stopped = self._stopped_file(tid).exists()
         if code is None and wrapper_rc is not None:
             code = 128 - wrapper_rc if wrapper_rc < 0 else wrapper_rc
@@ -256,6 +277,8 @@ class LocalDriver:
     def forget(self, handles: Sequence[DriverHandle]) -> None:
         """Drop the bookkeeping files of tasks whose end the store has recorded."""
         for h in handles:
+            self._reap(h.task_id, wait=True)
             self._exit_file(h.task_id).unlink(missing_ok=True)
             self._stopped_file(h.task_id).unlink(missing_ok=True)
+            self._handle_file(h.task_id).unlink(missing_ok=True)
 

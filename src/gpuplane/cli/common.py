@@ -1,0 +1,93 @@
+"""Shared bits of the client-side commands: connection options, output option, error guard."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from gpuplane.domain.errors import GpuplaneError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="GPUPLANE_URL",
+                                     help="API address of the gpuplane server.")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="GPUPLANE_TOKEN", show_default=False,
+                                              help="Bearer token (default: $GPUPLANE_TOKEN, else "
+                                                   "$GPUPLANE_HOME/admin-token when readable).")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
+ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", envvar="GPUPLANE_PROJECT",
+                                                show_default=False,
+                                                help="Project of the workload (default: any / the "
+                                                     "only match).")]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The token to send: the flag/env value, else the local admin-token file if readable
+    (convenient on the machine that runs `gpuplane up`)."""
+    if token:
+        return token.strip()
+    home = os.environ.get("GPUPLANE_HOME", ".gpuplane")
+    try:
+        with open(os.path.join(home, "admin-token"), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def make_client(url: str, token: str | None):  # noqa: ANN201 - lazy import keeps --help fast
+    from gpuplane.client import Client
+
+    return Client(url=url, token=resolve_token(token))
+
+
+def guarded(fn: F) -> F:
+    """Turn every failure of a command into ``error: ...`` on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except GpuplaneError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise typer.Exit(0) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
+            typer.echo(f"error: {type(exc).__name__}: {exc} [gpuplane.cli.internal]", err=True)
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+EXIT_CODES = {"gpuplane.input.invalid": 2, "gpuplane.not_found": 4, "gpuplane.conflict": 5}
+
+
+def fail(exc: GpuplaneError) -> None:
+    """Print a domain error with every field problem and exit non-zero."""
+    typer.echo(f"error: {exc.detail} [{exc.code}]", err=True)
+    for e in exc.errors:
+        typer.echo(f"  - {e.loc}: {e.msg}" if e.loc else f"  - {e.msg}", err=True)
+    status = getattr(exc, "status", None)
+    code = EXIT_CODES.get(exc.code)
+    if code is None:
+        code = 4 if status == 404 else 5 if status == 409 else 2 if status in (400, 413, 422) else 1
+    sys.stderr.flush()
+    raise typer.Exit(code)

@@ -1,0 +1,257 @@
+"""``gpuplane apply | get | describe | delete``: declarative objects over the REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gpuplane.cli.common import (Output, OutputOpt, ProjectOpt, TokenOpt, UrlOpt, DEFAULT_URL,
+                                 fail, guarded, make_client)
+from gpuplane.cli.kinds import Kind, doc_kinds, kind_named, kind_of_doc
+from gpuplane.cli.render import dump, pick, show, table
+from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput, NotFound
+
+KindArg = Annotated[str, typer.Argument(help="Kind: site, host, gpu, organisation, project, "
+                                             "quota, priorityclass, user, workload, event.")]
+
+
+def object_path(kind: Kind, name: str) -> str:
+    return f"{kind.path}/{name}"
+
+
+def fetch_object(client, kind: Kind, name: str, project: str | None) -> dict[str, Any]:  # noqa: ANN001
+    params = {"project": project} if kind.project_scoped and project else {}
+    return client.get_json(object_path(kind, name), **params)
+
+
+# -- apply -----------------------------------------------------------------
+def load_documents(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Read a (multi-document) YAML file; raise ``InvalidInput`` naming line and column or the
+    field at fault. Returns (document number, document) for non-empty documents."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8") if str(path) != "-" else typer.get_text_stream(
+            "stdin").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                           [FieldError("file", str(path))]) from None
+    try:
+        raw = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{path} is not valid YAML ({where}): {problem}",
+                           [FieldError(f"{path.name}:{mark.line + 1 if mark else '?'}", problem)]
+                           ) from None
+    docs: list[tuple[int, dict[str, Any]]] = []
+    errors: list[FieldError] = []
+    for i, doc in enumerate(raw):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            errors.append(FieldError(f"documents[{i}]", "must be a mapping with a 'kind' field"))
+            continue
+        kind = doc.get("kind")
+        if not isinstance(kind, str) or kind_of_doc(kind) is None:
+            errors.append(FieldError(f"documents[{i}].kind",
+                                     f"{kind!r} is not one of {', '.join(doc_kinds())}"))
+            continue
+        docs.append((i, doc))
+    if errors:
+        raise InvalidInput(f"{path} has documents gpuplane cannot apply", errors)
+    if not docs:
+        raise InvalidInput(f"{path} holds no documents", [FieldError("file", "empty")])
+    return docs
+
+
+def request_body(doc: dict[str, Any]) -> tuple[Kind, dict[str, Any]]:
+    kind = kind_of_doc(doc["kind"])
+    assert kind is not None
+    body = {k: v for k, v in doc.items() if k not in ("kind", "apiVersion")}
+    if kind.name == "workload" and doc["kind"].lower() != "workload":
+        body["kind"] = doc["kind"].lower()
+    return kind, body
+
+
+def describe_doc(doc: dict[str, Any], body: dict[str, Any]) -> str:
+    ident = body.get("name") or "/".join(str(body.get(k)) for k in ("project", "resource", "flavor")
+                                         if body.get(k) is not None)
+    return f"{doc['kind'].lower()}/{ident or '?'}"
+
+
+def apply_one(client, kind: Kind, body: dict[str, Any]) -> str:  # noqa: ANN001
+    try:
+        client.post_json(kind.path, body)
+        return "created"
+    except Conflict:
+        name = body.get("name")
+        if not name or kind.name == "workload":
+            return "unchanged (exists)"
+        try:
+            client.put_json(object_path(kind, str(name)), body)
+            return "configured"
+        except GpuplaneError as exc:
+            if getattr(exc, "status", None) in (404, 405):
+                return "unchanged (exists)"
+            raise
+
+
+def apply(
+    file: Annotated[Path, typer.Option("--filename", "-f", help="YAML file (multi-document); "
+                                                               "'-' reads stdin.")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create (or update) the objects described in a YAML file, in document order."""
+    _apply(file, url, token, output)
+
+
+@guarded
+def _apply(file: Path, url: str, token: str | None, output: Output) -> None:
+    docs = load_documents(file)
+    failures = 0
+    results = []
+    with make_client(url, token) as client:
+        for i, doc in docs:
+            kind, body = request_body(doc)
+            label = describe_doc(doc, body)
+            try:
+                outcome = apply_one(client, kind, body)
+            except GpuplaneError as exc:
+                failures += 1
+                prefix = f"{file.name}: document {i} ({label})"
+                typer.echo(f"error: {prefix}: {exc.detail} [{exc.code}]", err=True)
+                for e in exc.errors:
+                    typer.echo(f"  - {e.loc}: {e.msg}", err=True)
+                if exc.code == "gpuplane.client.unreachable":
+                    raise typer.Exit(1) from None
+                continue
+            results.append({"object": label, "result": outcome})
+            if output == Output.table:
+                typer.echo(f"{label} {outcome}")
+    if output != Output.table:
+        dump(results, output)
+    if failures:
+        raise typer.Exit(2)
+
+
+# -- get / describe / delete ----------------------------------------------
+def get(
+    kind: KindArg,
+    name: Annotated[str | None, typer.Argument(help="One object (default: list all).")] = None,
+    project: ProjectOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List objects of a kind, or show one."""
+    _get(kind, name, project, url, token, output)
+
+
+@guarded
+def _get(kind_name: str, name: str | None, project: str | None, url: str, token: str | None,
+         output: Output) -> None:
+    kind = kind_named(kind_name)
+    with make_client(url, token) as client:
+        if name:
+            items = [fetch_object(client, kind, name, project)]
+        else:
+            params = {"project": project} if kind.project_scoped and project else {}
+            items = list(client.paginate(kind.path, **params))
+    if name and output != Output.table:
+        dump(items[0], output)
+    else:
+        show(items, kind.columns, output, empty=f"No {kind.name}s found.")
+
+
+def describe(
+    kind: KindArg,
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    project: ProjectOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Show one object in full, with its events and (for workloads) why it is pending."""
+    _describe(kind, name, project, url, token, output)
+
+
+@guarded
+def _describe(kind_name: str, name: str, project: str | None, url: str, token: str | None,
+              output: Output) -> None:
+    kind = kind_named(kind_name)
+    with make_client(url, token) as client:
+        obj = fetch_object(client, kind, name, project)
+        events: list[dict[str, Any]] = []
+        if kind.name == "workload":
+            ident = obj.get("id") or name
+            events = list(client.paginate(f"{kind.path}/{ident}/events"))
+        elif kind.name == "host":
+            events = list(client.paginate("/v1/events", host=name))
+    if output != Output.table:
+        dump({**obj, "events": events}, output)
+        return
+    body = {k: v for k, v in obj.items() if k not in ("tasks", "spec", "pending_reason")}
+    dump(body, Output.yaml)
+    reason = obj.get("pending_reason")
+    if reason:
+        typer.echo("")
+        typer.echo(f"Pending: {pick(reason, 'message') or reason} [{pick(reason, 'code')}]")
+        for k, v in (pick(reason, "detail") or {}).items():
+            typer.echo(f"  {k}: {v}")
+    if obj.get("tasks"):
+        typer.echo("")
+        table(obj["tasks"], (("TASK", "index"), ("PHASE", "phase"), ("HOST", "placement.host"),
+                             ("GPUS", "placement.gpu_indices"), ("GPU_MILLI", "placement.gpu_milli"),
+                             ("ATTEMPT", "attempt"), ("EXIT", "exit_code"),
+                             ("MESSAGE", "message")), title="Tasks")
+    if obj.get("spec"):
+        typer.echo("")
+        typer.echo("Spec:")
+        import yaml
+
+        typer.echo(yaml.safe_dump(obj["spec"], sort_keys=False).rstrip())
+    typer.echo("")
+    if events:
+        table(events, (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"),
+                       ("MESSAGE", "message")), title="Events")
+    else:
+        typer.echo("Events: none")
+
+
+def delete(
+    kind: KindArg,
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    project: ProjectOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+) -> None:
+    """Delete an object (a running workload is cancelled first)."""
+    _delete(kind, name, project, url, token)
+
+
+@guarded
+def _delete(kind_name: str, name: str, project: str | None, url: str, token: str | None) -> None:
+    kind = kind_named(kind_name)
+    with make_client(url, token) as client:
+        path = object_path(kind, name)
+        if kind.project_scoped:
+            obj = fetch_object(client, kind, name, project)
+            path = object_path(kind, str(obj.get("id") or name))
+        client.delete(path)
+    typer.echo(f"{kind.name}/{name} deleted")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(apply)
+    app.command("get")(get)
+    app.command("describe")(describe)
+    app.command("delete")(delete)
+
+
+__all__ = ["register", "load_documents", "NotFound", "fail"]

@@ -1,0 +1,203 @@
+"""The control loop's write transactions: decisions, starts, stops and observations -> store.
+
+Each function is one short transaction (or, when a batch hits a generation conflict, one per
+item so a single changed task does not hold the others back). Generations guard every row the
+loop read before deciding (STYLE habit 7): a host, workload or task that changed in between
+raises ``Conflict`` and the decision is retried on fresh data next tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from gpuplane.control.convert import PendingItem, from_placement
+from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_PREEMPTED,
+                                        Outcome)
+from gpuplane.domain.errors import Conflict
+from gpuplane.domain.inventory import Host, Taint
+from gpuplane.domain.workloads import Phase
+from gpuplane.drivers.base import DriverHandle
+from gpuplane.service import lifecycle
+
+log = logging.getLogger("gpuplane.control")
+
+STOP_REASONS = frozenset({REASON_PREEMPTED, REASON_DEADLINE, REASON_CANCELLED})
+UNSCHEDULABLE_TAINT = "gpuplane.io/unschedulable"
+
+
+# -- reads -----------------------------------------------------------------
+def load_quotas(tx: Any) -> Any:
+    """The tenancy configuration the cycle needs, as a ``QuotaTree`` (quotas enforced only
+    when at least one GPU quota is defined)."""
+    from gpuplane.domain.tenancy import (DEFAULT_FLAVOR, FlavorQuota, Organisation,
+                                         PriorityClass, Project, QuotaTree)
+
+    quotas = [q for q in tx.quotas.list_all() if q.resource == "gpu"]
+    per_project: dict[str, dict[str, FlavorQuota]] = {}
+    for q in quotas:
+        flavor = DEFAULT_FLAVOR if q.flavor in ("*", "") else q.flavor
+        per_project.setdefault(q.project, {})[flavor] = FlavorQuota(
+            q.guaranteed_milli, q.borrowing_limit_milli, q.lending_limit_milli)
+    projects = [Project(p.name, organisation=p.org, cohort=p.cohort, weight=p.weight,
+                        quotas=per_project.get(p.name, {}))
+                for p in tx.projects.list().items]
+    orgs = {p.organisation for p in projects}
+    classes = [PriorityClass(c.name, c.value, c.preemptible) for c in tx.priorities.list().items]
+    kwargs: dict[str, Any] = {"enforce": bool(quotas)}
+    if classes:
+        kwargs["priority_classes"] = classes
+    return QuotaTree(projects, [Organisation(o) for o in sorted(orgs)], **kwargs)
+
+
+def schedulable_view(hosts: Sequence[Host], records: Sequence[Any]) -> list[Host]:
+    """Hosts as the cycle sees them: cordoned, draining or down hosts keep their running tasks
+    but get a ``NoSchedule`` taint nothing tolerates, so no new task lands there."""
+    out = []
+    for host, rec in zip(hosts, records):
+        if rec.schedulable:
+            out.append(host)
+        else:
+            out.append(dataclasses.replace(host, taints=(*host.taints, Taint(
+                UNSCHEDULABLE_TAINT, rec.state, "NoSchedule"))))
+    return out
+
+
+# -- helpers ---------------------------------------------------------------
+def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None]) -> list[Any]:
+    """Apply ``fn(tx, item)`` to all items in one transaction; on a conflict, retry one item
+    per transaction. Returns the items that still conflicted."""
+    try:
+        with store.write() as tx:
+            for item in items:
+                fn(tx, item)
+        return []
+    except Conflict:
+        pass
+    failed = []
+    for item in items:
+        try:
+            with store.write() as tx:
+                fn(tx, item)
+        except Conflict as exc:
+            log.debug("conflict, retried next tick: %s", exc)
+            failed.append(item)
+    return failed
+
+
+def _gpus_text(p: Any) -> str:
+    if p.mig:
+        return " MIG " + ",".join(f"{m.profile}@gpu{m.gpu_index}" for m in p.mig)
+    if p.gpu_indices:
+        share = "" if p.gpu_milli >= 1000 else f" ({p.gpu_milli}/1000 each)"
+        return f" GPUs {','.join(map(str, p.gpu_indices))}{share}"
+    return ""
+
+
+# -- 1. decisions ------------------------------------------------------------
+def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem],
+                    workloads: Mapping[str, Any], host_generations: Mapping[str, int],
+                    now: float) -> int:
+    """One write transaction for the whole cycle; returns the number of tasks admitted.
+    Raises ``Conflict`` (nothing written) when anything it read has changed."""
+    admitted = 0
+    with store.write() as tx:
+        claimed: set[str] = set()
+        for wid, placements in decisions.admits.items():
+            item, w = items[wid], workloads[wid]
+            index_of = {t.id: t.index for t in w.tasks}
+            chosen = {index_of[tid]: from_placement(p)
+                      for tid, p in zip(item.task_ids, placements) if p is not None}
+            hosts = {p.host for p in chosen.values()} - claimed
+            lifecycle.admit_workload(tx, w, chosen, now,
+                                     {h: host_generations[h] for h in sorted(hosts)})
+            claimed |= hosts
+            for index, p in sorted(chosen.items()):
+                tx.events.add(now, "Normal", "Scheduled",
+                              f"task {index} placed on {p.host}{_gpus_text(p)}",
+                              workload_uid=wid, host=p.host, task_index=index)
+            admitted += len(chosen)
+        for wid, reason in decisions.pending.items():
+            old = workloads[wid].pending_reason if wid in workloads else None
+            if old is None or (old.code, old.message) != (reason.code, reason.message):
+                tx.workloads.set_pending_reason(wid, reason)
+        for task_id, why in decisions.preempt:
+            t = tx.tasks.get(int(task_id))
+            if t.phase == Phase.ADMITTED and not t.handle:
+                lifecycle.requeue_task(tx, t.id, t.generation, now, "Preempted", why,
+                                       preempted_by=why)
+            elif t.phase == Phase.RUNNING:
+                tx.tasks.update(t.id, t.generation, reason=REASON_PREEMPTED, message=why)
+                tx.events.add(now, "Warning", "Preempting", f"task {t.index}: {why}",
+                              workload_uid=t.workload_id, task_index=t.index)
+    return admitted
+
+
+# -- 2. starts ---------------------------------------------------------------
+def record_starts(store: Any, started: Sequence[tuple[Any, Any, DriverHandle | None, str | None]],
+                  now: float) -> list[DriverHandle]:
+    """Store the handles of started tasks (or the failure to start them). Returns the handles of
+    tasks that changed meanwhile: the caller must stop those."""
+
+    def one(tx: Any, entry: tuple[Any, Any, DriverHandle | None, str | None]) -> None:
+        _w, t, handle, error = entry
+        if handle is not None:
+            lifecycle.mark_task_running(tx, t.id, t.generation, now, handle.to_dict())
+        else:
+            lifecycle.finish_task(tx, t.id, t.generation, Phase.FAILED, now,
+                                  reason="StartFailed", message=f"could not start: {error}")
+
+    return [e[2] for e in _each(store, started, one) if e[2] is not None]
+
+
+def cancel_unstarted(store: Any, workloads: Iterable[Any], now: float) -> None:
+    """Cancel the tasks of cancel-requested workloads that hold no process: Pending ones and
+    Admitted ones not started yet."""
+    todo = [(w, t) for w in workloads for t in w.tasks
+            if t.phase == Phase.PENDING or (t.phase == Phase.ADMITTED and not t.handle)]
+    if not todo:
+        return
+
+    def one(tx: Any, entry: tuple[Any, Any]) -> None:
+        _w, t = entry
+        lifecycle.finish_task(tx, t.id, t.generation, Phase.CANCELLED, now,
+                              reason=REASON_CANCELLED, message="cancelled before it started")
+
+    _each(store, todo, one)
+
+
+def mark_stopping(store: Any, marks: Sequence[tuple[Any, str, str]]) -> None:
+    """Record why the loop is about to stop each task (read back when the stop is observed)."""
+
+    def one(tx: Any, mark: tuple[Any, str, str]) -> None:
+        t, reason, message = mark
+        tx.tasks.update(t.id, t.generation, reason=reason, message=message)
+
+    _each(store, marks, one)
+
+
+# -- 4. observations ---------------------------------------------------------
+def record_observations(store: Any, changes: Sequence[tuple[Any, Any, DriverHandle, Outcome]],
+                        now: float) -> list[DriverHandle]:
+    """Apply observed changes; returns the handles of attempts that ended and were stored."""
+
+    def one(tx: Any, entry: tuple[Any, Any, DriverHandle, Outcome]) -> None:
+        w, t, handle, change = entry
+        if change.action == "running":
+            if t.phase == Phase.ADMITTED:
+                lifecycle.mark_task_running(tx, t.id, t.generation, now, handle.to_dict())
+            if change.adopted:
+                tx.events.add(now, "Normal", "Adopted", f"task {t.index}: {change.message}",
+                              workload_uid=w.id, host=handle.host, task_index=t.index)
+        elif change.action == "requeue":
+            lifecycle.requeue_task(tx, t.id, t.generation, now, change.reason or "Preempted",
+                                   change.message, preempted_by=t.message or "preemption")
+        else:
+            lifecycle.finish_task(tx, t.id, t.generation, change.phase, now,
+                                  exit_code=change.exit_code, reason=change.reason,
+                                  message=change.message)
+
+    failed = {id(e) for e in _each(store, changes, one)}
+    return [e[2] for e in changes if id(e) not in failed and e[3].action != "running"]

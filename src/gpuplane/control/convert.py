@@ -1,0 +1,122 @@
+"""Store records -> the scheduling layer's inputs (hosts, task requests, pending/running work).
+
+The control loop reads the store in one short transaction and converts here; nothing in this
+module touches the database or the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gpuplane.domain.inventory import GpuDevice, Host, Taint
+from gpuplane.domain.requests import Placement, TaskRequest, Toleration
+from gpuplane.domain.workloads import Task, TaskGroup, TaskPlacement, Workload
+from gpuplane.scheduling.queueing import PendingWorkload, RunningTask
+
+#: Labels every host carries so selectors can tell real from simulated capacity.
+LABEL_DRIVER = "gpuplane.io/driver"
+LABEL_SIMULATED = "gpuplane.io/simulated"
+LABEL_SITE = "gpuplane.io/site"
+LABEL_JURISDICTION = "gpuplane.io/jurisdiction"
+
+
+def _mig_layout(model: str, raw: Sequence[Mapping[str, Any]] | None) -> Any:
+    from gpuplane.domain.mig import MigInstance, MigLayout
+
+    instances = tuple(MigInstance(start=int(i["start"]), profile=str(i["profile"]))
+                      for i in raw or ())
+    return MigLayout(model=model, instances=instances)
+
+
+def to_host(rec: Any) -> Host:
+    """A store ``HostRecord`` -> domain ``Host`` (labels gain driver/site markers)."""
+    gpus = tuple(
+        GpuDevice(index=g.index, model=g.model, memory_mib=g.memory_mib, numa=g.numa,
+                  nvlink_domain=g.nvlink_domain, mode=g.mode,
+                  mig_layout=_mig_layout(g.model, g.mig_layout) if g.mode == "mig" else None)
+        for g in rec.gpus)
+    labels = dict(rec.labels)
+    labels.setdefault(LABEL_DRIVER, rec.driver)
+    labels.setdefault(LABEL_SIMULATED, "true" if rec.simulated else "false")
+    labels.setdefault(LABEL_SITE, rec.site)
+    labels.setdefault(LABEL_JURISDICTION, rec.jurisdiction)
+    taints = tuple(Taint(key=t["key"], value=t.get("value", "") or "",
+                         effect=t.get("effect", "NoSchedule") or "NoSchedule")
+                   for t in rec.taints)
+    return Host(name=rec.name, cpu_milli=rec.cpu_milli, memory_mib=rec.memory_mib, gpus=gpus,
+                site=rec.site, jurisdiction=rec.jurisdiction, rack=rec.rack, labels=labels,
+                taints=taints, tee=rec.tee)
+
+
+def group_of(workload: Workload, task: Task) -> TaskGroup:
+    for g in workload.spec.tasks:
+        if g.name == task.group:
+            return g
+    return workload.spec.tasks[0]
+
+
+def to_request(workload: Workload, task: Task) -> TaskRequest:
+    group = group_of(workload, task)
+    tolerations = tuple(Toleration(key=t.key, operator="Equal" if t.value else "Exists",
+                                   value=t.value or "") for t in group.tolerations)
+    return TaskRequest(cpu_milli=task.cpu_milli, memory_mib=task.memory_mib, gpus=task.gpus,
+                       gpu_milli=task.gpu_milli if task.gpus else 1000,
+                       mig_profile=task.mig_profile, gpu_models=frozenset(task.gpu_models),
+                       selector=dict(group.selector), tolerations=tolerations)
+
+
+def to_placement(p: TaskPlacement) -> Placement:
+    from gpuplane.domain.mig import MigInstanceRef
+
+    migs = tuple(MigInstanceRef(gpu_index=int(m["gpu_index"]), profile=str(m["profile"]),
+                                start=int(m["start"]), created=bool(m.get("created", False)),
+                                reclaims=tuple(int(r) for r in m.get("reclaims", ()) or ()))
+                 for m in p.mig)
+    return Placement(host=p.host, gpu_indices=p.gpu_indices, gpu_milli=p.gpu_milli, mig=migs)
+
+
+def from_placement(p: Placement) -> TaskPlacement:
+    return TaskPlacement(host=p.host, gpu_indices=tuple(p.gpu_indices), gpu_milli=p.gpu_milli,
+                         mig=tuple(asdict(m) if hasattr(m, "__dataclass_fields__") else dict(m)
+                                   for m in p.mig))
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    """A schedulable workload and the ids of its tasks that wait (same order as ``work.tasks``)."""
+
+    work: PendingWorkload
+    task_ids: tuple[int, ...]
+    generation: int
+
+
+def to_pending(workload: Workload, now: float) -> PendingItem | None:
+    waiting = [t for t in workload.tasks if t.phase.value == "Pending"
+               and (t.not_before is None or t.not_before <= now)]
+    if not waiting:
+        return None
+    spec = workload.spec
+    work = PendingWorkload(
+        id=workload.id, project=workload.project,
+        tasks=[to_request(workload, t) for t in waiting], priority=workload.priority,
+        submitted_at=workload.submitted_at, gang=spec.gang,
+        topology=spec.topology.level if spec.topology else None,
+        topology_required=(spec.topology.mode == "required") if spec.topology else True,
+        preemptible=workload.preemptible, expected_duration=spec.max_runtime_s)
+    return PendingItem(work, tuple(t.id for t in waiting), workload.generation)
+
+
+def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
+    out = []
+    for w in workloads:
+        for t in w.tasks:
+            if t.phase.holds_resources and t.placement is not None:
+                out.append(RunningTask(
+                    id=str(t.id), workload_id=w.id, project=w.project, task=to_request(w, t),
+                    placement=to_placement(t.placement), started_at=t.started_at or w.submitted_at,
+                    priority=w.priority, preemptible=w.preemptible,
+                    expected_end=((t.started_at or 0) + w.spec.max_runtime_s
+                                  if w.spec.max_runtime_s and t.started_at else None)))
+    return out

@@ -1,0 +1,82 @@
+"""The control loop against a real store and real drivers (SQLite, and PostgreSQL when given)."""
+
+from __future__ import annotations
+
+import sys
+
+from gpuplane.domain.workloads import Phase
+
+from .conftest import make_plane
+
+PY = sys.executable
+LOCAL = {"gpuplane.io/driver": "local"}
+
+
+def test_a_job_on_the_local_host_runs_for_real_and_succeeds(plane):
+    w = plane.submit(name="hello", tasks=[{"command": [PY, "-c", "print('hi from gpuplane')"],
+                                           "selector": LOCAL}])
+    done = plane.run_until(w.id, {"Succeeded", "Failed"})
+    assert done.phase == Phase.SUCCEEDED, done.tasks[0].message
+    t = done.tasks[0]
+    assert t.placement.host == "local" and t.exit_code == 0
+    log = (plane.home / "logs" / f"{w.id}.0.{t.attempt}.log").read_bytes()
+    assert b"hi from gpuplane" in log
+
+
+def test_a_gang_lands_whole_on_simulated_hosts_and_finishes(plane):
+    w = plane.submit(name="train", gang=True, labels={"gpuplane.io/sim-duration-s": "0.2"},
+                     tasks=[{"replicas": 2, "resources": {"gpus": 4}, "command": ["train"]}])
+    done = plane.run_until(w.id, {"Succeeded", "Failed"})
+    assert done.phase == Phase.SUCCEEDED
+    assert sorted(t.placement.host for t in done.tasks) == ["sim-0", "sim-1"]
+
+
+def test_a_failing_command_fails_with_its_exit_code_and_retries_per_policy(plane):
+    w = plane.submit(name="boom", retries={"limit": 1, "backoff_s": 0},
+                     tasks=[{"command": [PY, "-c", "raise SystemExit(7)"], "selector": LOCAL}])
+    done = plane.run_until(w.id, {"Succeeded", "Failed"})
+    assert done.phase == Phase.FAILED
+    assert done.tasks[0].exit_code == 7 and done.tasks[0].attempt == 2
+
+
+def test_cancelling_a_running_task_stops_its_process(plane):
+    from gpuplane.service.authz import Principal
+
+    w = plane.submit(name="sleeper", tasks=[{"command": ["sleep", "60"], "selector": LOCAL}])
+    plane.run_until(w.id, {"Running"})
+    plane.workloads.cancel_workload(Principal.system(), w.id)
+    done = plane.run_until(w.id, {"Cancelled"})
+    assert done.tasks[0].phase == Phase.CANCELLED
+
+
+def test_an_unplaceable_workload_stays_pending_with_a_reason(plane):
+    w = plane.submit(name="huge", tasks=[{"resources": {"gpus": 8}, "command": ["x"]}])
+    for _ in range(3):
+        plane.loop.tick()
+    got = plane.get(w.id)
+    assert got.phase == Phase.PENDING
+    assert got.pending_reason is not None and got.pending_reason.message
+
+
+def test_a_restarted_loop_adopts_running_tasks_and_marks_vanished_ones_lost(db_url, tmp_path):
+    import os
+    import signal
+
+    first = make_plane(db_url, tmp_path, holder="first")
+    keep = first.submit(name="keep", tasks=[{"command": ["sleep", "60"], "selector": LOCAL}])
+    gone = first.submit(name="gone", tasks=[{"command": ["sleep", "60"], "selector": LOCAL}])
+    first.run_until(keep.id, {"Running"})
+    first.run_until(gone.id, {"Running"})
+    pid = first.get(gone.id).tasks[0].handle["data"]["pid"]
+    first.loop.release()  # "crash": a new process with new drivers takes over
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    second = make_plane(db_url, tmp_path, holder="second")
+    second.loop.tick()
+    second.loop.tick()
+    assert second.get(keep.id).phase == Phase.RUNNING
+    assert second.get(gone.id).phase == Phase.LOST
+    from gpuplane.service.authz import Principal
+
+    second.workloads.cancel_workload(Principal.system(), keep.id)
+    second.run_until(keep.id, {"Cancelled"})
