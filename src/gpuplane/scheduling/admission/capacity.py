@@ -1,0 +1,162 @@
+"""Capacity bookkeeping for one cycle, on top of the placement snapshot.
+
+:class:`CycleCapacity` wraps a ``ClusterSnapshot`` (scheduling/snapshot.py) and the placement
+entry point ``place(snap, task, profile, rng)``. Every booking goes through ``snap.assign`` /
+``snap.release``; the class only adds what the cycle needs to decide fast:
+
+- ``free_whole[h]``: whole free GPUs per host (free milli == 1000, whole or shared mode), kept in
+  step with every booking it makes, and its maximum. A whole-GPU task asking ``g`` GPUs cannot fit
+  when ``max_free < g``; the cycle then skips ``place`` (a necessary condition only: when it passes,
+  ``place`` decides).
+- gang booking: every member is placed and assigned; the first failure undoes them all.
+- holds: capacity reserved for a blocked workload (backfill) is booked as placeholder tasks and
+  can be lifted and restored around a backfill trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpuplane.domain.requests import MILLI_PER_GPU, Placement, TaskRequest
+
+PlaceFn = Callable[[Any, Any, Any, Any], Any]   # (snap, task, profile, rng) -> Placement | Unschedulable
+Undo = Callable[[], None]
+
+
+def is_whole(task: Any) -> bool:
+    """True for a task asking whole GPUs with no MIG profile."""
+    return (getattr(task, "gpus", 0) > 0 and getattr(task, "mig_profile", None) is None
+            and getattr(task, "gpu_milli", MILLI_PER_GPU) >= MILLI_PER_GPU)
+
+
+@dataclass
+class GangResult:
+    placements: tuple[Placement, ...] | None
+    reason: Any = None                      # Unschedulable of the failing member
+    undo: Undo | None = None
+
+
+@dataclass
+class CycleCapacity:
+    snap: Any
+    place_fn: PlaceFn
+    profile: Any
+    rng: Any
+    holds: list[tuple[TaskRequest, Placement]] = field(default_factory=list)
+    place_calls: int = 0
+
+    def __post_init__(self) -> None:
+        snap = self.snap
+        whole_ok = (snap.gpu_mode == 0) | (snap.gpu_mode == 1)   # MODE_WHOLE | MODE_SHARED
+        self._whole_ok = whole_ok
+        self.free_whole = ((snap.gpu_free >= MILLI_PER_GPU) & whole_ok).sum(axis=1).astype(
+            np.int32) if snap.gpu_free.size else np.zeros(snap.n_hosts, dtype=np.int32)
+        self.max_free = int(self.free_whole.max()) if self.free_whole.size else 0
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _refresh(self, host: str) -> None:
+        h = self.snap.index[host]
+        row = self.snap.gpu_free[h]
+        self.free_whole[h] = int(((row >= MILLI_PER_GPU) & self._whole_ok[h]).sum())
+        self.max_free = int(self.free_whole.max())
+
+    def assign(self, task: Any, placement: Placement) -> Undo:
+        undo = self.snap.assign(task, placement)
+        self._refresh(placement.host)
+
+        def _undo() -> None:
+            undo()
+            self._refresh(placement.host)
+
+        return _undo
+
+    def release(self, task: Any, placement: Placement) -> Undo:
+        """Release a running task; the returned callable books it again."""
+        self.snap.release(task, placement)
+        self._refresh(placement.host)
+
+        def _undo() -> None:
+            self.snap.assign(task, placement)
+            self._refresh(placement.host)
+
+        return _undo
+
+    # -- feasibility ----------------------------------------------------------------------------
+    def may_fit(self, tasks: Sequence[Any]) -> bool:
+        """Necessary condition for whole-GPU tasks (``False`` means they cannot fit now)."""
+        need = [t.gpus for t in tasks if is_whole(t)]
+        if not need:
+            return True
+        if max(need) > self.max_free:
+            return False
+        if len(need) == 1:
+            return True
+        g = min(need)
+        slots = int((self.free_whole // g).sum())
+        return slots >= len(need) and int(self.free_whole.sum()) >= sum(need)
+
+    def place_gang(self, tasks: Sequence[Any]) -> GangResult:
+        """Place and book every task, or none: on the first failure every booking is undone and
+        the failing member's ``Unschedulable`` is returned."""
+        if not self.may_fit(tasks):
+            return GangResult(None, None)
+        undos: list[Undo] = []
+        out: list[Placement] = []
+        for t in tasks:
+            self.place_calls += 1
+            r = self.place_fn(self.snap, t, self.profile, self.rng)
+            if not isinstance(r, Placement):
+                for u in reversed(undos):
+                    u()
+                return GangResult(None, r)
+            undos.append(self.assign(t, r))
+            out.append(r)
+
+        def undo_all() -> None:
+            for u in reversed(undos):
+                u()
+
+        return GangResult(tuple(out), None, undo_all)
+
+    def fits(self, tasks: Sequence[Any]) -> bool:
+        """Would the gang fit now? Leaves the snapshot unchanged."""
+        r = self.place_gang(tasks)
+        if r.undo is not None:
+            r.undo()
+        return r.placements is not None
+
+    # -- holds (backfill reservations) ----------------------------------------------------------
+    def hold(self, host: str, gpus: Sequence[int]) -> None:
+        """Book the given free whole GPUs of ``host`` as a placeholder (a reservation)."""
+        if not gpus:
+            return
+        task = TaskRequest(cpu_milli=0, memory_mib=0, gpus=len(gpus))
+        placement = Placement(host, tuple(gpus), MILLI_PER_GPU)
+        self.snap.assign(task, placement)
+        self._refresh(host)
+        self.holds.append((task, placement))
+
+    def lift_holds(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Remove every placeholder; returns what was held (to :meth:`restore_holds`)."""
+        held = [(p.host, p.gpu_indices) for _, p in self.holds]
+        for task, p in reversed(self.holds):
+            self.snap.release(task, p)
+            self._refresh(p.host)
+        self.holds = []
+        return held
+
+    def restore_holds(self, held: list[tuple[str, tuple[int, ...]]]) -> None:
+        """Hold again whatever of ``held`` is still free."""
+        for host, idx in held:
+            h = self.snap.index[host]
+            free = [g for g in idx if self.snap.gpu_free[h, g] >= MILLI_PER_GPU]
+            self.hold(host, free)
+
+    def free_gpu_indices(self, host: str) -> list[int]:
+        h = self.snap.index[host]
+        row = self.snap.gpu_free[h]
+        return [int(g) for g in np.nonzero((row >= MILLI_PER_GPU) & self._whole_ok[h])[0]]

@@ -1,0 +1,191 @@
+"""Deciding one workload inside a cycle: quota, placement, preemption, reservation, reason.
+
+:func:`decide` is called by ``cycle.run_cycle`` (step 3) for each workload in queue order. It
+either books the workload (gang whole) on the cycle's snapshot and ledger and records an
+:class:`~.reasons.Admit` (plus any :class:`~.reasons.Preempt` it needed), or records a
+:class:`~.reasons.PendingReason` and reports which kind of block stopped it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+from gpuplane.scheduling.admission import backfill, preemption
+from gpuplane.scheduling.admission.capacity import GangResult, is_whole
+from gpuplane.scheduling.admission.preemption import RunningWorkload, Victim
+from gpuplane.scheduling.admission.quota import QuotaCheck, QuotaFit
+from gpuplane.scheduling.admission.reasons import (
+    COHORT_FULL, NO_CAPACITY, OVER_QUOTA, RESERVED, WAITING_RECLAIM, Admit, PendingReason, Preempt)
+from gpuplane.scheduling.admission.state import CycleState
+from gpuplane.scheduling.queueing import Demand, PendingWorkload
+
+
+class Block(Enum):
+    NONE = "admitted"
+    QUOTA = "quota"
+    CAPACITY = "capacity"
+
+
+def _gpus(units: int) -> str:
+    return f"{units / 1000:g}"
+
+
+def decide(st: CycleState, w: PendingWorkload) -> Block:
+    """Admit ``w`` if quota, capacity (and, when allowed, preemption) permit; else explain."""
+    d = st.demand(w)
+    chk = st.ledger.check(w.project, d.flavor, d.gpu)
+    if chk.fit.admissible:
+        placed = _place(st, w)
+        if placed.placements is not None:
+            _admit(st, w, d, placed.placements, chk.fit is QuotaFit.BORROWING, ())
+            return Block.NONE
+        if st.options.preemption and _preempt(st, w, d, chk.fit is QuotaFit.GUARANTEED):
+            return Block.NONE
+        _capacity_reason(st, w, placed)
+        return Block.CAPACITY
+    if st.options.preemption and _preempt(st, w, d, chk.fit is QuotaFit.RECLAIM):
+        return Block.NONE
+    st.result.pending[w.id] = _quota_reason(st, w, d, chk)
+    if chk.fit is QuotaFit.COHORT_FULL:
+        # The cohort lends all it has: like a full cluster, later (lower-ordered) borrowers
+        # must not starve this one, so it may get a reservation too.
+        _reserve(st, w)
+    return Block.QUOTA
+
+
+# -- placement and backfill -------------------------------------------------------------------
+def _place(st: CycleState, w: PendingWorkload) -> GangResult:
+    cap = st.cap
+    placed = cap.place_gang(w.tasks)
+    if placed.placements is not None or not cap.holds or w.expected_duration is None:
+        return placed
+    if st.now + w.expected_duration > min(st.result.reservations.values()):
+        return placed
+    held = cap.lift_holds()            # it ends before every reservation starts: backfill it
+    placed = cap.place_gang(w.tasks)
+    cap.restore_holds(held)
+    return placed
+
+
+def _admit(st: CycleState, w: PendingWorkload, d: Demand, placements: tuple, borrowing: bool,
+           after: tuple[str, ...]) -> None:
+    st.ledger.add(w.project, d.flavor, d.gpu)
+    st.book.charge(w.project, (float(d.gpu), float(d.cpu), float(d.memory)))
+    st.result.placements.append(Admit(w.id, w.project, placements, borrowing, after))
+    if w.expected_duration is not None:
+        end = st.now + w.expected_duration
+        for t, p in zip(w.tasks, placements):
+            if is_whole(t):
+                st.admitted_ends.append((end, p.host, t.gpus))
+
+
+def _reserve(st: CycleState, w: PendingWorkload) -> float | None:
+    """Give ``w`` a backfill reservation if allowed and one applies; returns its start time."""
+    opts = st.options
+    if (not opts.backfill or opts.strict_fifo
+            or len(st.result.reservations) >= opts.max_reservations):
+        return None
+    t = backfill.reserve(w.tasks, st.cap, st.ends())
+    if t is not None:
+        st.result.reservations[w.id] = t
+    return t
+
+
+def _capacity_reason(st: CycleState, w: PendingWorkload, placed: GangResult) -> None:
+    t = _reserve(st, w)
+    if t is not None:
+        st.result.pending[w.id] = PendingReason(
+            NO_CAPACITY, f"no capacity now; capacity is reserved for it from t={t:.0f}s",
+            {"reserved_from": t})
+        return
+    if placed.reason is not None:
+        msg = str(placed.reason)
+    else:
+        need = max((t.gpus for t in w.tasks if is_whole(t)), default=0)
+        msg = (f"no host has {need} free whole GPUs (most free on one host: {st.cap.max_free})"
+               + (f", gang of {len(w.tasks)}" if len(w.tasks) > 1 else ""))
+    if st.cap.holds:
+        first = min(st.result.reservations, key=lambda k: (st.result.reservations[k], k))
+        st.result.pending[w.id] = PendingReason(
+            RESERVED, f"{msg}; free capacity is reserved for {first}, which starts by "
+                      f"t={st.result.reservations[first]:.0f}s", {"reserved_for": first})
+    else:
+        st.result.pending[w.id] = PendingReason(NO_CAPACITY, msg, {"gang": len(w.tasks)})
+
+
+def _quota_reason(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck) -> PendingReason:
+    p = st.quotas.project(w.project)
+    detail = {"flavor": d.flavor, "asked": d.gpu, "usage_after": chk.usage_after,
+              "guaranteed": chk.guaranteed, "ceiling": chk.ceiling, "pool_free": chk.pool_free}
+    if chk.fit is QuotaFit.OVER_LIMIT:
+        limit = ("no cohort to borrow from" if p.cohort is None
+                 else f"borrowing limit {_gpus((chk.ceiling or 0) - chk.guaranteed)}")
+        return PendingReason(OVER_QUOTA, f"project {w.project} would hold {_gpus(chk.usage_after)} "
+                             f"GPUs of {d.flavor}, over its ceiling of {_gpus(chk.ceiling or 0)} "
+                             f"(guaranteed {_gpus(chk.guaranteed)}, {limit})", detail)
+    if chk.fit is QuotaFit.COHORT_FULL:
+        return PendingReason(COHORT_FULL, f"over its guarantee of {_gpus(chk.guaranteed)} "
+                             f"GPUs of {d.flavor} and cohort {p.cohort} has only "
+                             f"{_gpus(chk.pool_free)} idle to lend", detail)
+    return PendingReason(WAITING_RECLAIM, f"within its guarantee, but {_gpus(chk.reclaim)} "
+                         f"GPUs of {d.flavor} lent to cohort {p.cohort} could not be reclaimed "
+                         "(borrowers not preemptible or preemption disabled)", detail)
+
+
+# -- preemption ---------------------------------------------------------------------------------
+def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> bool:
+    """Try reclaim (``entitled``) and priority preemption; on success admit ``w``."""
+    key = (w.project, d.flavor, entitled, w.priority)
+    failed = st.preempt_failed.get(key)
+    if failed is not None and d.gpu >= failed:
+        return False
+    cohort = st.quotas.project(w.project).cohort
+    reclaim = entitled and st.ledger.cohort_borrowed(cohort, d.flavor) > 0
+    cands = preemption.candidates(w, d.flavor, reclaim, st.quotas, st.ledger,
+                                  st.running_workloads(), st.preempted)
+    if not cands:
+        st.preempt_failed[key] = d.gpu
+        return False
+    cap = st.cap
+    cands = preemption.group_by_host(cands, lambda h: int(cap.free_whole[cap.snap.index[h]]))
+
+    def remove(r: RunningWorkload) -> Callable[[], None]:
+        undos = [cap.release(t.task, t.placement) for t in r.tasks]
+        st.ledger.remove(r.project, r.flavor, r.units)
+
+        def undo() -> None:
+            st.ledger.add(r.project, r.flavor, r.units)
+            for u in reversed(undos):
+                u()
+
+        return undo
+
+    victims = preemption.select(w, d.flavor, d.gpu, cands, st.ledger, remove,
+                                lambda: cap.fits(w.tasks), st.options.max_victims)
+    if victims is None:
+        st.preempt_failed[key] = d.gpu
+        return False
+    placed = cap.place_gang(w.tasks)
+    if placed.placements is None:   # fits() just said yes on this very state
+        raise RuntimeError(f"placement of {w.id} changed between trial and booking")
+    after = _record_victims(st, w, victims)
+    chk = st.ledger.check(w.project, d.flavor, d.gpu)
+    _admit(st, w, d, placed.placements, chk.fit is QuotaFit.BORROWING, after)
+    return True
+
+
+def _record_victims(st: CycleState, w: PendingWorkload, victims: list[Victim]) -> tuple[str, ...]:
+    after: list[str] = []
+    for v in victims:
+        r = v.workload
+        st.preempted.add(r.id)
+        st.book.charge(r.project, (float(r.units), 0.0, 0.0), -1.0)
+        why = (f"reclaimed by project {w.project} for {w.id}: {r.project} was borrowing "
+               "capacity lent by its cohort" if v.code == preemption.RECLAIM
+               else f"preempted by higher-priority {w.id} (priority {w.priority} > {r.priority})")
+        for t in r.tasks:
+            after.append(t.id)
+            st.result.preemptions.append(Preempt(t.id, r.id, r.project, w.id, v.code, why,
+                                                 r.lost_s, st.options.grace_s))
+    return tuple(after)

@@ -1,0 +1,102 @@
+"""Weighted, hierarchical dominant-resource fair share with usage decayed over a half-life.
+
+A project's *share* of a resource (GPU milli, CPU milli, memory MiB) is what it holds now plus its
+decayed past usage, divided by the cluster's capacity of that resource; its *dominant share* is the
+largest of those, divided by its weight. Organisations get the same over the sum of their projects.
+The queue serves the organisation with the smallest dominant share first, then inside it the
+project with the smallest, so a team that used the pool heavily in the last half-lives yields to
+one that did not (DRF, Ghodsi et al., NSDI'11; decayed usage as in Slurm's fair-share factor).
+
+:class:`UsageHistory` is a value the caller keeps between cycles (the simulator and the control
+loop each own one); it never reads a clock: ``advance(now, holding)`` integrates what was held since
+the previous call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+Vector = tuple[float, float, float]   # (gpu milli, cpu milli, memory MiB)
+ZERO: Vector = (0.0, 0.0, 0.0)
+
+
+def _add(a: Vector, b: Vector, k: float = 1.0) -> Vector:
+    return (a[0] + k * b[0], a[1] + k * b[1], a[2] + k * b[2])
+
+
+@dataclass
+class UsageHistory:
+    """Exponentially decayed resource usage per project.
+
+    ``level[p]`` is the decayed *average* holding of project ``p`` (same units as a holding), i.e.
+    ``integral of holding(t) * 2^(-(now-t)/half_life) dt`` normalised by ``half_life / ln 2``, so a
+    project holding ``x`` steadily converges to ``x``. ``half_life_s <= 0`` disables history
+    (fair share then uses current holdings only).
+    """
+
+    half_life_s: float = 7 * 24 * 3600.0
+    level: dict[str, Vector] = field(default_factory=dict)
+    at: float | None = None
+
+    def advance(self, now: float, holding: Mapping[str, Vector]) -> None:
+        """Account ``holding`` (per project, assumed constant since the previous call) up to
+        ``now``. Calls with ``now`` earlier than the last one are ignored for decay."""
+        if self.half_life_s <= 0:
+            self.at = now
+            return
+        dt = 0.0 if self.at is None else max(0.0, now - self.at)
+        self.at = now if self.at is None else max(self.at, now)
+        if dt == 0.0:
+            return
+        keep = math.pow(0.5, dt / self.half_life_s)
+        for p in set(self.level) | set(holding):
+            old = self.level.get(p, ZERO)
+            cur = holding.get(p, ZERO)
+            self.level[p] = (old[0] * keep + cur[0] * (1 - keep),
+                             old[1] * keep + cur[1] * (1 - keep),
+                             old[2] * keep + cur[2] * (1 - keep))
+
+    def get(self, project: str) -> Vector:
+        return self.level.get(project, ZERO)
+
+
+def dominant_share(v: Vector, capacity: Vector, weight: float) -> float:
+    """``max_r v[r] / capacity[r]`` over resources with capacity, divided by ``weight``."""
+    best = 0.0
+    for x, c in zip(v, capacity):
+        if c > 0:
+            s = x / c
+            if s > best:
+                best = s
+    return best / weight
+
+
+@dataclass
+class ShareBook:
+    """Current dominant shares for one cycle; updated as the cycle admits work.
+
+    ``demand`` for a project = current holding + history level; organisation vectors are sums.
+    """
+
+    capacity: Vector
+    project_weight: Mapping[str, float]
+    project_org: Mapping[str, str]
+    org_weight: Mapping[str, float]
+    project_vec: dict[str, Vector] = field(default_factory=dict)
+    org_vec: dict[str, Vector] = field(default_factory=dict)
+
+    def charge(self, project: str, v: Vector, k: float = 1.0) -> None:
+        """Add ``k * v`` to the project (and its organisation)."""
+        self.project_vec[project] = _add(self.project_vec.get(project, ZERO), v, k)
+        org = self.project_org.get(project, project)
+        self.org_vec[org] = _add(self.org_vec.get(org, ZERO), v, k)
+
+    def key(self, project: str) -> tuple[float, float]:
+        """``(organisation dominant share, project dominant share)``: smaller is served first."""
+        org = self.project_org.get(project, project)
+        return (dominant_share(self.org_vec.get(org, ZERO), self.capacity,
+                               self.org_weight.get(org, 1.0)),
+                dominant_share(self.project_vec.get(project, ZERO), self.capacity,
+                               self.project_weight.get(project, 1.0)))

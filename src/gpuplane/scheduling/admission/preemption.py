@@ -1,0 +1,140 @@
+"""Preemption: choose victims so an entitled workload can start, losing as little work as possible.
+
+Two kinds, both decided on the cycle's snapshot with undo (nothing is changed unless a victim set
+that makes the beneficiary fit is found):
+
+- **reclaim** (:data:`~.reasons.RECLAIM`): the beneficiary stays within its project's guarantee;
+  victims are preemptible workloads of *other* projects of the same cohort and flavour that hold
+  more than their own guarantee (borrowers), and only while they still do.
+- **priority** (:data:`~.reasons.PRIORITY`): victims are preemptible workloads of the beneficiary's
+  own project with a strictly lower priority.
+
+Candidates are tried in the order: borrowers before own-project work, lowest priority, least work
+lost (time since the last checkpoint, else since start), largest first (fewer victims), id; hosts
+whose candidates would free the most GPUs come first inside that order. After a fitting set is
+found, victims that turn out unnecessary are given back (fewest victims).
+
+No preemption cycles: a reclaim victim's project is above its guarantee and the beneficiary's is
+within it after admission, so the victim can only come back by borrowing, which never preempts; a
+priority victim has a strictly lower priority than its beneficiary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gpuplane.domain.tenancy import QuotaTree
+from gpuplane.scheduling.admission.quota import QuotaLedger
+from gpuplane.scheduling.admission.reasons import PRIORITY, RECLAIM
+from gpuplane.scheduling.queueing import PendingWorkload, RunningTask
+
+
+@dataclass(frozen=True)
+class RunningWorkload:
+    """All running tasks of one workload (a gang is preempted whole)."""
+
+    id: str
+    project: str
+    flavor: str
+    units: int
+    priority: int
+    preemptible: bool
+    lost_s: float          # work lost if stopped now (since checkpoint or start)
+    tasks: tuple[RunningTask, ...]
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(sorted({getattr(t.placement, "host", "") for t in self.tasks}))
+
+
+@dataclass(frozen=True)
+class Victim:
+    workload: RunningWorkload
+    code: str
+
+
+def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree,
+               ledger: QuotaLedger, running: Sequence[RunningWorkload],
+               taken: set[str]) -> list[Victim]:
+    """Victim candidates for ``w`` in preference order (see the module docstring).
+
+    ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee). ``taken`` holds
+    workload ids already preempted this cycle (never offered twice).
+    """
+    cohort = quotas.project(w.project).cohort
+    out: list[tuple[tuple, Victim]] = []
+    for r in running:
+        if not r.preemptible or r.id in taken or r.flavor != flavor:
+            continue
+        if r.project == w.project:
+            if r.priority < w.priority:
+                out.append(((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY)))
+        elif reclaim and cohort is not None and quotas.project(r.project).cohort == cohort:
+            if ledger.borrowed(r.project, flavor) > 0:
+                out.append(((0, r.priority, r.lost_s, -r.units, r.id), Victim(r, RECLAIM)))
+    out.sort(key=lambda kv: kv[0])
+    return [v for _, v in out]
+
+
+def group_by_host(victims: list[Victim], free_on: Callable[[str], int]) -> list[Victim]:
+    """Reorder ``victims`` so that, inside each preference class (kind and priority), the victims
+    of the host that would free the most GPUs (free now + candidates' GPUs) come first. Keeps the
+    original order inside a host. ``free_on(host)`` is the free whole-GPU count of a host."""
+    out: list[Victim] = []
+    i = 0
+    while i < len(victims):
+        cls = (victims[i].code, victims[i].workload.priority)
+        j = i
+        while j < len(victims) and (victims[j].code, victims[j].workload.priority) == cls:
+            j += 1
+        chunk = victims[i:j]
+        gain: dict[str, int] = {}
+        for v in chunk:
+            for h in v.workload.hosts:
+                gain[h] = gain.get(h, 0) + v.workload.units
+        score = {h: free_on(h) * 1000 + g for h, g in gain.items()}
+        first_host = {id(v): min(v.workload.hosts, key=lambda h: (-score[h], h), default="")
+                      for v in chunk}
+        order = {h: k for k, h in enumerate(sorted(score, key=lambda h: (-score[h], h)))}
+        chunk.sort(key=lambda v: order.get(first_host[id(v)], 0))
+        out.extend(chunk)
+        i = j
+    return out
+
+
+def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
+           ledger: QuotaLedger, remove: Callable[[RunningWorkload], Callable[[], None]],
+           fits: Callable[[], bool], max_victims: int = 64) -> list[Victim] | None:
+    """Pick victims from ``cands`` until ``w`` fits, then drop the unnecessary ones.
+
+    ``remove(r)`` releases ``r`` from the snapshot and the ledger and returns its undo;
+    ``fits()`` says whether ``w`` (``units`` of ``flavor``) now passes quota and placement (it must
+    leave the snapshot unchanged). On success the chosen victims stay removed and are returned;
+    on failure every change is undone and ``None`` is returned.
+    """
+    chosen: list[tuple[Victim, Callable[[], None]]] = []
+    ok = False
+    for v in cands:
+        if len(chosen) >= max_victims:
+            break
+        if v.code == RECLAIM and ledger.borrowed(v.workload.project, flavor) <= 0:
+            continue   # no longer borrowing: it keeps what is left of its guarantee
+        chosen.append((v, remove(v.workload)))
+        if ledger.check(w.project, flavor, units).fit.admissible and fits():
+            ok = True
+            break
+    if not ok:
+        for _, undo in reversed(chosen):
+            undo()
+        return None
+    # Fewest victims: give back any victim (newest first) whose return keeps w fitting.
+    kept: list[Victim] = [chosen[-1][0]]
+    for v, undo in reversed(chosen[:-1]):
+        undo()
+        if ledger.check(w.project, flavor, units).fit.admissible and fits():
+            continue
+        remove(v.workload)
+        kept.append(v)
+    kept.reverse()
+    return kept

@@ -1,0 +1,77 @@
+"""Decisions and their explanations: what a cycle returns.
+
+Reason codes are stable strings (never change or reuse one); messages are for people and name the
+constraint and the nearest miss; ``detail`` carries machine-readable numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Pending reason codes (stable).
+OVER_QUOTA = "quota.over_limit"            # would exceed guaranteed + borrowing limit
+COHORT_FULL = "quota.cohort_full"          # over guarantee and the cohort has nothing idle to lend
+NO_CAPACITY = "capacity.unschedulable"     # no host fits now (message from placement)
+WAITING_RECLAIM = "capacity.waiting_reclaim"  # entitled, but reclaim could not free enough
+RESERVED = "capacity.reserved"             # would delay a reservation held by a larger job
+WAITING_GANG = "gang.incomplete"           # not every member of the gang could be placed
+QUEUED = "queue.behind_head"               # not examined: queued behind the head of its project
+FIFO_BLOCKED = "queue.fifo_blocked"        # strict FIFO: an older workload is still waiting
+
+# Preemption reason codes (stable).
+RECLAIM = "preempt.reclaim"                # owner reclaims capacity lent to this borrower
+PRIORITY = "preempt.priority"              # a higher-priority workload of the same project
+
+
+@dataclass(frozen=True)
+class PendingReason:
+    """Why a workload is still pending: ``code`` (stable), ``message`` (for people), ``detail``."""
+
+    code: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Admit:
+    """Start ``workload_id`` with one placement per task (the gang whole), in task order.
+
+    ``after`` lists task ids that must stop first (the victims preempted for it in the same cycle);
+    the resources in ``placements`` become free only when they have.
+    """
+
+    workload_id: str
+    project: str
+    placements: tuple[Any, ...]
+    borrowing: bool = False
+    after: tuple[str, ...] = ()
+    reservation: bool = False   # True when started on capacity held for it by a reservation
+
+
+@dataclass(frozen=True)
+class Preempt:
+    """Stop running task ``task_id`` (of ``workload_id``) so ``beneficiary`` can run.
+
+    ``code`` is :data:`RECLAIM` or :data:`PRIORITY`; ``lost_s`` is the work since the victim's last
+    checkpoint (or start) at decision time; ``grace_s`` is how long it may take to checkpoint."""
+
+    task_id: str
+    workload_id: str
+    project: str
+    beneficiary: str
+    code: str
+    message: str
+    lost_s: float = 0.0
+    grace_s: float = 30.0
+
+
+@dataclass
+class CycleResult:
+    """What one cycle decided: admissions, preemptions, and a reason for each pending workload
+    the cycle examined (workloads not examined get :data:`QUEUED` when ``explain_all``)."""
+
+    placements: list[Admit] = field(default_factory=list)
+    preemptions: list[Preempt] = field(default_factory=list)
+    pending: dict[str, PendingReason] = field(default_factory=dict)
+    reservations: dict[str, float] = field(default_factory=dict)  # workload id -> shadow start

@@ -1,0 +1,131 @@
+"""The working state of one scheduling cycle (built by ``cycle.run_cycle``, step 1).
+
+Holds the quota ledger, the fair-share book, capacity on the snapshot, running workloads grouped
+for preemption, and the decisions made so far. Pure: built from the cycle's arguments only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuplane.domain.tenancy import QuotaTree
+from gpuplane.scheduling.admission.capacity import CycleCapacity, is_whole
+from gpuplane.scheduling.admission.fairshare import ShareBook, UsageHistory
+from gpuplane.scheduling.admission.preemption import RunningWorkload
+from gpuplane.scheduling.admission.quota import QuotaLedger
+from gpuplane.scheduling.admission.reasons import CycleResult
+from gpuplane.scheduling.queueing import (
+    Demand, PendingWorkload, RunningTask, demand_of, flavor_of, task_units)
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    """Policy switches of a cycle.
+
+    ``strict_fifo``: one global order by priority then age, and the first workload that cannot
+    start blocks every later one (the FIFO baseline). Otherwise projects are served by fair share
+    (``fair_share``) or by age, and blocked work lets later work through. ``preemption`` enables
+    reclaim and priority preemption; ``backfill`` gives up to ``max_reservations`` blocked
+    workloads a reservation. ``lookahead`` bounds how many blocked workloads of one project are
+    examined per cycle; ``explain_all`` gives every other pending workload a ``queue.behind_head``
+    reason (turn off in simulations). ``profile`` is the placement profile passed to ``place``.
+    """
+
+    fair_share: bool = True
+    preemption: bool = True
+    backfill: bool = True
+    strict_fifo: bool = False
+    max_reservations: int = 1
+    lookahead: int = 64
+    max_victims: int = 64
+    explain_all: bool = True
+    grace_s: float = 30.0
+    profile: Any = None
+
+
+@dataclass
+class CycleState:
+    quotas: QuotaTree
+    now: float
+    options: CycleOptions
+    cap: CycleCapacity
+    ledger: QuotaLedger
+    book: ShareBook
+    running: Sequence[RunningTask]
+    result: CycleResult = field(default_factory=CycleResult)
+    preempted: set[str] = field(default_factory=set)       # workload ids preempted this cycle
+    admitted_ends: list[tuple[float, str, int]] = field(default_factory=list)
+    preempt_failed: dict[tuple, int] = field(default_factory=dict)
+    _demands: dict[str, Demand] = field(default_factory=dict)
+    _running_wl: list[RunningWorkload] | None = None
+    _ends: list[tuple[float, str, int, str]] | None = None
+
+    def demand(self, w: PendingWorkload) -> Demand:
+        """:func:`demand_of` ``w``, memoised for the cycle."""
+        d = self._demands.get(w.id)
+        if d is None:
+            d = self._demands[w.id] = demand_of(w, self.quotas)
+        return d
+
+    def running_workloads(self) -> list[RunningWorkload]:
+        """Running tasks grouped by workload (built on first use, O(running))."""
+        if self._running_wl is None:
+            groups: dict[str, list[RunningTask]] = {}
+            for t in self.running:
+                groups.setdefault(t.workload_id, []).append(t)
+            out = []
+            for wid in sorted(groups):
+                ts = groups[wid]
+                t0 = ts[0]
+                flavor = flavor_of(t0.task, self.quotas, t0.flavor)
+                since = t0.checkpointed_at if t0.checkpointed_at is not None else t0.started_at
+                out.append(RunningWorkload(
+                    wid, t0.project, flavor, sum(task_units(t.task) for t in ts),
+                    min(t.priority for t in ts), all(t.preemptible for t in ts),
+                    max(0.0, self.now - since), tuple(ts)))
+            self._running_wl = out
+        return self._running_wl
+
+    def ends(self) -> list[tuple[float, str, int]]:
+        """``(expected_end, host, whole GPUs)`` of running work not preempted, plus admissions."""
+        if self._ends is None:
+            self._ends = [(t.expected_end, t.placement.host, t.task.gpus, t.workload_id)
+                          for t in self.running
+                          if t.expected_end is not None and is_whole(t.task)]
+        gone = self.preempted
+        return [e[:3] for e in self._ends if e[3] not in gone] + self.admitted_ends
+
+
+def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, now: float,
+                rng: Any, options: CycleOptions, history: UsageHistory | None,
+                place_fn: Any) -> CycleState:
+    """Step 1 of the cycle: ledger and shares from running work, capacity on the snapshot."""
+    ledger = QuotaLedger(quotas)
+    holding: dict[str, list[float]] = {}
+    usage: dict[tuple[str, str], int] = {}
+    for t in running:
+        units = task_units(t.task)
+        key = (t.project, flavor_of(t.task, quotas, t.flavor))
+        usage[key] = usage.get(key, 0) + units
+        v = holding.setdefault(t.project, [0.0, 0.0, 0.0])
+        v[0] += units
+        v[1] += getattr(t.task, "cpu_milli", 0)
+        v[2] += getattr(t.task, "memory_mib", 0)
+    for (project, flavor), units in sorted(usage.items()):
+        ledger.add(project, flavor, units)
+    capacity = (float(max(1, int((snap.gpu_free >= 0).sum()) * 1000)),
+                float(max(1, int(snap.cpu_cap.sum()))), float(max(1, int(snap.mem_cap.sum()))))
+    projects = quotas.projects
+    book = ShareBook(capacity,
+                     {n: p.weight for n, p in projects.items()},
+                     {n: p.organisation for n, p in projects.items()},
+                     {n: o.weight for n, o in quotas.organisations.items()})
+    for p, v in holding.items():
+        book.charge(p, (v[0], v[1], v[2]))
+    if history is not None:
+        for p, v in history.level.items():
+            book.charge(p, v)
+    cap = CycleCapacity(snap, place_fn, options.profile, rng)
+    return CycleState(quotas, now, options, cap, ledger, book, running)

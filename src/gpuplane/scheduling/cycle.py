@@ -1,0 +1,169 @@
+"""The scheduling cycle: the one function that decides what starts, what stops and why.
+
+The live control loop and the simulator (``sim/replay.py``) both call :func:`run_cycle`; nothing
+else decides placements. It reads no clock and no global randomness (``now`` and ``rng`` are
+arguments) and does no I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from gpuplane.domain.tenancy import QuotaTree
+from gpuplane.scheduling.admission.decide import Block, decide
+from gpuplane.scheduling.admission.fairshare import UsageHistory
+from gpuplane.scheduling.admission.quota import QuotaFit
+from gpuplane.scheduling.admission.reasons import (
+    FIFO_BLOCKED, QUEUED, CycleResult, PendingReason)
+from gpuplane.scheduling.admission.state import CycleOptions, CycleState, build_state
+from gpuplane.scheduling.queueing import PendingQueues, PendingWorkload, RunningTask
+
+__all__ = ["CycleOptions", "CycleResult", "run_cycle"]
+
+
+def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
+              running: Sequence[RunningTask], quotas: QuotaTree, now: float, rng: Any, *,
+              options: CycleOptions | None = None, history: UsageHistory | None = None,
+              place_fn: Callable[..., Any] | None = None) -> CycleResult:
+    """Decide one scheduling cycle.
+
+    ``snap`` is a ``ClusterSnapshot`` holding exactly the ``running`` tasks; the cycle leaves it
+    updated with its own decisions (preempted tasks released, admitted workloads booked), so a
+    simulator can keep one snapshot across cycles; pass ``snap.copy()`` to keep the original.
+    ``pending`` is a sequence or a :class:`PendingQueues` kept by the caller (not modified).
+    ``history`` is the decayed usage used for fair share (``None``: current holdings only).
+    ``place_fn(snap, task, profile, rng)`` defaults to ``scheduling.placement.place`` with
+    ``options.profile`` (a ``Profile``, a profile name, or ``None`` for the default profile; pass a
+    ``Profile`` object when calling many cycles so plugin caches survive).
+
+    Returns admissions (each gang whole, with the preemptions it waits for), preemptions (each
+    naming its beneficiary) and a structured reason for every pending workload the cycle examined
+    (every pending workload when ``options.explain_all``). Same inputs, same result.
+    """
+    options = options or CycleOptions()
+    if place_fn is None:
+        place_fn = _default_place()
+        if options.profile is None or isinstance(options.profile, str):
+            options = replace(options, profile=_profile(options.profile))
+    queues = pending if isinstance(pending, PendingQueues) else PendingQueues.of(pending)
+    st = build_state(snap, running, quotas, now, rng, options,                  # 1. state
+                     history if options.fair_share else None, place_fn)
+    heads = _heads(st, queues)                                                  # 2. order
+    examined = _admit_in_order(st, heads)                                       # 3. admit
+    _explain_rest(st, queues, examined)                                         # 4. explain
+    st.cap.lift_holds()                                                         # 5. unhold
+    return st.result
+
+
+# -- step 2: order ------------------------------------------------------------------------------
+class _Head:
+    """The next workload of one project and the rest of its queue."""
+
+    __slots__ = ("project", "items", "current", "blocked")
+
+    def __init__(self, project: str, items: Iterator[PendingWorkload]) -> None:
+        self.project = project
+        self.items = items
+        self.current: PendingWorkload | None = next(items, None)
+        self.blocked = 0
+
+    def advance(self) -> None:
+        self.current = next(self.items, None)
+
+
+def _key(st: CycleState, h: _Head) -> tuple:
+    w = h.current
+    assert w is not None
+    if st.options.strict_fifo or not st.options.fair_share:
+        return (-w.priority, w.submitted_at, w.id)
+    org, proj = st.book.key(h.project)
+    return (-w.priority, _borrows(st, w), org, proj, w.submitted_at, w.id)
+
+
+def _borrows(st: CycleState, w: PendingWorkload) -> int:
+    """0 when ``w`` fits its project's guarantee (served first), 1 when it must borrow."""
+    d = st.demand(w)
+    fit = st.ledger.check(w.project, d.flavor, d.gpu).fit
+    return 0 if fit in (QuotaFit.GUARANTEED, QuotaFit.RECLAIM) else 1
+
+
+def _heads(st: CycleState, queues: PendingQueues) -> list[tuple[tuple, str, _Head]]:
+    heap = []
+    for p in queues.projects():
+        h = _Head(p, queues.iter_project(p))
+        if h.current is not None:
+            heap.append((_key(st, h), p, h))
+    heapq.heapify(heap)
+    return heap
+
+
+# -- step 3: admit in order -----------------------------------------------------------------------
+def _admit_in_order(st: CycleState, heap: list[tuple[tuple, str, _Head]]) -> set[str]:
+    """Pop the best head, decide it, push the project's next head. Keys of fair share grow as the
+    cycle admits; a popped head whose key went stale is pushed back with its fresh key first."""
+    examined: set[str] = set()
+    fair = st.options.fair_share and not st.options.strict_fifo
+    while heap:
+        key, p, h = heapq.heappop(heap)
+        if fair:
+            fresh = _key(st, h)
+            if fresh > key:
+                heapq.heappush(heap, (fresh, p, h))
+                continue
+        w = h.current
+        assert w is not None
+        examined.add(w.id)
+        block = decide(st, w)
+        if block is not Block.NONE and st.options.strict_fifo:
+            _fifo_block(st, w, heap, examined)
+            return examined
+        h.advance()
+        if block is not Block.NONE:
+            h.blocked += 1
+            if h.blocked >= st.options.lookahead:
+                continue
+        if h.current is not None:
+            heapq.heappush(heap, (_key(st, h), p, h))
+    return examined
+
+
+def _fifo_block(st: CycleState, head: PendingWorkload, heap: list, examined: set[str]) -> None:
+    """Strict FIFO: everything behind a blocked head waits for it."""
+    reason = PendingReason(FIFO_BLOCKED, f"strict FIFO: waiting behind {head.id}",
+                           {"head": head.id})
+    for _, _, h in heap:
+        while h.current is not None:
+            examined.add(h.current.id)
+            if st.options.explain_all:
+                st.result.pending[h.current.id] = reason
+            h.advance()
+
+
+# -- step 4: explain ------------------------------------------------------------------------------
+def _explain_rest(st: CycleState, queues: PendingQueues, examined: set[str]) -> None:
+    if not st.options.explain_all:
+        return
+    for p in queues.projects():
+        reason: PendingReason | None = None
+        for w in queues.iter_project(p):
+            if w.id in examined:
+                continue
+            if reason is None:
+                reason = PendingReason(QUEUED, f"queued behind older or higher-priority work of "
+                                       f"project {p} that could not start", {"project": p})
+            st.result.pending[w.id] = reason
+
+
+def _default_place() -> Callable[..., Any]:
+    from gpuplane.scheduling.placement import place  # lazy: placement imports numpy plugins
+
+    return place
+
+
+def _profile(name: str | None) -> Any:
+    from gpuplane.scheduling.placement import profiles
+
+    return profiles.get(name) if name else profiles.get()

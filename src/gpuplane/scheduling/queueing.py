@@ -1,0 +1,171 @@
+"""Queueing: what the cycle is asked to decide and in which order.
+
+- :class:`PendingWorkload` is one workload waiting for admission (all its tasks at once when
+  ``gang``); :class:`RunningTask` is one task holding resources.
+- :class:`PendingQueues` keeps one queue per project, each in FIFO-with-age order inside a priority
+  (``(-priority, submitted_at, id)``). The caller (control loop or simulator) may keep one alive
+  across cycles and add/remove workloads incrementally; :func:`run_cycle` also accepts a plain
+  sequence and builds one.
+- Between projects the cycle orders by priority first, then hierarchical weighted dominant-resource
+  share (organisation, then project; see ``admission/fairshare.py``), then age. The order is a total
+  order on the inputs: the same inputs always give the same order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gpuplane.domain.tenancy import DEFAULT_FLAVOR, QuotaTree, gpu_units
+
+Topology = Literal["host", "nvlink", "rack"]
+
+
+@dataclass(frozen=True)
+class PendingWorkload:
+    """A workload waiting to be admitted.
+
+    ``tasks`` are ``TaskRequest`` objects (domain/requests.py). ``gang=True`` means all tasks start
+    together or none does. ``topology`` asks that the tasks share a host/NVLink domain/rack
+    (``topology_required=False`` makes it a preference). ``expected_duration`` (seconds, optional:
+    a max runtime or an estimate) lets smaller work backfill in front of a reservation.
+    ``flavor`` pins the quota flavour; by default it is the task's only GPU model or the tree's
+    first flavour.
+    """
+
+    id: str
+    project: str
+    tasks: Sequence[Any]
+    priority: int = 0
+    submitted_at: float = 0.0
+    gang: bool = True
+    topology: Topology | None = None
+    topology_required: bool = True
+    preemptible: bool = True
+    checkpointed_at: float | None = None
+    expected_duration: float | None = None
+    flavor: str | None = None
+
+    def order_key(self) -> tuple[int, float, str]:
+        """FIFO-with-age order inside a project: higher priority, then older, then id."""
+        return (-self.priority, self.submitted_at, self.id)
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """One task holding resources. ``workload_id`` groups a gang's tasks (preempted together).
+    ``expected_end`` (seconds) feeds backfill reservations; ``checkpointed_at`` lets preemption
+    prefer victims that lose least work."""
+
+    id: str
+    workload_id: str
+    project: str
+    task: Any
+    placement: Any
+    started_at: float = 0.0
+    priority: int = 0
+    preemptible: bool = True
+    checkpointed_at: float | None = None
+    expected_end: float | None = None
+    flavor: str | None = None
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Resources one workload asks for: milli-GPU per flavour, CPU milli-cores, memory MiB."""
+
+    flavor: str
+    gpu: int
+    cpu: int
+    memory: int
+
+
+def flavor_of(task: Any, quotas: QuotaTree, pinned: str | None = None) -> str:
+    """The quota flavour a task is charged to: ``pinned`` if given, else its only allowed GPU model
+    when that model is a flavour of the tree, else the tree's first flavour."""
+    if pinned:
+        return pinned
+    models = getattr(task, "gpu_models", None) or ()
+    if len(models) == 1:
+        (m,) = tuple(models)
+        if m in quotas.flavors:
+            return m
+    return quotas.flavors[0] if quotas.flavors else DEFAULT_FLAVOR
+
+
+def task_units(task: Any) -> int:
+    """Milli-GPU one ``TaskRequest`` uses (see :func:`gpuplane.domain.tenancy.gpu_units`)."""
+    return gpu_units(getattr(task, "gpus", 0), getattr(task, "gpu_milli", 1000),
+                     getattr(task, "mig_profile", None))
+
+
+def demand_of(w: PendingWorkload, quotas: QuotaTree) -> Demand:
+    """Total :class:`Demand` of a workload (all tasks are charged to one flavour)."""
+    flavor = flavor_of(w.tasks[0], quotas, w.flavor) if w.tasks else (w.flavor or DEFAULT_FLAVOR)
+    return Demand(flavor, sum(task_units(t) for t in w.tasks),
+                  sum(getattr(t, "cpu_milli", 0) for t in w.tasks),
+                  sum(getattr(t, "memory_mib", 0) for t in w.tasks))
+
+
+@dataclass
+class PendingQueues:
+    """One ordered queue per project. Not thread-safe; O(log n) insert, O(n) remove."""
+
+    _keys: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)
+    _items: dict[str, PendingWorkload] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, workloads: Iterable[PendingWorkload]) -> PendingQueues:
+        q = cls()
+        by_project: dict[str, list[PendingWorkload]] = {}
+        for w in workloads:
+            if w.id in q._items:
+                continue
+            q._items[w.id] = w
+            by_project.setdefault(w.project, []).append(w)
+        for p, ws in by_project.items():
+            q._keys[p] = sorted(w.order_key() for w in ws)
+        return q
+
+    def add(self, w: PendingWorkload) -> None:
+        """Queue ``w``; adding an id already queued is a no-op."""
+        if w.id in self._items:
+            return
+        self._items[w.id] = w
+        bisect.insort(self._keys.setdefault(w.project, []), w.order_key())
+
+    def remove(self, workload_id: str) -> PendingWorkload | None:
+        """Dequeue by id; returns the workload, or ``None`` when it was not queued."""
+        w = self._items.pop(workload_id, None)
+        if w is None:
+            return None
+        keys = self._keys[w.project]
+        i = bisect.bisect_left(keys, w.order_key())
+        del keys[i]
+        if not keys:
+            del self._keys[w.project]
+        return w
+
+    def projects(self) -> list[str]:
+        """Projects with queued work, sorted by name."""
+        return sorted(self._keys)
+
+    def iter_project(self, project: str) -> Iterator[PendingWorkload]:
+        """The project's queue in order (do not mutate the queues while iterating)."""
+        items = self._items
+        for key in self._keys.get(project, ()):
+            yield items[key[2]]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, workload_id: object) -> bool:
+        return workload_id in self._items
+
+    def get(self, workload_id: str) -> PendingWorkload | None:
+        return self._items.get(workload_id)
+
+    def all(self) -> Mapping[str, PendingWorkload]:
+        return self._items
