@@ -1,0 +1,184 @@
+"""Store: migrations, generation-guarded writes, leader lease — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from gpuplane.domain.errors import Conflict
+from gpuplane.domain.workloads import Phase, TaskGroup, WorkloadSpec
+from gpuplane.store import Store
+from gpuplane.store.migrations import current_revision
+from gpuplane.store.records import Gpu
+from gpuplane.store.tables import Base
+
+
+def test_migrations_create_exactly_the_tables_the_code_uses(store):
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                Base.metadata)
+    assert diff == []
+    assert current_revision(store.engine) is not None
+
+
+def test_migrating_twice_changes_nothing(store):
+    before = current_revision(store.engine)
+    store.migrate()
+    assert current_revision(store.engine) == before
+
+
+def _host(tx, name="h1", now=1.0):
+    if not tx.sites.list().items:
+        tx.sites.add("s1", "EU/DE", "", "", {}, now)
+    return tx.hosts.add(name, "s1", 8000, 65536, [Gpu(0, "H100-80GB", 81920)], now)
+
+
+def test_a_stale_generation_loses_and_the_winner_stays(store):
+    with store.write() as tx:
+        seen = _host(tx).generation
+    with store.write() as tx:
+        assert tx.hosts.bump_generation("h1", seen) == seen + 1
+    with pytest.raises(Conflict) as err, store.write() as tx:
+        tx.hosts.bump_generation("h1", seen)
+    assert err.value.code == "gpuplane.generation.conflict"
+    with store.read() as tx:
+        assert tx.hosts.get("h1").generation == seen + 1
+
+
+def test_a_conflict_rolls_back_everything_in_its_transaction(store):
+    with store.write() as tx:
+        seen = _host(tx).generation
+        _host(tx, "h2")
+    with store.write() as tx:
+        tx.hosts.set_state("h2", "cordoned")
+    with pytest.raises(Conflict), store.write() as tx:
+        tx.hosts.set_state("h1", "draining")  # would succeed ...
+        tx.hosts.bump_generation("h2", seen)  # ... but this one is stale
+    with store.read() as tx:
+        assert tx.hosts.get("h1").state == "ready"
+
+
+def test_concurrent_writers_on_one_row_exactly_one_wins(store):
+    with store.write() as tx:
+        seen = _host(tx).generation
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            with store.write() as tx:
+                tx.hosts.bump_generation("h1", seen)
+            results.append("won")
+        except Conflict:
+            results.append("lost")
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost"] * 5 + ["won"]
+
+
+def _workload(tx, name="w1"):
+    if not tx.orgs.list().items:
+        org = tx.orgs.add("o", "", 1.0)
+        tx.projects.add("p", org.id, "", 1.0, None, 1.0)
+    project = tx.projects.get("p")
+    spec = WorkloadSpec(name=name, project="p", tasks=[TaskGroup(replicas=2)])
+    return tx.workloads.add(f"wl-{name}", project.id, spec, 500, "standard", False, "u", 1.0)
+
+
+def test_workload_and_task_updates_are_generation_guarded(store):
+    with store.write() as tx:
+        wl = _workload(tx)
+    task = wl.tasks[0]
+    with store.write() as tx:
+        tx.tasks.update(task.id, task.generation, phase=Phase.CANCELLED)
+        tx.workloads.update(wl.id, wl.generation, cancel_requested=True)
+    for update in (lambda tx: tx.tasks.update(task.id, task.generation, phase=Phase.ADMITTED),
+                   lambda tx: tx.workloads.update(wl.id, wl.generation, phase=Phase.RUNNING)):
+        with pytest.raises(Conflict), store.write() as tx:
+            update(tx)
+    with store.read() as tx:
+        again = tx.workloads.get(wl.id)
+    assert again.cancel_requested and again.tasks[0].phase is Phase.CANCELLED
+
+
+def test_quota_replace_with_a_stale_generation_is_refused(store):
+    with store.write() as tx:
+        _workload(tx)
+        pid = tx.projects.get("p").id
+        q = tx.quotas.put(pid, "gpu", "*", 8000, None, None, 1.0)
+    with store.write() as tx:
+        tx.quotas.put(pid, "gpu", "*", 4000, None, None, 2.0, seen_generation=q.generation)
+    with pytest.raises(Conflict), store.write() as tx:
+        tx.quotas.put(pid, "gpu", "*", 2000, None, None, 3.0, seen_generation=q.generation)
+    with store.read() as tx:
+        assert tx.quotas.find(pid, "gpu", "*").guaranteed_milli == 4000
+
+
+def test_lease_is_exclusive_until_it_expires(store):
+    assert store.try_acquire_lease("a", 10.0, now=100.0)
+    assert not store.try_acquire_lease("b", 10.0, now=105.0)
+    assert store.renew_lease("a", 10.0, now=108.0)  # now valid until 118
+    assert not store.try_acquire_lease("b", 10.0, now=117.0)
+    assert store.try_acquire_lease("b", 10.0, now=118.5)  # expired: b takes over
+    assert not store.renew_lease("a", 10.0, now=119.0)  # a must stop scheduling
+    assert not store.release_lease("a")
+    assert store.release_lease("b")
+    assert store.try_acquire_lease("a", 10.0, now=120.0)
+    state = store.leases.get()
+    assert state.holder == "a" and state.epoch == 3
+
+
+def test_lease_race_has_one_winner_per_round(store):
+    for round_ in range(3):
+        now = 1000.0 + round_ * 100  # every round starts after the previous lease expired
+        winners: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def contender(name: str, now: float = now) -> None:
+            barrier.wait()
+            if store.try_acquire_lease(name, 30.0, now):
+                winners.append(name)
+
+        threads = [threading.Thread(target=contender, args=(f"p{i}",)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners) == 1, winners
+
+
+def test_a_second_store_on_the_same_database_sees_committed_work(db_url):
+    first = Store(db_url)
+    first.migrate()
+    with first.write() as tx:
+        wl = _workload(tx)
+    first.dispose()  # as if the process died after answering
+    second = Store(db_url)
+    second.migrate()
+    with second.read() as tx:
+        assert tx.workloads.get(wl.id).name == "w1"
+        assert len(tx.workloads.list_schedulable(now=2.0)) == 1
+    second.dispose()
+
+
+def test_pagination_walks_every_item_once(store):
+    with store.write() as tx:
+        for i in range(7):
+            _workload(tx, f"w{i}")
+    seen, after = [], None
+    while True:
+        with store.read() as tx:
+            page = tx.workloads.list(None, after=after, limit=3)
+        seen += [w.name for w in page.items]
+        after = page.next_after
+        if after is None:
+            break
+    assert seen == [f"w{i}" for i in range(7)]
