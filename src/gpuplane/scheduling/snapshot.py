@@ -25,7 +25,9 @@ name               shape      meaning
 =================  =========  ===============================================
 
 ``mig_layouts[(h, g)]`` holds the ``MigLayout`` (``gpuplane.domain.mig``) of every
-MIG-mode GPU. ``cache`` is a scratch dict for plugins (see
+MIG-mode GPU (``None`` = no instances yet). ``assign`` applies each
+``placement.mig`` entry with ``mig.take`` and ``release`` with ``mig.give_back``;
+the undo of an assign restores the previous layouts exactly. ``cache`` is a scratch dict for plugins (see
 :meth:`ClusterSnapshot.plugin_cache`): entries must be validated against ``version``.
 
 Mutations go through :meth:`assign` (returns an exact undo) and :meth:`release`.

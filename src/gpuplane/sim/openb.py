@@ -41,9 +41,8 @@ class PodTrace:
 
 
 def _bad(path: str, line: int | None, column: str, msg: str) -> InvalidInput:
-    where = f"{path}" + (f", row {line}" if line is not None else "")
-    return InvalidInput(f"bad trace file {where}: column {column!r}: {msg}",
-                        [FieldError(f"{Path(path).name}:{line or 0}:{column}", msg)], code=CODE)
+    loc = (f"row {line}, " if line is not None else "") + f"column {column}"
+    return InvalidInput(f"bad trace file {path}", [FieldError(loc, msg)], code=CODE)
 
 
 def _rows(path: str | Path, required: tuple[str, ...]):

@@ -125,7 +125,7 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
     for k, j in enumerate(seq):
         task: TaskRequest = tasks[j]
         arrived_sum += task.gpu_demand_milli
-        res = place(snap, task, profile, rng)
+        res = place(snap, task, profile, rng, explain=False)
         if isinstance(res, Placement):
             snap.assign(task, res)
             used += res.gpu_milli * len(res.gpu_indices)

@@ -51,7 +51,7 @@ def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
             continue
         rejected = cand & ~res.passed
         if rejected.any():
-            tally.record(f.name, res, rejected)
+            tally.defer(f.name, res, rejected)
             cand = cand & res.passed
             if not cand.any():
                 break
@@ -60,17 +60,21 @@ def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
 
 
 def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
-          rng: np.random.Generator) -> Placement | Unschedulable:
+          rng: np.random.Generator, explain: bool = True) -> Placement | Unschedulable:
     """Choose a host and devices for ``task`` (pure: the snapshot is not changed).
 
     Steps: filters -> (none left: ``Unschedulable`` with counts per reason) ->
     weighted integer scores -> best total, ties by ``snap.tie_rank`` (or random,
     per ``profile.tie_break``) -> the profile's GPU chooser for the task kind.
+    ``explain=False`` skips counting reasons (the ``Unschedulable`` then has none;
+    simulators that only count failures use it).
     """
     state = CycleState(rng=rng)
     cand, tally = feasible_hosts(snap, task, profile, state)
     hosts = np.flatnonzero(cand)
     if len(hosts) == 0:
+        if not explain:
+            return Unschedulable(snap.n_hosts, [], [], [])
         return tally.unschedulable(snap.n_hosts)
     chooser = profile.chooser_for(task)
     if chooser is None:

@@ -58,11 +58,15 @@ class FilterResult:
     ``passed`` (H,) bool: hosts that pass this filter. Rejected hosts get
     ``reasons[0]``, or ``reasons[reason_of_host[h]]`` when several reasons are
     given (``reason_of_host`` is an (H,) int array, only read where rejected).
+    Computing reasons can be deferred: ``explain`` (if set) is called only when
+    the task fits nowhere, with the (H,) mask of hosts blamed on this filter, and
+    returns ``(reasons, reason_of_host)``.
     """
 
     passed: np.ndarray
-    reasons: tuple[Reason, ...]
+    reasons: tuple[Reason, ...] = ()
     reason_of_host: np.ndarray | None = None
+    explain: Any = None  # Callable[[np.ndarray], tuple[tuple[Reason, ...], np.ndarray | None]]
 
     @classmethod
     def single(cls, passed: np.ndarray, reason: Reason) -> FilterResult:
@@ -191,11 +195,17 @@ class Unschedulable:
 
 
 class Tally:
-    """Accumulates rejections per (plugin, reason) while filters run."""
+    """Accumulates rejections per (plugin, reason) while filters run. Counting is
+    deferred until :meth:`unschedulable` (a placed task never pays for it)."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, str], int] = {}
         self._status: dict[tuple[str, str, str], Status] = {}
+        self._pending: list[tuple[str, FilterResult, np.ndarray]] = []
+
+    def defer(self, plugin: str, res: FilterResult, rejected: np.ndarray) -> None:
+        """Remember that ``res`` rejected the hosts in ``rejected``; count later."""
+        self._pending.append((plugin, res, rejected))
 
     def add(self, plugin: str, reason: Reason, n: int) -> None:
         if n <= 0:
@@ -206,6 +216,9 @@ class Tally:
 
     def record(self, plugin: str, res: FilterResult, rejected: np.ndarray) -> None:
         """Count the hosts in ``rejected`` (bool mask) against ``res``'s reasons."""
+        if res.explain is not None:
+            reasons, which = res.explain(rejected)
+            res = FilterResult(passed=res.passed, reasons=tuple(reasons), reason_of_host=which)
         if len(res.reasons) == 1 or res.reason_of_host is None:
             self.add(plugin, res.reasons[0], int(rejected.sum()))
             return
@@ -214,6 +227,9 @@ class Tally:
             self.add(plugin, r, int(n))
 
     def unschedulable(self, total: int) -> Unschedulable:
+        for plugin, res, rejected in self._pending:
+            self.record(plugin, res, rejected)
+        self._pending.clear()
         items = sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return Unschedulable(total_hosts=total,
                              reasons=[(p, c, n) for (p, c, _m), n in items],

@@ -36,13 +36,16 @@ class GpuFit:
             return None
         view = state.gpu_view(snap, task)
         passed = fit_counts(view, task) >= task.gpus
-        if passed.all():
-            return FilterResult.single(passed, NO_GPUS)
-        what = ("too few free GPUs" if task.gpu_milli >= 1000
-                else f"no GPU with {task.gpu_milli} milli free")
-        reasons = [NO_GPUS] + [Reason(TOO_FEW_GPUS, f"{what} of model {m}") for m in snap.models]
-        rej = ~passed & state.candidates if state.candidates is not None else ~passed
-        has_gpu = (view[rej] >= 0).any(axis=1) if snap.max_gpus else np.zeros(int(rej.sum()), bool)
-        which = np.zeros(snap.n_hosts, dtype=np.int64)
-        which[rej] = np.where(has_gpu, snap.host_model[rej].astype(np.int64) + 1, 0)
-        return FilterResult(passed=passed, reasons=tuple(reasons), reason_of_host=which)
+
+        def explain(rejected: np.ndarray):
+            what = ("too few free GPUs" if task.gpu_milli >= 1000
+                    else f"no GPU with {task.gpu_milli} milli free")
+            reasons = [NO_GPUS] + [Reason(TOO_FEW_GPUS, f"{what} of model {m}")
+                                   for m in snap.models]
+            has_gpu = ((view[rejected] >= 0).any(axis=1) if snap.max_gpus
+                       else np.zeros(int(rejected.sum()), bool))
+            which = np.zeros(snap.n_hosts, dtype=np.int64)
+            which[rejected] = np.where(has_gpu, snap.host_model[rejected].astype(np.int64) + 1, 0)
+            return tuple(reasons), which
+
+        return FilterResult(passed=passed, explain=explain)

@@ -23,7 +23,7 @@ class ResourceFit:
     def filter(self, state: CycleState, task: TaskRequest,
                snap: ClusterSnapshot) -> FilterResult | None:
         cpu_ok = snap.cpu_free >= task.cpu_milli
-        mem_ok = snap.mem_free >= task.memory_mib
-        passed = cpu_ok & mem_ok
+        passed = cpu_ok & (snap.mem_free >= task.memory_mib)
         return FilterResult(passed=passed, reasons=(TOO_LITTLE_CPU, TOO_LITTLE_MEMORY),
-                            reason_of_host=np.where(cpu_ok, 1, 0))
+                            explain=lambda rejected: ((TOO_LITTLE_CPU, TOO_LITTLE_MEMORY),
+                                                      np.where(cpu_ok, 1, 0)))

@@ -1,0 +1,99 @@
+"""Plots of an openb grid (matplotlib, Agg backend; no display needed).
+
+* ``alloc_<trace>.png``: unallocated GPU % (100 - allocation) vs arrival, median
+  over seeds with the 25-75 % band, one line per policy (paper Fig. 9a);
+* ``frag_<trace>.png``: fragmentation ratio vs arrival, mean over seeds (Fig. 7);
+* ``bars_100.png`` / ``bars_130.png``: 100 - allocation at arrival 100 / 130 per
+  trace and policy, mean +- sd over seeds (Figs. 11-14).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(runs: Sequence[dict], field: str, xs: Sequence[int]) -> np.ndarray:
+    return np.array([[np.nan if (r.get(field) or {}).get(str(x)) is None
+                      else r[field][str(x)] for x in xs] for r in runs], dtype=float)
+
+
+def write_plots(results: Sequence[dict], out: Path) -> list[Path]:
+    plt = _plt()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    traces = sorted({r["trace"] for r in results})
+    policies = list(dict.fromkeys(r["policy"] for r in results))
+    for t in traces:
+        xs = list(range(75, 131))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for p in policies:
+            runs = [r for r in results if r["trace"] == t and r["policy"] == p]
+            if not runs:
+                continue
+            y = 100 - _series(runs, "alloc_ratio", xs)
+            med = np.nanmedian(y, axis=0)
+            ax.plot(xs, med, label=p)
+            if len(runs) > 1:
+                ax.fill_between(xs, np.nanpercentile(y, 25, axis=0),
+                                np.nanpercentile(y, 75, axis=0), alpha=0.2)
+        ax.set_xlabel("arriving GPU demand (% of capacity)")
+        ax.set_ylabel("unallocated GPU (%)")
+        ax.set_title(f"openb {t}: unallocated GPU vs arrival")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"alloc_{t}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+        xs = list(range(0, 131))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for p in policies:
+            runs = [r for r in results if r["trace"] == t and r["policy"] == p and r.get("frag_ratio")]
+            if runs:
+                ax.plot(xs, np.nanmean(_series(runs, "frag_ratio", xs), axis=0), label=p)
+        ax.set_xlabel("arriving GPU demand (% of capacity)")
+        ax.set_ylabel("fragmentation ratio (% of idle GPU)")
+        ax.set_title(f"openb {t}: fragmentation vs arrival")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"frag_{t}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for col in ("100", "130"):
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(traces)), 4.5))
+        width = 0.8 / max(1, len(policies))
+        for i, p in enumerate(policies):
+            means, sds = [], []
+            for t in traces:
+                v = [100 - r["alloc_ratio"][col] for r in results
+                     if r["trace"] == t and r["policy"] == p and r["alloc_ratio"].get(col) is not None]
+                means.append(np.mean(v) if v else np.nan)
+                sds.append(np.std(v) if v else 0)
+            ax.bar(np.arange(len(traces)) + i * width, means, width, yerr=sds, label=p, capsize=2)
+        ax.set_xticks(np.arange(len(traces)) + 0.4 - width / 2)
+        ax.set_xticklabels(traces)
+        ax.set_ylabel(f"unallocated GPU (%) at arrival {col}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"bars_{col}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
