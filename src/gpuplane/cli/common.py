@@ -85,8 +85,10 @@ def fail(exc: GpuplaneError) -> None:
     typer.echo(f"error: {exc.detail} [{exc.code}]", err=True)
     for e in exc.errors:
         typer.echo(f"  - {e.loc}: {e.msg}" if e.loc else f"  - {e.msg}", err=True)
+    from gpuplane.domain.errors import InvalidInput
+
     status = getattr(exc, "status", None)
-    code = EXIT_CODES.get(exc.code)
+    code = EXIT_CODES.get(exc.code, 2 if isinstance(exc, InvalidInput) else None)
     if code is None:
         code = 4 if status == 404 else 5 if status == 409 else 2 if status in (400, 413, 422) else 1
     sys.stderr.flush()

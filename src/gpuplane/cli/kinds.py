@@ -28,36 +28,76 @@ KINDS: tuple[Kind, ...] = (
          (("NAME", "name"), ("JURISDICTION", "jurisdiction"), ("REGION", "region"),
           ("PROVIDER", "provider")), ("Site",)),
     Kind("host", "/v1/hosts", ("hosts", "node", "nodes"),
-         (("NAME", "name"), ("SITE", "site"), ("STATE", "state"), ("DRIVER", "driver"),
-          ("SIMULATED", "simulated"), ("GPUS", "gpu_summary"), ("CPU", "cpu_milli"),
-          ("MEMORY_MIB", "memory_mib"), ("TEE", "tee")), ("Host",)),
-    Kind("gpu", "/v1/gpus", ("gpus",),
+         (("NAME", "name"), ("SITE", "site"), ("JURISDICTION", "jurisdiction"),
+          ("STATE", "state"), ("DRIVER", "driver"), ("SIMULATED", "simulated"),
+          ("GPUS", "gpu_summary"), ("CPU", "cpu"), ("MEMORY_MIB", "memory_mib"), ("TEE", "tee")),
+         ("Host",)),
+    Kind("gpu", "/v1/hosts", ("gpus",),
          (("HOST", "host"), ("INDEX", "index"), ("MODEL", "model"), ("MODE", "mode"),
-          ("MEMORY_MIB", "memory_mib"), ("USED_MILLI", "used_milli"), ("SIMULATED", "simulated"))),
+          ("MEMORY_MIB", "memory_mib"), ("MIG", "mig_summary"), ("SIMULATED", "simulated"),
+          ("DECLARED", "declared"))),
     Kind("organisation", "/v1/organisations", ("organisations", "org", "orgs", "organization",
                                                 "organizations"),
          (("NAME", "name"), ("DISPLAY NAME", "display_name")), ("Organisation", "Organization")),
     Kind("project", "/v1/projects", ("projects", "proj"),
-         (("NAME", "name"), ("ORGANISATION", "org"), ("COHORT", "cohort"), ("WEIGHT", "weight")),
-         ("Project",)),
+         (("NAME", "name"), ("ORGANISATION", "organisation"), ("COHORT", "cohort"),
+          ("WEIGHT", "weight")), ("Project",)),
     Kind("quota", "/v1/quotas", ("quotas",),
-         (("PROJECT", "project"), ("RESOURCE", "resource"), ("FLAVOR", "flavor"),
+         (("ID", "id"), ("PROJECT", "project"), ("RESOURCE", "resource"), ("FLAVOR", "flavor"),
           ("GUARANTEED", "guaranteed"), ("BORROWING_LIMIT", "borrowing_limit"),
           ("LENDING_LIMIT", "lending_limit")), ("Quota",)),
     Kind("priorityclass", "/v1/priority-classes", ("priorityclasses", "pc", "priority-class",
                                                     "priority-classes"),
          (("NAME", "name"), ("VALUE", "value"), ("PREEMPTIBLE", "preemptible"),
-          ("DEFAULT", "is_default")), ("PriorityClass",)),
+          ("DEFAULT", "default")), ("PriorityClass",)),
     Kind("user", "/v1/users", ("users",),
-         (("NAME", "name"), ("EMAIL", "email"), ("ORGANISATION", "org")), ("User",)),
+         (("NAME", "name"), ("EMAIL", "email"), ("ORGANISATION", "organisation")), ("User",)),
     Kind("workload", "/v1/workloads", ("workloads", "wl", "job", "jobs", "service", "services"),
-         (("NAME", "name"), ("PROJECT", "project"), ("KIND", "kind"), ("PHASE", "phase"),
-          ("TASKS", "task_summary"), ("WHERE", "hosts"), ("REASON", "pending_reason.message")),
+         (("NAME", "name"), ("PROJECT", "project"), ("KIND", "kind"), ("PHASE", "status.phase"),
+          ("TASKS", "task_summary"), ("WHERE", "where"), ("AGE", "status.submitted_at"),
+          ("REASON", "status.pending_reason.message")),
          ("Workload", "Job", "Service", "Batch", "Agent"), project_scoped=True),
     Kind("event", "/v1/events", ("events", "ev"),
-         (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"), ("OBJECT", "object"),
-          ("MESSAGE", "message"))),
+         (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"), ("WORKLOAD", "workload"),
+          ("HOST", "host"), ("MESSAGE", "message")), project_scoped=True),
 )
+
+
+def enrich(kind: Kind, item: dict) -> dict:
+    """Add the summary columns tables show (computed from the API's fields)."""
+    if kind.name == "host":
+        gpus = item.get("gpus") or []
+        models: dict[str, int] = {}
+        for g in gpus:
+            key = g.get("model", "?") + (" (mig)" if g.get("mode") == "mig" else
+                                         " (shared)" if g.get("mode") == "shared" else "")
+            models[key] = models.get(key, 0) + 1
+        item = {**item, "gpu_summary": ", ".join(f"{n}x {m}" for m, n in models.items()) or "-"}
+    elif kind.name == "workload":
+        tasks = (item.get("status") or {}).get("tasks") or []
+        phases: dict[str, int] = {}
+        for t in tasks:
+            phases[t.get("phase", "?")] = phases.get(t.get("phase", "?"), 0) + 1
+        hosts = sorted({(t.get("placement") or {}).get("host") for t in tasks} - {None})
+        sim = any(t.get("simulated") for t in tasks if t.get("placement"))
+        where = ",".join(hosts) + (" (simulated)" if sim and hosts else "")
+        item = {**item, "task_summary": " ".join(f"{n} {p}" for p, n in phases.items()),
+                "where": where or None}
+    return item
+
+
+def gpu_rows(hosts: list[dict]) -> list[dict]:
+    """One row per GPU, from host objects (the API lists GPUs inside hosts)."""
+    rows = []
+    for h in hosts:
+        for g in h.get("gpus") or []:
+            mig = g.get("mig_layout") or []
+            rows.append({**g, "host": h["name"], "simulated": h.get("simulated"),
+                         "declared": h.get("declared"),
+                         "mig_summary": ",".join(f"{m.get('profile')}@{m.get('start')}"
+                                                 for m in mig) or None})
+    return rows
+
 
 _BY_NAME = {alias: k for k in KINDS for alias in (k.name, *k.aliases)}
 _BY_DOC = {dk.lower(): k for k in KINDS for dk in k.doc_kinds}

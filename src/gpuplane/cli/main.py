@@ -38,8 +38,9 @@ def _root(
 
 def _register() -> None:
     """Attach the sub-apps. One line per area; keep this list sorted."""
-    from gpuplane.cli import sim
+    from gpuplane.cli import commands, sim
 
+    commands.register(app)
     app.add_typer(sim.app, name="sim")
 
 

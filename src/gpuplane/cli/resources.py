@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuplane.cli.common import (Output, OutputOpt, ProjectOpt, TokenOpt, UrlOpt, DEFAULT_URL,
-                                 fail, guarded, make_client)
-from gpuplane.cli.kinds import Kind, doc_kinds, kind_named, kind_of_doc
-from gpuplane.cli.render import dump, pick, show, table
-from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput, NotFound
+from gpuplane.cli.common import (DEFAULT_URL, Output, OutputOpt, ProjectOpt, TokenOpt, UrlOpt,
+                                 guarded, make_client)
+from gpuplane.cli.kinds import Kind, doc_kinds, enrich, gpu_rows, kind_named, kind_of_doc
+from gpuplane.cli.render import dump, show, table
+from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
 
 KindArg = Annotated[str, typer.Argument(help="Kind: site, host, gpu, organisation, project, "
                                              "quota, priorityclass, user, workload, event.")]
@@ -84,20 +84,20 @@ def describe_doc(doc: dict[str, Any], body: dict[str, Any]) -> str:
 
 
 def apply_one(client, kind: Kind, body: dict[str, Any]) -> str:  # noqa: ANN001
+    """Create one object; an object that already exists is left as it is (quotas are set)."""
+    if kind.name == "quota":
+        client.put_json(kind.path, body)
+        return "configured"
+    if kind.name == "gpu":
+        raise InvalidInput("GPUs are declared inside their Host document",
+                           [FieldError("kind", "use kind: Host with a gpus list")])
     try:
         client.post_json(kind.path, body)
         return "created"
-    except Conflict:
-        name = body.get("name")
-        if not name or kind.name == "workload":
+    except Conflict as exc:
+        if exc.code.endswith(".exists") or exc.code == "gpuplane.conflict":
             return "unchanged (exists)"
-        try:
-            client.put_json(object_path(kind, str(name)), body)
-            return "configured"
-        except GpuplaneError as exc:
-            if getattr(exc, "status", None) in (404, 405):
-                return "unchanged (exists)"
-            raise
+        raise
 
 
 def apply(
@@ -158,15 +158,21 @@ def _get(kind_name: str, name: str | None, project: str | None, url: str, token:
          output: Output) -> None:
     kind = kind_named(kind_name)
     with make_client(url, token) as client:
-        if name:
+        if kind.name == "gpu":
+            items = gpu_rows([fetch_object(client, kind, name, None)] if name
+                             else list(client.paginate(kind.path)))
+        elif name:
             items = [fetch_object(client, kind, name, project)]
         else:
             params = {"project": project} if kind.project_scoped and project else {}
             items = list(client.paginate(kind.path, **params))
-    if name and output != Output.table:
+    if name and output != Output.table and kind.name != "gpu":
         dump(items[0], output)
+    elif output != Output.table:
+        show(items, kind.columns, output)
     else:
-        show(items, kind.columns, output, empty=f"No {kind.name}s found.")
+        show([enrich(kind, i) for i in items], kind.columns, output,
+             empty=f"No {kind.name}s found.")
 
 
 def describe(
@@ -188,28 +194,37 @@ def _describe(kind_name: str, name: str, project: str | None, url: str, token: s
     with make_client(url, token) as client:
         obj = fetch_object(client, kind, name, project)
         events: list[dict[str, Any]] = []
+        pending: dict[str, Any] | None = None
         if kind.name == "workload":
             ident = obj.get("id") or name
             events = list(client.paginate(f"{kind.path}/{ident}/events"))
-        elif kind.name == "host":
-            events = list(client.paginate("/v1/events", host=name))
+            pending = client.get_json(f"{kind.path}/{ident}/pending")
     if output != Output.table:
-        dump({**obj, "events": events}, output)
+        dump({**obj, "events": events, **({"pending": pending} if pending else {})}, output)
         return
-    body = {k: v for k, v in obj.items() if k not in ("tasks", "spec", "pending_reason")}
+    status = obj.get("status") or {}
+    body = {k: v for k, v in obj.items() if k not in ("spec", "status", "gpus")}
+    body.update({k: v for k, v in status.items() if k not in ("tasks", "pending_reason")})
     dump(body, Output.yaml)
-    reason = obj.get("pending_reason")
-    if reason:
+    if obj.get("gpus"):
         typer.echo("")
-        typer.echo(f"Pending: {pick(reason, 'message') or reason} [{pick(reason, 'code')}]")
-        for k, v in (pick(reason, "detail") or {}).items():
-            typer.echo(f"  {k}: {v}")
-    if obj.get("tasks"):
+        table(gpu_rows([obj]), kind_named("gpu").columns[1:], title="GPUs")
+    if pending and status.get("phase") == "Pending":
+        reason = pending.get("reason") or {}
         typer.echo("")
-        table(obj["tasks"], (("TASK", "index"), ("PHASE", "phase"), ("HOST", "placement.host"),
-                             ("GPUS", "placement.gpu_indices"), ("GPU_MILLI", "placement.gpu_milli"),
-                             ("ATTEMPT", "attempt"), ("EXIT", "exit_code"),
-                             ("MESSAGE", "message")), title="Tasks")
+        pos = pending.get("queue_position")
+        typer.echo(f"Pending: {reason.get('message') or 'waiting for the next scheduling cycle'}"
+                   + (f" [{reason.get('code')}]" if reason.get("code") else "")
+                   + (f"; queue position {pos}" if pos else ""))
+        if pending.get("retry_after_s"):
+            typer.echo(f"  retry after {pending['retry_after_s']:.0f}s")
+    if status.get("tasks"):
+        typer.echo("")
+        table(status["tasks"], (("TASK", "index"), ("PHASE", "phase"), ("HOST", "placement.host"),
+                                ("GPUS", "placement.gpu_indices"),
+                                ("GPU_MILLI", "placement.gpu_milli"), ("SIMULATED", "simulated"),
+                                ("ATTEMPT", "attempt"), ("EXIT", "exit_code"),
+                                ("MESSAGE", "message")), title="Tasks")
     if obj.get("spec"):
         typer.echo("")
         typer.echo("Spec:")
@@ -239,12 +254,33 @@ def delete(
 def _delete(kind_name: str, name: str, project: str | None, url: str, token: str | None) -> None:
     kind = kind_named(kind_name)
     with make_client(url, token) as client:
-        path = object_path(kind, name)
-        if kind.project_scoped:
-            obj = fetch_object(client, kind, name, project)
-            path = object_path(kind, str(obj.get("id") or name))
-        client.delete(path)
+        if kind.name == "workload":
+            _delete_workload(client, kind, name, project)
+        else:
+            client.delete(object_path(kind, name))
     typer.echo(f"{kind.name}/{name} deleted")
+
+
+def _delete_workload(client, kind: Kind, name: str, project: str | None,  # noqa: ANN001
+                     wait_s: float = 60.0) -> None:
+    """Cancel an active workload, wait for it to stop, then delete it."""
+    import time
+
+    params = {"project": project} if project else {}
+    obj = fetch_object(client, kind, name, project)
+    path = object_path(kind, obj["id"])
+    terminal = {"Succeeded", "Failed", "Cancelled", "Lost"}
+    if obj["status"]["phase"] not in terminal:
+        client.post_json(f"{path}/cancel", None, **params)
+        typer.echo(f"{kind.name}/{name} cancel requested; waiting for it to stop", err=True)
+        deadline = time.monotonic() + wait_s
+        while client.get_json(path)["status"]["phase"] not in terminal:
+            if time.monotonic() > deadline:
+                raise GpuplaneError("gpuplane.workload.active",
+                                    f"workload {name!r} has not stopped after {wait_s:.0f}s; "
+                                    "run the delete again later")
+            time.sleep(0.5)
+    client.delete(path)
 
 
 def register(app: typer.Typer) -> None:
@@ -254,4 +290,4 @@ def register(app: typer.Typer) -> None:
     app.command("delete")(delete)
 
 
-__all__ = ["register", "load_documents", "NotFound", "fail"]
+__all__ = ["register", "load_documents"]

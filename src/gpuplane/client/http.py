@@ -112,6 +112,24 @@ class Client:
             if not cursor:
                 return
 
+    def stream(self, path: str, **params: Any) -> Iterator[bytes]:
+        """GET ``path`` and yield the body as it arrives (for ``logs -f``); no read timeout."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self._http.stream("GET", path, params=clean,
+                                   timeout=httpx.Timeout(10.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = None
+                    raise error_from_problem(resp.status_code, body, resp.text[:200])
+                yield from resp.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise GpuplaneError("gpuplane.client.unreachable",
+                                f"lost the connection to {self.url} ({exc})") from None
+
     # -- health --------------------------------------------------------------
     def healthz(self) -> dict[str, Any]:
         return self.get_json("/healthz")

@@ -65,6 +65,19 @@ def schedulable_view(hosts: Sequence[Host], records: Sequence[Any]) -> list[Host
     return out
 
 
+def free_gpu_by_jurisdiction(snap: Any, records: Sequence[Any]) -> dict[str, int]:
+    """Free milli-GPU per jurisdiction over schedulable hosts (where residency-bound work that
+    may go to several jurisdictions is tried)."""
+    import numpy as np
+
+    free = np.clip(snap.gpu_free, 0, None).sum(axis=1) if snap.gpu_free.size else None
+    out: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        if rec.schedulable and free is not None:
+            out[rec.jurisdiction] = out.get(rec.jurisdiction, 0) + int(free[i])
+    return out
+
+
 # -- helpers ---------------------------------------------------------------
 def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None]) -> list[Any]:
     """Apply ``fn(tx, item)`` to all items in one transaction; on a conflict, retry one item

@@ -20,6 +20,10 @@ LABEL_DRIVER = "gpuplane.io/driver"
 LABEL_SIMULATED = "gpuplane.io/simulated"
 LABEL_SITE = "gpuplane.io/site"
 LABEL_JURISDICTION = "gpuplane.io/jurisdiction"
+#: ``gpuplane.io/in.EU`` and ``gpuplane.io/in.EU/DE`` = "true" on a host in EU/DE: residency
+#: constraints become label selectors the placement filters already enforce.
+LABEL_IN = "gpuplane.io/in."
+LABEL_CONFIDENTIAL = "gpuplane.io/confidential"
 
 
 def _mig_layout(model: str, raw: Sequence[Mapping[str, Any]] | None) -> Any:
@@ -42,6 +46,11 @@ def to_host(rec: Any) -> Host:
     labels.setdefault(LABEL_SIMULATED, "true" if rec.simulated else "false")
     labels.setdefault(LABEL_SITE, rec.site)
     labels.setdefault(LABEL_JURISDICTION, rec.jurisdiction)
+    parts = [p for p in rec.jurisdiction.split("/") if p]
+    for i in range(len(parts)):
+        labels[LABEL_IN + "/".join(parts[:i + 1])] = "true"
+    if rec.tee:
+        labels[LABEL_CONFIDENTIAL] = "true"
     taints = tuple(Taint(key=t["key"], value=t.get("value", "") or "",
                          effect=t.get("effect", "NoSchedule") or "NoSchedule")
                    for t in rec.taints)
@@ -57,14 +66,27 @@ def group_of(workload: Workload, task: Task) -> TaskGroup:
     return workload.spec.tasks[0]
 
 
-def to_request(workload: Workload, task: Task) -> TaskRequest:
+def policy_selector(workload: Workload, jurisdiction: str | None = None) -> dict[str, str]:
+    """Labels a host must carry for ``workload``'s policies (DESIGN invariant 4): one allowed
+    jurisdiction (``jurisdiction``, chosen by the caller among the allowed ones) and, for a
+    confidential workload, a TEE-capable host."""
+    sel = {}
+    if jurisdiction:
+        sel[LABEL_IN + jurisdiction] = "true"
+    if workload.spec.confidential:
+        sel[LABEL_CONFIDENTIAL] = "true"
+    return sel
+
+
+def to_request(workload: Workload, task: Task, jurisdiction: str | None = None) -> TaskRequest:
     group = group_of(workload, task)
     tolerations = tuple(Toleration(key=t.key, operator="Equal" if t.value else "Exists",
                                    value=t.value or "") for t in group.tolerations)
     return TaskRequest(cpu_milli=task.cpu_milli, memory_mib=task.memory_mib, gpus=task.gpus,
                        gpu_milli=task.gpu_milli if task.gpus else 1000,
                        mig_profile=task.mig_profile, gpu_models=frozenset(task.gpu_models),
-                       selector=dict(group.selector), tolerations=tolerations)
+                       selector={**group.selector, **policy_selector(workload, jurisdiction)},
+                       tolerations=tolerations)
 
 
 def to_placement(p: TaskPlacement) -> Placement:
@@ -92,7 +114,9 @@ class PendingItem:
     generation: int
 
 
-def to_pending(workload: Workload, now: float) -> PendingItem | None:
+def to_pending(workload: Workload, now: float,
+               jurisdiction: str | None = None) -> PendingItem | None:
+    """The waiting part of ``workload``; ``jurisdiction`` is the allowed one to place it in."""
     waiting = [t for t in workload.tasks if t.phase.value == "Pending"
                and (t.not_before is None or t.not_before <= now)]
     if not waiting:
@@ -100,7 +124,7 @@ def to_pending(workload: Workload, now: float) -> PendingItem | None:
     spec = workload.spec
     work = PendingWorkload(
         id=workload.id, project=workload.project,
-        tasks=[to_request(workload, t) for t in waiting], priority=workload.priority,
+        tasks=[to_request(workload, t, jurisdiction) for t in waiting], priority=workload.priority,
         submitted_at=workload.submitted_at, gang=spec.gang,
         topology=spec.topology.level if spec.topology else None,
         topology_required=(spec.topology.mode == "required") if spec.topology else True,
@@ -114,9 +138,27 @@ def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
         for t in w.tasks:
             if t.phase.holds_resources and t.placement is not None:
                 out.append(RunningTask(
-                    id=str(t.id), workload_id=w.id, project=w.project, task=to_request(w, t),
+                    id=str(t.id), workload_id=w.id, project=w.project,
+                    task=to_request(w, t),
                     placement=to_placement(t.placement), started_at=t.started_at or w.submitted_at,
                     priority=w.priority, preemptible=w.preemptible,
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
                                   if w.spec.max_runtime_s and t.started_at else None)))
     return out
+
+
+def choose_jurisdiction(workload: Workload, free_by_jurisdiction: Mapping[str, int]
+                        ) -> str | None:
+    """Among the jurisdictions ``workload`` allows, the one with the most free GPU capacity
+    (``free_by_jurisdiction`` maps full jurisdictions such as ``EU/DE`` to free milli-GPU).
+    ``None`` when the workload allows anywhere."""
+    allowed = workload.spec.residency.jurisdictions
+    if not allowed:
+        return None
+    if len(allowed) == 1:
+        return allowed[0]
+
+    def free(j: str) -> int:
+        return sum(v for k, v in free_by_jurisdiction.items() if k == j or k.startswith(j + "/"))
+
+    return max(allowed, key=lambda j: (free(j), -allowed.index(j)))

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from gpuplane.control import apply as store_apply
-from gpuplane.control.convert import to_host, to_pending, to_placement, to_running
+from gpuplane.control.convert import (choose_jurisdiction, to_host, to_pending, to_placement,
+                                      to_running)
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import REASON_CANCELLED, REASON_DEADLINE, outcome, task_spec
 from gpuplane.domain.errors import Conflict
@@ -165,13 +166,17 @@ class ControlLoop:
             active = tx.workloads.list_active()
             waiting = tx.workloads.list_schedulable(now)
             quotas = store_apply.load_quotas(tx)
-        items = [p for p in (to_pending(w, now) for w in waiting) if p is not None]
-        if not items:
+        if not waiting:
             return
         domain_hosts = [to_host(h) for h in hosts]
         running = to_running(active)
         snap = ClusterSnapshot.build(store_apply.schedulable_view(domain_hosts, hosts),
                                      [(r.task, r.placement) for r in running])
+        free = store_apply.free_gpu_by_jurisdiction(snap, hosts)
+        items = [p for p in (to_pending(w, now, choose_jurisdiction(w, free)) for w in waiting)
+                 if p is not None]
+        if not items:
+            return
         decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng)
         if not self.is_leader:
             return

@@ -214,6 +214,12 @@ class LocalDriver:
         return read_log(handle.data.get("log") or log_path(self.log_dir, handle.task_id),
                         offset, limit)
 
+    def ended(self, handle: DriverHandle) -> bool:
+        """True once the task's process has exited (no side effects; for log readers)."""
+        if not handle.data.get("pid"):
+            return True
+        return self._exit_code(handle) is not None or not self._is_alive(handle)
+
     # -- internals ---------------------------------------------------------
     def _reap(self, task_id: str, wait: bool = False) -> int | None:
         with self._lock:

@@ -47,7 +47,8 @@ class SimDriver:
                                 f"runs {dur}; nothing is executed")
         return DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
                             data={"started_at": now, "duration_s": task.duration_s,
-                                  "simulated": True})
+                                  "simulated": True,
+                                  "log": str(log_path(self.log_dir, task.task_id))})
 
     def stop(self, handle: DriverHandle, grace_s: float = 10.0) -> None:
         with self._lock:
@@ -75,6 +76,10 @@ class SimDriver:
             else:
                 out.append(TaskObservation(h.task_id, TaskState.RUNNING))
         return out
+
+    def ended(self, handle: DriverHandle) -> bool:
+        """True once the simulated run is over or was stopped (no side effects)."""
+        return self.observe([handle])[0].state.terminal
 
     def read_logs(self, handle: DriverHandle, offset: int = 0,
                   limit: int = 1 << 20) -> tuple[bytes, int]:

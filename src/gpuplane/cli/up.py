@@ -1,0 +1,97 @@
+"""``gpuplane up``: the embedded control plane in one process.
+
+API + control loop + local driver (+ sim driver for the demo fleet) + dashboard, on SQLite at
+``$GPUPLANE_HOME/gpuplane.db`` unless ``GPUPLANE_DB_URL`` names another database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpuplane.cli.common import guarded
+
+
+def up(
+    host: Annotated[str, typer.Option("--host", envvar="GPUPLANE_BIND_HOST",
+                                      help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="GPUPLANE_BIND_PORT", min=0, max=65535,
+                                      help="Port to listen on.")] = 8080,
+    home: Annotated[Path | None, typer.Option("--home", envvar="GPUPLANE_HOME",
+                                              show_default=False,
+                                              help="State directory [default: ./.gpuplane].")
+                    ] = None,
+    db_url: Annotated[str | None, typer.Option("--db-url", envvar="GPUPLANE_DB_URL",
+                                               show_default=False,
+                                               help="Database URL [default: SQLite in home].")
+                      ] = None,
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", envvar="GPUPLANE_DEMO",
+                                       help="Load the simulated demo fleet.")] = True,
+    demo_file: Annotated[Path | None, typer.Option("--demo-file", show_default=False,
+                                                   help="Fleet YAML to load instead of "
+                                                        "examples/fleet-demo.yaml.")] = None,
+    host_name: Annotated[str | None, typer.Option("--host-name", envvar="GPUPLANE_HOST_NAME",
+                                                  show_default=False,
+                                                  help="Name of this machine's host "
+                                                       "[default: its hostname].")] = None,
+    local_gpus: Annotated[str | None, typer.Option(
+        "--local-gpus", envvar="GPUPLANE_LOCAL_GPUS", show_default=False,
+        help="Declare GPUs for development when NVML finds none, e.g. 2xL40S-48GB.")] = None,
+    jurisdiction: Annotated[str, typer.Option("--jurisdiction", envvar="GPUPLANE_JURISDICTION",
+                                              help="Jurisdiction of this machine, e.g. EU/DE."
+                                              )] = "",
+    log_level: Annotated[str, typer.Option("--log-level", envvar="GPUPLANE_LOG_LEVEL")] = "info",
+) -> None:
+    """Run API + scheduler + local driver + dashboard in one process."""
+    _up(host, port, home, db_url, demo, demo_file, host_name, local_gpus, jurisdiction, log_level)
+
+
+@guarded
+def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
+        demo_file: Path | None, host_name: str | None, local_gpus: str | None,
+        jurisdiction: str, log_level: str) -> None:
+    import uvicorn
+
+    from gpuplane.api.app import create_app
+    from gpuplane.control.embedded import Embedded
+    from gpuplane.settings import Settings
+    from gpuplane.web import mount_dashboard
+
+    level = getattr(logging, log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    overrides: dict[str, object] = {"bind_host": host, "bind_port": port, "demo": demo}
+    if home is not None:
+        overrides["home"] = home
+    if db_url is not None:
+        overrides["db_url"] = db_url
+    settings = Settings(**overrides)
+    plane = Embedded(settings, demo=demo, demo_file=demo_file, host_name=host_name,
+                     local_gpus=local_gpus, jurisdiction=jurisdiction, port=port)
+    app = create_app(settings, services=plane.services, migrate=False, leader=plane.leader)
+    mount_dashboard(app)
+    where = "SQLite " + str(Path(settings.home) / "gpuplane.db") if not settings.db_url else \
+        settings.db_url.split("@")[-1]
+    token_note = ("written to" if plane.token_written else "kept in")
+    typer.echo(f"gpuplane up: API and dashboard on http://{host}:{port} (database: {where})")
+    typer.echo(f"gpuplane up: admin token {token_note} {plane.token_path.resolve()}")
+    typer.echo(f"gpuplane up: local host {plane.host!r} ({plane.inventory.source}: "
+               f"{len(plane.inventory.gpus)} GPU(s)); demo fleet: "
+               f"{'on' if demo else 'off'}")
+    typer.echo(f"  export GPUPLANE_URL=http://{host}:{port} "
+               f"GPUPLANE_TOKEN=$(cat {plane.token_path})")
+    sys.stdout.flush()
+    plane.start_loop()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level.lower(),
+                    access_log=level <= logging.DEBUG)
+    finally:
+        plane.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
