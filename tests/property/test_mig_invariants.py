@@ -27,7 +27,7 @@ from gpuplane.domain.mig import (
 )
 from gpuplane.domain.requests import Placement, TaskRequest
 from gpuplane.scheduling.placement.framework import CycleState, pick_host
-from gpuplane.scheduling.placement.plugins.mig import MigChooser, MigFit, MigPacking
+from gpuplane.scheduling.placement.plugins.mig import mig_plugins
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 
@@ -184,11 +184,14 @@ def _fleet(draw) -> list[Host]:
 
 @settings(max_examples=150, deadline=None)
 @given(hosts=_fleet(), stream=st.lists(st.tuples(st.sampled_from(_REQ_PROFILES), st.booleans(),
-                                                 st.booleans()), max_size=40))
+                                                 st.booleans()), max_size=40),
+       weights=st.one_of(st.none(), st.dictionaries(st.sampled_from(_REQ_PROFILES),
+                                                    st.floats(0, 10), max_size=4)))
 def test_placements_never_overallocate_and_miss_nothing(
-        hosts: list[Host], stream: list[tuple[str, bool, bool]]) -> None:
+        hosts: list[Host], stream: list[tuple[str, bool, bool]],
+        weights: dict[str, float] | None) -> None:
     snap = ClusterSnapshot.build(hosts)
-    fit, pack, choose = MigFit(), MigPacking(), MigChooser()
+    fit, pack, choose = mig_plugins(weights)
     running: list[tuple[TaskRequest, Placement]] = []
     for profile, release_first, trial in stream:
         if release_first and running:

@@ -202,3 +202,74 @@ def test_every_model_is_served_by_its_own_profile_names(model: str, profile: str
     assert isinstance(p, Placement) and p.mig[0].profile == profile
     snap.assign(mig_task(profile), p)
     assert layout_problems(snap.mig_layouts[(0, 0)]) == []
+
+
+def _profile():
+    from gpuplane.scheduling.placement import Profile
+    from gpuplane.scheduling.placement.profiles import base_filters
+    from gpuplane.scheduling.placement.registry import make_plugin
+    return Profile(name="mig-test", filters=base_filters() + (MigFit(),),
+                   scores=((MigPacking(), 1),),
+                   choosers=(MigChooser(), make_plugin("bestfit_gpus")))
+
+
+def test_through_place_with_the_shared_filters_and_a_gang() -> None:
+    from gpuplane.scheduling.placement import place, place_gang
+    snap = ClusterSnapshot.build([
+        Host(name="small", cpu_milli=500, memory_mib=1024, gpus=(
+            GpuDevice(index=0, model="H100-80GB", mode="mig"),)),
+        mig_host("big", None, None),
+    ])
+    rng = np.random.default_rng(7)
+    out = place(snap, mig_task("7g.80gb"), _profile(), rng)
+    assert isinstance(out, Placement) and out.host == "big"  # "small" lacks CPU
+    gang = [mig_task("3g.40gb")] * 4
+    placed = place_gang(snap, gang, _profile(), rng)
+    assert [p.gpu_indices for p in placed] == [(0,), (0,), (1,), (1,)]
+    assert snap.mig_layouts[(1, 0)] is None  # place_gang leaves the snapshot unchanged
+    too_big = place_gang(snap, [mig_task("3g.40gb")] * 5, _profile(), rng)
+    assert isinstance(too_big, Unschedulable) and too_big.member == 4
+    assert "1 no free 3g.40gb instance or slot" in str(too_big)
+    assert snap.mig_layouts[(1, 0)] is None and snap.mig_layouts[(1, 1)] is None
+
+
+def test_request_mix_weights_are_validated_and_normalized() -> None:
+    from gpuplane.domain.errors import InvalidInput
+    from gpuplane.scheduling.placement.plugins.mig import mig_weights, profile_mix
+    assert mig_weights(None) == () and mig_weights({}) == ()
+    assert mig_weights({"MIG 3g.40gb": 3, "1g.10gb": 1, "7g.80gb": 0}) == (
+        ("1g.10gb", 0.25), ("3g.40gb", 0.75))
+    with pytest.raises(InvalidInput) as err:
+        mig_weights({"3g.41gb": 1, "1g.10gb": -1, "2g.20gb": "x"})
+    assert err.value.code == "gpuplane.mig.invalid_weights"
+    assert [e.loc for e in err.value.errors] == ["weights.3g.41gb", "weights.1g.10gb",
+                                                 "weights.2g.20gb"]
+    tasks = [mig_task("1g.10gb"), mig_task("1g.10gb"), mig_task("3g.40gb"),
+             TaskRequest(cpu_milli=1, memory_mib=1)]
+    assert profile_mix(tasks) == {"1g.10gb": 2 / 3, "3g.40gb": 1 / 3}
+
+
+def test_the_request_mix_changes_which_slot_is_cheapest() -> None:
+    empty = MigLayout.empty("H100-80GB")
+    # unweighted, a 1g goes to slot 6 to keep the 4g.40gb creatable ...
+    assert best_on_layout(empty, "1g.10gb").start == 6
+    # ... but when nobody asks for 4g.40gb there is nothing to keep: the lowest slot wins
+    no_4g = mig_weights_for({"1g.10gb": 1, "3g.40gb": 1})
+    assert best_on_layout(empty, "1g.10gb", no_4g).start == 0
+    # a 3g keeps slot 0 free for the 4g whether or not the mix says so
+    assert best_on_layout(empty, "3g.40gb", mig_weights_for({"4g.40gb": 1})).start == 4
+    # the chooser uses the same weights as the score
+    from gpuplane.scheduling.placement.plugins.mig import mig_plugins
+    fit, pack, choose = mig_plugins({"1g.10gb": 1, "3g.40gb": 1})
+    snap = ClusterSnapshot.build([mig_host("h", None)])
+    state = CycleState(rng=np.random.default_rng(0))
+    task = mig_task("1g.10gb")
+    assert fit.filter(state, task, snap).passed.tolist() == [True]
+    assert choose.choose(state, task, snap, 0).mig[0].start == 0
+    assert MigChooser().choose(CycleState(rng=np.random.default_rng(0)), task, snap,
+                               0).mig[0].start == 6
+
+
+def mig_weights_for(mix: dict[str, float]):
+    from gpuplane.scheduling.placement.plugins.mig import mig_weights
+    return mig_weights(mix)

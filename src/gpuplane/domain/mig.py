@@ -361,15 +361,21 @@ def obtainable_counts(layout: MigLayout) -> Mapping[str, int]:
     return MappingProxyType(out)
 
 
-def placement_options(layout: MigLayout) -> int:
+def placement_options(layout: MigLayout, weights: Mapping[str, float] | None = None) -> float:
     """Fragmentation measure of one GPU: sum over profiles (media-extension variants excluded)
-    of ``compute_slices x obtainable count``. Higher keeps more future placements possible;
-    an empty GPU scores the maximum (34 for every catalogued model)."""
+    of ``weight x compute_slices x obtainable count``. Higher keeps more future placements
+    possible; an empty GPU scores the maximum (34 for every catalogued model when unweighted).
+
+    ``weights`` (profile name -> expected share of requests, any scale) makes this the
+    expected usable compute for the request mix, as FGD does for whole GPUs; profiles missing
+    from ``weights`` count 0. ``None`` weighs every profile 1.
+    """
     counts = obtainable_counts(layout)
-    total = 0
+    total = 0.0
     for name, prof in MIG_PROFILES[layout.model].items():
         if not prof.media_extensions:
-            total += prof.compute_slices * counts[name]
+            w = 1.0 if weights is None else float(weights.get(name, 0.0))
+            total += w * prof.compute_slices * counts[name]
     return total
 
 
