@@ -41,7 +41,7 @@ from gpuplane.scheduling.placement.framework import CycleState
 from gpuplane.scheduling.placement.plugins.fgd import Fgd
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
-ALPHA = 4.0  #: weight of CPU-stranded GPU milli
+ALPHA = 1.0  #: weight of CPU-stranded GPU milli
 BETA = 0.5   #: weight of the expected unfillable part of partly used GPUs
 
 
