@@ -224,3 +224,118 @@ def test_placements_never_overallocate_and_miss_nothing(
         occupied = sum(1 for lay in snap.mig_layouts.values() if lay
                        for i in lay.instances if i.occupied)
         assert occupied == len(running), "an instance is held by two tasks or leaked"
+
+
+# -- mixed fleets through the shared profiles: whole, shared and MIG GPUs side by side ---------
+
+_MIXED_POLICIES = ("random", "bestfit", "fgd", "gpuplane")
+
+
+def _with_mig(policy: str):
+    """A registered profile with the MIG filter, score and chooser added (as profiles should)."""
+    import dataclasses
+
+    from gpuplane.scheduling.placement import profiles
+    base = profiles.get(policy)
+    fit, pack, choose = mig_plugins()
+    return dataclasses.replace(base, filters=base.filters + (fit,),
+                               scores=base.scores + ((pack, 1),),
+                               choosers=(choose,) + base.choosers)
+
+
+@st.composite
+def _mixed_fleet(draw) -> list[Host]:
+    out = []
+    for h in range(draw(st.integers(1, 5))):
+        modes = draw(st.lists(st.sampled_from(["whole", "shared", "mig"]), min_size=0, max_size=4))
+        model = draw(st.sampled_from(["A100-80GB", "H100-80GB"]))
+        out.append(Host(name=f"h{h}", cpu_milli=draw(st.integers(1, 32)) * 1000,
+                        memory_mib=draw(st.integers(1, 64)) * 1024,
+                        gpus=tuple(GpuDevice(index=i, model=model, mode=m)
+                                   for i, m in enumerate(modes))))
+    return out
+
+
+@st.composite
+def _any_task(draw) -> TaskRequest:
+    kind = draw(st.sampled_from(["cpu", "share", "whole", "mig", "mig"]))
+    cpu, mem = draw(st.integers(0, 8)) * 1000, draw(st.integers(0, 8)) * 1024
+    if kind == "cpu":
+        return TaskRequest(cpu, mem)
+    if kind == "share":
+        return TaskRequest(cpu, mem, gpus=1, gpu_milli=draw(st.integers(1, 999)))
+    if kind == "whole":
+        return TaskRequest(cpu, mem, gpus=draw(st.sampled_from([1, 2])))
+    return TaskRequest(cpu, mem, gpus=1, mig_profile=draw(st.sampled_from(
+        ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"])))
+
+
+def _books(snap: ClusterSnapshot, booked: list[tuple[TaskRequest, Placement]]) -> None:
+    """Invariant 1 over every resource kind, recomputed from the accepted placements."""
+    cpu, mem = snap.cpu_cap.copy(), snap.mem_cap.copy()
+    milli: dict[tuple[int, int], int] = {}
+    held: dict[tuple[int, int], set[int]] = {}
+    for task, p in booked:
+        h = snap.index[p.host]
+        cpu[h] -= task.cpu_milli
+        mem[h] -= task.memory_mib
+        for g in p.gpu_indices:
+            dev = snap.hosts[h].gpus[g]
+            if task.mig_profile is not None:
+                assert dev.mode == "mig"
+            else:
+                assert dev.mode != "mig", "a non-MIG task landed on a MIG GPU"
+                milli[(h, g)] = milli.get((h, g), 0) + p.gpu_milli
+        for ref in p.mig:
+            starts = held.setdefault((h, ref.gpu_index), set())
+            assert ref.start not in starts, "one MIG instance given to two tasks"
+            starts.add(ref.start)
+    assert (cpu >= 0).all() and (mem >= 0).all()
+    assert np.array_equal(snap.cpu_free, cpu) and np.array_equal(snap.mem_free, mem)
+    for (h, g), used in milli.items():
+        assert used <= 1000 and snap.gpu_free[h, g] == 1000 - used
+    for (h, g), lay in snap.mig_layouts.items():
+        lay = lay or MigLayout.empty(snap.hosts[h].gpus[g].model)
+        _check(lay)
+        assert {i.start for i in lay.instances if i.occupied} == held.get((h, g), set())
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts=_mixed_fleet(), stream=st.lists(_any_task(), min_size=1, max_size=25),
+       policy=st.sampled_from(_MIXED_POLICIES), seed=st.integers(0, 2**32 - 1))
+def test_mixed_fleets_never_overallocate_any_resource(hosts, stream, policy, seed) -> None:
+    from gpuplane.scheduling.placement import place
+    snap = ClusterSnapshot.build(hosts)
+    prof = _with_mig(policy)
+    rng = np.random.default_rng(seed)
+    booked: list[tuple[TaskRequest, Placement]] = []
+    for task in stream:
+        out = place(snap, task, prof, rng)
+        if isinstance(out, Placement):
+            snap.assign(task, out)
+            booked.append((task, out))
+        _books(snap, booked)
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts=_mixed_fleet(), background=st.lists(_any_task(), max_size=10),
+       gang=st.lists(_any_task(), min_size=2, max_size=6), seed=st.integers(0, 2**32 - 1))
+def test_gangs_with_mig_members_are_whole_or_nothing(hosts, background, gang, seed) -> None:
+    from gpuplane.scheduling.placement import place, place_gang
+    snap = ClusterSnapshot.build(hosts)
+    prof = _with_mig("gpuplane")
+    rng = np.random.default_rng(seed)
+    booked: list[tuple[TaskRequest, Placement]] = []
+    for task in background:
+        out = place(snap, task, prof, rng)
+        if isinstance(out, Placement):
+            snap.assign(task, out)
+            booked.append((task, out))
+    before = snap.copy()
+    out = place_gang(snap, gang, prof, rng, keep=True)
+    if isinstance(out, list):
+        assert len(out) == len(gang)
+        _books(snap, booked + list(zip(gang, out)))
+    else:
+        assert snap.state_equal(before), "a failed gang left part of itself behind"
+        _books(snap, booked)
