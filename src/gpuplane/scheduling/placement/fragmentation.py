@@ -101,7 +101,10 @@ class FragmentationModel:
         # full[model_index] (model -1 -> last row): types for which the whole free GPU
         # of the host counts as fragment whatever the state (CPU-only, no access).
         self.full = np.array(rows, dtype=bool).reshape(len(rows), len(w))
-        self._m = w.milli[None, :, None]
+        # distinct per-GPU milli of the GPU types: counts/sums over GPUs are computed once
+        # per distinct value (U of them) and gathered per type
+        self._um, self._tu = np.unique(np.where(w.milli > 0, w.milli, 1000), return_inverse=True)
+        self._tu = self._tu.reshape(-1)
         self._n = w.count[None, :]
         self._c = w.cpu[None, :]
         self.memo: dict[StateKey, float] = {}
@@ -112,12 +115,16 @@ class FragmentationModel:
         g = np.asarray(gpus, dtype=np.int64)
         gp = np.maximum(g, 0)
         free = gp.sum(axis=1)
-        ge = g[:, None, :] >= self._m                         # (K, T, G)
-        fits = ge.sum(axis=2) >= self._n                      # (K, T)
-        usable = (gp[:, None, :] * ge).sum(axis=2)            # (K, T)
+        ge = g[:, :, None] >= self._um                        # (K, G, U)
+        cnt = ge.sum(axis=1)                                  # (K, U)
+        use = np.einsum("kg,kgu->ku", gp, ge.astype(np.int64))
+        fits = cnt[:, self._tu] >= self._n                    # (K, T)
+        usable = use[:, self._tu]
         ok = fits & (np.asarray(cpu)[:, None] >= self._c) & ~self.full[np.asarray(model)]
         contrib = np.where(ok, free[:, None] - usable, free[:, None])
-        return contrib @ self.workload.freq
+        # row-wise sum (not a BLAS matmul): a row's value must not depend on the batch it is
+        # computed in, so that an unchanged host state gives exactly F(S) - F(S') == 0
+        return (contrib * self.workload.freq).sum(axis=1)
 
     def fragment(self, key: StateKey) -> float:
         """Memoised ``F`` of one state ``(cpu_free, gpus tuple, model index)``."""

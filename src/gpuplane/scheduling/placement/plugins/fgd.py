@@ -26,6 +26,11 @@ from gpuplane.scheduling.placement.plugins.choosers import cpu_only, lowest_free
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 
+#: above this many stale hosts, ``score`` evaluates them with array operations
+#: (``evaluate_hosts``) instead of the per-state memo
+VECTOR_MIN = 48
+
+
 def sigmoid_score(delta: float) -> int:
     """``trunc(100 * sigmoid(delta / 1000))`` with ``delta = F(S) - F(S')``."""
     return int(100.0 / (1.0 + math.exp(-delta / 1000.0)))
@@ -135,6 +140,55 @@ class Fgd:
                 out[i] = res
         return out
 
+    def evaluate_hosts(self, fm: FragmentationModel, snap: ClusterSnapshot, hosts: np.ndarray,
+                       task: TaskRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised scores of ``hosts`` (all feasible) for ``task``, without the memo:
+        returns ``(scores, gpu)`` where ``gpu`` is, for a single share, the lowest
+        GPU index reaching the best score (-1 otherwise). Same numbers as the memo path."""
+        K = len(hosts)
+        cpu = snap.cpu_free[hosts].astype(np.int64)
+        g = snap.gpu_free[hosts].astype(np.int64)
+        model = snap.host_model[hosts].astype(np.int64)
+        c, m, k = task.cpu_milli, task.gpu_milli, task.gpus
+        f0 = fm.fragment_rows(cpu, g, model)
+        best_gpu = np.full(K, -1, dtype=np.int64)
+        if k == 1 and m < 1000:
+            view = np.where(snap.eligible_gpus(task)[hosts], g, -1) \
+                if snap.eligible_gpus(task) is not None else g
+            G = g.shape[1]
+            ok = view >= m
+            # identical free values on one host give identical options: keep the first
+            dup = np.zeros_like(ok)
+            for j in range(1, G):
+                dup[:, j] = (g[:, :j] == g[:, j:j + 1]).any(axis=1) & ok[:, :j].any(axis=1)
+            todo = ok & ~dup
+            hi, gj = np.nonzero(todo)
+            rows = g[hi].copy()
+            rows[np.arange(len(hi)), gj] -= m
+            fopt = fm.fragment_rows(cpu[hi] - c, rows, model[hi])
+            sc_opt = np.trunc(100.0 / (1.0 + np.exp(-(f0[hi] - fopt) / 1000.0))).astype(np.int64)
+            per = np.full((K, G), -1, dtype=np.int64)
+            per[hi, gj] = sc_opt
+            # duplicates share the score of their first occurrence
+            for j in range(1, G):
+                d = dup[:, j]
+                if d.any():
+                    first = np.argmax((g[d, :j] == g[d, j:j + 1]) & ok[d, :j], axis=1)
+                    per[np.flatnonzero(d), j] = per[np.flatnonzero(d), first]
+            scores = per.max(axis=1)
+            best_gpu = np.argmax(per == scores[:, None], axis=1)
+            return np.maximum(scores, 0), best_gpu
+        rows = g.copy()
+        if k:
+            elig = snap.eligible_gpus(task)
+            view = np.where(elig[hosts], g, -1) if elig is not None else g
+            key = np.where(view >= m, view, 1 << 40)
+            order = np.argsort(key, axis=1, kind="stable")[:, :k]
+            rows[np.arange(K)[:, None], order] -= m
+        fopt = fm.fragment_rows(cpu - c, rows, model)
+        scores = np.trunc(100.0 / (1.0 + np.exp(-(f0 - fopt) / 1000.0))).astype(np.int64)
+        return scores, best_gpu
+
     def score(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
               hosts: np.ndarray) -> np.ndarray:
         fm = self.model(snap, task)
@@ -147,7 +201,10 @@ class Fgd:
         ver, sc = ent
         cur = snap.version[hosts]
         stale = hosts[ver[hosts] != cur]
-        if len(stale):
+        if len(stale) > VECTOR_MIN:
+            sc[stale] = self.evaluate_hosts(fm, snap, stale, task)[0]
+            ver[stale] = snap.version[stale]
+        elif len(stale):
             res = self._evaluate(fm, self._keys(snap, stale, elig), task, shape)
             sc[stale] = [r[0] for r in res]
             ver[stale] = snap.version[stale]
