@@ -150,3 +150,41 @@ def test_fgd_cache_follows_snapshot_changes():
 def test_fgd_without_workload_uses_the_task_itself():
     s = snap_with()
     assert len(score(Fgd(), s, SHARE)) == 4
+
+
+def test_fgd_vectorised_and_memo_paths_agree():
+    from gpuplane.scheduling.placement.plugins.fgd import Fgd as F
+
+    rng = np.random.default_rng(4)
+    hosts = [uniform_host(f"h{i}", 32000, 131072, int(rng.choice([1, 2, 4, 8])),
+                          str(rng.choice(["G2", "T4"]))) for i in range(40)]
+    s = ClusterSnapshot.build(hosts)
+    for h in range(40):
+        for g in range(s.gpu_count[h]):
+            if rng.random() < 0.6:
+                milli = int(rng.integers(1, 1000))
+                s.assign(TaskRequest(1000, 1, gpus=1, gpu_milli=milli), Placement(f"h{h}", (g,), milli))
+    wl = TypicalWorkload([TaskType(2000, 250, 1, frozenset(), 0.4),
+                          TaskType(4000, 1000, 2, frozenset({"G2"}), 0.3),
+                          TaskType(1000, 0, 0, frozenset(), 0.3)])
+    fgd = F(wl)
+    fm = fgd.model(s)
+    for task in (TaskRequest(4000, 1, gpus=1, gpu_milli=300), TaskRequest(8000, 1, gpus=1),
+                 TaskRequest(3000, 1), TaskRequest(1000, 1, gpus=1, gpu_milli=100,
+                                                   gpu_models=frozenset({"T4"}))):
+        feas = np.flatnonzero((s.gpu_view(task) >= task.gpu_milli).sum(1) >= task.gpus) \
+            if task.gpus else np.arange(40)
+        vec, gpu = fgd.evaluate_hosts(fm, s, feas, task)
+        el, shape = fgd._shape_key(s, task)
+        memo = [r[0] for r in fgd._evaluate(fm, fgd._keys(s, feas, el), task, shape)]
+        assert vec.tolist() == memo
+        if task.is_shared:
+            for i, h in enumerate(feas):
+                st = CycleState(np.random.default_rng(0))
+                assert fgd.choose(st, task, s, int(h)).gpu_indices == (gpu[i],)
+
+
+def test_fgd_unchanged_fragmentation_scores_exactly_50():
+    s = snap_with()
+    # a CPU-only task that leaves every type's category unchanged on the big idle hosts
+    assert score(Fgd(_wl()), s, TaskRequest(1000, 1))[0] == 50

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,13 @@ def _series(runs: Sequence[dict], field: str, xs: Sequence[int]) -> np.ndarray:
 
 
 def write_plots(results: Sequence[dict], out: Path) -> list[Path]:
+    """Write every plot under ``out``; returns the paths written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of tiny traces
+        return _write_plots(results, out)
+
+
+def _write_plots(results: Sequence[dict], out: Path) -> list[Path]:
     plt = _plt()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
