@@ -52,7 +52,7 @@ def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
     st = build_state(snap, running, quotas, now, rng, options,                  # 1. state
                      history if options.fair_share else None, place_fn)
     heads = _heads(st, queues)                                                  # 2. order
-    examined = _admit_in_order(st, heads)                                       # 3. admit
+    examined = _admit_in_order(st, queues, heads)                                     # 3. admit
     _explain_rest(st, queues, examined)                                         # 4. explain
     st.cap.lift_holds()                                                         # 5. unhold
     return st.result
@@ -80,7 +80,7 @@ def _key(st: CycleState, h: _Head) -> tuple:
     if st.options.strict_fifo or not st.options.fair_share:
         return (-w.priority, w.submitted_at, w.id)
     org, proj = st.book.key(h.project)
-    return (-w.priority, _borrows(st, w), org, proj, w.submitted_at, w.id)
+    return (_borrows(st, w), -w.priority, org, proj, w.submitted_at, w.id)
 
 
 def _borrows(st: CycleState, w: PendingWorkload) -> int:
@@ -101,7 +101,8 @@ def _heads(st: CycleState, queues: PendingQueues) -> list[tuple[tuple, str, _Hea
 
 
 # -- step 3: admit in order -----------------------------------------------------------------------
-def _admit_in_order(st: CycleState, heap: list[tuple[tuple, str, _Head]]) -> set[str]:
+def _admit_in_order(st: CycleState, queues: PendingQueues,
+                    heap: list[tuple[tuple, str, _Head]]) -> set[str]:
     """Pop the best head, decide it, push the project's next head. Keys of fair share grow as the
     cycle admits; a popped head whose key went stale is pushed back with its fresh key first."""
     examined: set[str] = set()
@@ -115,6 +116,11 @@ def _admit_in_order(st: CycleState, heap: list[tuple[tuple, str, _Head]]) -> set
                 continue
         w = h.current
         assert w is not None
+        if _hopeless(st, queues, h):
+            if st.options.explain_all:     # explain its head precisely, skip the rest
+                examined.add(w.id)
+                decide(st, w)
+            continue
         examined.add(w.id)
         block = decide(st, w)
         if block is not Block.NONE and st.options.strict_fifo:
@@ -128,6 +134,25 @@ def _admit_in_order(st: CycleState, heap: list[tuple[tuple, str, _Head]]) -> set
         if h.current is not None:
             heapq.heappush(heap, (_key(st, h), p, h))
     return examined
+
+
+def _hopeless(st: CycleState, queues: PendingQueues, h: _Head) -> bool:
+    """Fast path: no whole GPU is free, the project queues only whole-GPU work, and it can
+    neither reclaim (it holds its guarantee, or no one borrows) nor preempt its own lower-priority
+    work. Nothing of the project can start this cycle, so its queue is not walked."""
+    if st.cap.max_free > 0 or st.cap.holds or not queues.whole_gpus_only(h.project):
+        return False      # free GPUs, held GPUs short work may backfill, or non-whole work
+    if not st.options.preemption:
+        return True
+    w = h.current
+    assert w is not None
+    if w.priority > st.min_running_priority.get(h.project, w.priority):
+        return False
+    d = st.demand(w)
+    p = st.quotas.project(h.project)
+    if st.ledger.used(h.project, d.flavor) < p.quota(d.flavor).guaranteed:
+        return st.ledger.cohort_borrowed(p.cohort, d.flavor) <= 0
+    return True
 
 
 def _fifo_block(st: CycleState, head: PendingWorkload, heap: list, examined: set[str]) -> None:

@@ -115,6 +115,7 @@ class PendingQueues:
 
     _keys: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)
     _items: dict[str, PendingWorkload] = field(default_factory=dict)
+    _partial: dict[str, int] = field(default_factory=dict)   # project -> non-whole-GPU workloads
 
     @classmethod
     def of(cls, workloads: Iterable[PendingWorkload]) -> PendingQueues:
@@ -127,6 +128,9 @@ class PendingQueues:
             by_project.setdefault(w.project, []).append(w)
         for p, ws in by_project.items():
             q._keys[p] = sorted(w.order_key() for w in ws)
+            n = sum(1 for w in ws if not _all_whole(w))
+            if n:
+                q._partial[p] = n
         return q
 
     def add(self, w: PendingWorkload) -> None:
@@ -135,6 +139,8 @@ class PendingQueues:
             return
         self._items[w.id] = w
         bisect.insort(self._keys.setdefault(w.project, []), w.order_key())
+        if not _all_whole(w):
+            self._partial[w.project] = self._partial.get(w.project, 0) + 1
 
     def remove(self, workload_id: str) -> PendingWorkload | None:
         """Dequeue by id; returns the workload, or ``None`` when it was not queued."""
@@ -146,7 +152,15 @@ class PendingQueues:
         del keys[i]
         if not keys:
             del self._keys[w.project]
+        if not _all_whole(w):
+            self._partial[w.project] -= 1
+            if not self._partial[w.project]:
+                del self._partial[w.project]
         return w
+
+    def whole_gpus_only(self, project: str) -> bool:
+        """True when every queued workload of ``project`` asks only whole GPUs."""
+        return project not in self._partial
 
     def projects(self) -> list[str]:
         """Projects with queued work, sorted by name."""
@@ -169,3 +183,9 @@ class PendingQueues:
 
     def all(self) -> Mapping[str, PendingWorkload]:
         return self._items
+
+
+def _all_whole(w: PendingWorkload) -> bool:
+    return bool(w.tasks) and all(
+        getattr(t, "gpus", 0) > 0 and getattr(t, "mig_profile", None) is None
+        and getattr(t, "gpu_milli", 1000) >= 1000 for t in w.tasks)

@@ -109,7 +109,7 @@ class _Sim:
         self.window = window
         self.t_acc = jobs[0].submit if jobs else 0.0
         self.samples: list[tuple[float, float, dict[str, float]]] = []
-        self.next_sample = self.t_acc
+        self.next_sample = window[0] if window is not None else self.t_acc
         self.cycles = 0
         self.profile = self._profile()
 

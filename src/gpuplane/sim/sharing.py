@@ -215,6 +215,9 @@ def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
     xs_a = np.array(xs)
     jain = float(xs_a.sum() ** 2 / (len(xs_a) * (xs_a ** 2).sum())) if (xs_a ** 2).sum() else 1.0
     timeline = [(t, 100.0 * a / owned) for t, a, _ in r.samples if lo <= t < hi]
+    due_gpus = {t.tenant: t.gpus for t in setup.teams}
+    borrowed = [[t, sum(max(0.0, v - due_gpus.get(k, 0)) for k, v in per.items())]
+                for t, _, per in r.samples if lo <= t < hi]
     return {
         "allocation_mean": 100.0 * alloc_s / (owned * span) if span > 0 else 0.0,
         "gpu_hours_allocated": alloc_s / 3600.0,
@@ -228,6 +231,7 @@ def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
         "seconds": r.wall_s,
         "teams": teams,
         "allocation_over_time": [[t, round(a, 3)] for t, a in timeline],
+        "borrowed_over_time": borrowed,
     }
 
 

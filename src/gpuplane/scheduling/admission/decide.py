@@ -34,6 +34,11 @@ def _gpus(units: int) -> str:
 def decide(st: CycleState, w: PendingWorkload) -> Block:
     """Admit ``w`` if quota, capacity (and, when allowed, preemption) permit; else explain."""
     d = st.demand(w)
+    memo_key = (w.project, d.flavor, w.priority)
+    memo = st.quota_blocked.get(memo_key)
+    if memo is not None and d.gpu >= memo[0]:
+        st.result.pending[w.id] = memo[1]     # as blocked as a smaller workload just was
+        return Block.QUOTA
     chk = st.ledger.check(w.project, d.flavor, d.gpu)
     if chk.fit.admissible:
         placed = _place(st, w)
@@ -46,7 +51,8 @@ def decide(st: CycleState, w: PendingWorkload) -> Block:
         return Block.CAPACITY
     if st.options.preemption and _preempt(st, w, d, chk.fit is QuotaFit.RECLAIM):
         return Block.NONE
-    st.result.pending[w.id] = _quota_reason(st, w, d, chk)
+    reason = st.result.pending[w.id] = _quota_reason(st, w, d, chk)
+    st.quota_blocked[memo_key] = (d.gpu, reason)
     if chk.fit is QuotaFit.COHORT_FULL:
         # The cohort lends all it has: like a full cluster, later (lower-ordered) borrowers
         # must not starve this one, so it may get a reservation too.
@@ -150,19 +156,28 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
     cap = st.cap
     cands = preemption.group_by_host(cands, lambda h: int(cap.free_whole[cap.snap.index[h]]))
 
+    base = st.running_usage
+
     def remove(r: RunningWorkload) -> Callable[[], None]:
         undos = [cap.release(t.task, t.placement) for t in r.tasks]
         st.ledger.remove(r.project, r.flavor, r.units)
+        base[(r.project, r.flavor)] -= r.units
 
         def undo() -> None:
+            base[(r.project, r.flavor)] += r.units
             st.ledger.add(r.project, r.flavor, r.units)
             for u in reversed(undos):
                 u()
 
         return undo
 
+    def borrowing(project: str) -> bool:
+        g = st.quotas.project(project).quota(d.flavor).guaranteed
+        return (st.ledger.borrowed(project, d.flavor) > 0
+                and base.get((project, d.flavor), 0) > g)
+
     victims = preemption.select(w, d.flavor, d.gpu, cands, st.ledger, remove,
-                                lambda: cap.fits(w.tasks), st.options.max_victims)
+                                lambda: cap.fits(w.tasks), borrowing, st.options.max_victims)
     if victims is None:
         st.preempt_failed[key] = d.gpu
         return False

@@ -105,10 +105,15 @@ def group_by_host(victims: list[Victim], free_on: Callable[[str], int]) -> list[
 
 def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
            ledger: QuotaLedger, remove: Callable[[RunningWorkload], Callable[[], None]],
-           fits: Callable[[], bool], max_victims: int = 64) -> list[Victim] | None:
+           fits: Callable[[], bool], borrowing: Callable[[str], bool],
+           max_victims: int = 64) -> list[Victim] | None:
     """Pick victims from ``cands`` until ``w`` fits, then drop the unnecessary ones.
 
-    ``remove(r)`` releases ``r`` from the snapshot and the ledger and returns its undo;
+    ``borrowing(project)`` says whether a project's *running* work (before this cycle's
+    admissions, after the victims chosen so far) is still above its guarantee: a reclaim victim
+    must come from such a project, so work admitted by borrowing in this same cycle never costs a
+    running task its progress. ``remove(r)`` releases ``r`` from the snapshot and the ledger and
+    returns its undo;
     ``fits()`` says whether ``w`` (``units`` of ``flavor``) now passes quota and placement (it must
     leave the snapshot unchanged). On success the chosen victims stay removed and are returned;
     on failure every change is undone and ``None`` is returned.
@@ -118,7 +123,7 @@ def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
     for v in cands:
         if len(chosen) >= max_victims:
             break
-        if v.code == RECLAIM and ledger.borrowed(v.workload.project, flavor) <= 0:
+        if v.code == RECLAIM and not borrowing(v.workload.project):
             continue   # no longer borrowing: it keeps what is left of its guarantee
         chosen.append((v, remove(v.workload)))
         if ledger.check(w.project, flavor, units).fit.admissible and fits():

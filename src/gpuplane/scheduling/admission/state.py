@@ -38,7 +38,7 @@ class CycleOptions:
     backfill: bool = True
     strict_fifo: bool = False
     max_reservations: int = 1
-    lookahead: int = 64
+    lookahead: int = 16
     max_victims: int = 64
     explain_all: bool = True
     grace_s: float = 30.0
@@ -58,6 +58,9 @@ class CycleState:
     preempted: set[str] = field(default_factory=set)       # workload ids preempted this cycle
     admitted_ends: list[tuple[float, str, int]] = field(default_factory=list)
     preempt_failed: dict[tuple, int] = field(default_factory=dict)
+    running_usage: dict[tuple[str, str], int] = field(default_factory=dict)
+    min_running_priority: dict[str, int] = field(default_factory=dict)
+    quota_blocked: dict[tuple, tuple[int, Any]] = field(default_factory=dict)
     _demands: dict[str, Demand] = field(default_factory=dict)
     _running_wl: list[RunningWorkload] | None = None
     _ends: list[tuple[float, str, int, str]] | None = None
@@ -105,7 +108,10 @@ def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, no
     ledger = QuotaLedger(quotas)
     holding: dict[str, list[float]] = {}
     usage: dict[tuple[str, str], int] = {}
+    low: dict[str, int] = {}
     for t in running:
+        if t.preemptible and t.priority < low.get(t.project, t.priority + 1):
+            low[t.project] = t.priority
         units = task_units(t.task)
         key = (t.project, flavor_of(t.task, quotas, t.flavor))
         usage[key] = usage.get(key, 0) + units
@@ -128,4 +134,5 @@ def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, no
         for p, v in history.level.items():
             book.charge(p, v)
     cap = CycleCapacity(snap, place_fn, options.profile, rng)
-    return CycleState(quotas, now, options, cap, ledger, book, running)
+    return CycleState(quotas, now, options, cap, ledger, book, running, running_usage=usage,
+                      min_running_priority=low)
