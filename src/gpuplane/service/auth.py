@@ -102,6 +102,15 @@ class AuthService(ServiceBase):
         Idempotent: on a database that already has users it returns None, unless
         ``new_token_if_exists`` asks for a fresh token for ``admin_name`` (when the saved
         admin-token was lost). The caller writes the token to $GPUPLANE_HOME/admin-token."""
+        from gpuplane.domain.errors import Conflict
+
+        try:
+            return self._bootstrap(admin_name, new_token_if_exists)
+        except Conflict:
+            # another process bootstrapped the same empty database at the same moment
+            return self._bootstrap(admin_name, new_token_if_exists)
+
+    def _bootstrap(self, admin_name: str, new_token_if_exists: bool) -> str | None:
         now = self.now()
         with self.store.write() as tx:
             if tx.users.count() > 0:

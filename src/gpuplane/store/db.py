@@ -16,8 +16,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gpuplane.domain.errors import Conflict
 from gpuplane.store.leases import LeaseRepo
 from gpuplane.store.tx import Tx
 
@@ -86,12 +88,19 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A write transaction, committed when the block ends without an exception."""
-        with self.engine.connect() as conn:
-            conn.execution_options(gpuplane_write=True)
-            with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
-                with session.begin():
-                    yield Tx(session, self.dialect)
+        """A write transaction, committed when the block ends without an exception.
+
+        A unique-constraint race lost to a concurrent writer (two creates of one name on
+        PostgreSQL) surfaces as ``Conflict(gpuplane.conflict)``, never as a driver error."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(gpuplane_write=True)
+                with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                    with session.begin():
+                        yield Tx(session, self.dialect)
+        except IntegrityError as exc:
+            raise Conflict("a concurrent change created or changed the same object first; "
+                           "reload and try again", code="gpuplane.conflict") from exc
 
     def ping(self) -> bool:
         """True if the database answers."""

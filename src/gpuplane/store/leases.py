@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gpuplane.domain.errors import Conflict
 from gpuplane.store.tables import LeaseRow
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class LeaseRepo:
             with self._store.write() as tx:
                 tx.session.execute(insert(LeaseRow).values(name=name, holder=None,
                                                            expires_at=0.0, epoch=0))
-        except IntegrityError:
+        except (IntegrityError, Conflict):
             pass  # somebody else created it: fine
 
     def try_acquire(self, holder: str, ttl_s: float, now: float,

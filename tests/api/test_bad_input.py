@@ -1,0 +1,148 @@
+"""Bad input gets problem+json naming the field; never a 5xx, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _problem(resp, status, code):
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["code"] == code and body["status"] == status
+    assert body["type"] == f"urn:gpuplane:problem:{code}"
+    assert "Traceback" not in resp.text
+    return body
+
+
+def _locs(body):
+    return {e["loc"] for e in body["errors"]}
+
+
+def _submit(world, body, user="alice-alpha", **kw):
+    return world.client.post("/v1/workloads", json=body, headers=world.h(user), **kw)
+
+
+def wl(**kw):
+    body = {"name": "bad", "project": "proj-alpha", "tasks": [{"command": ["true"]}]}
+    body.update(kw)
+    return body
+
+
+def test_unknown_fields_are_rejected_with_their_path(world):
+    body = wl(tasks=[{"command": ["true"], "resources": {"gpu": 1}}], colour="blue")
+    p = _problem(_submit(world, body), 422, "gpuplane.input.invalid")
+    assert _locs(p) == {"tasks[0].resources.gpu", "colour"}
+    assert all("unknown field" in e["msg"] for e in p["errors"])
+
+
+@pytest.mark.parametrize(("resources", "loc"), [
+    ({"gpus": -1}, "tasks[0].resources.gpus"),
+    ({"gpus": 100000}, "tasks[0].resources.gpus"),
+    ({"cpu": 0}, "tasks[0].resources.cpu"),
+    ({"cpu": 1e12}, "tasks[0].resources.cpu"),
+    ({"memory": "12 parsecs"}, "tasks[0].resources.memory"),
+    ({"memory": -5}, "tasks[0].resources.memory"),
+    ({"gpus": 2, "gpu_milli": 500}, "tasks[0].resources"),
+    ({"gpus": 1, "mig_profile": "9g.999gb"}, "tasks[0].resources.mig_profile"),
+], ids=["negative gpus", "absurd gpus", "zero cpu", "absurd cpu", "unreadable memory",
+        "negative memory", "share of several gpus", "no such mig profile"])
+def test_negative_or_absurd_amounts_name_the_field(world, resources, loc):
+    body = wl(tasks=[{"command": ["true"], "resources": resources}])
+    p = _problem(_submit(world, body), 422, "gpuplane.input.invalid")
+    assert loc in _locs(p), p
+
+
+def test_absurd_replica_counts_and_names(world):
+    p = _problem(_submit(world, wl(tasks=[{"replicas": 10**6}])), 422, "gpuplane.input.invalid")
+    assert _locs(p) == {"tasks[0].replicas"}
+    p = _problem(_submit(world, wl(name="Not A Name!")), 422, "gpuplane.input.invalid")
+    assert _locs(p) == {"name"}
+
+
+def test_unknown_gpu_model_names_the_field(world):
+    body = wl(tasks=[{"resources": {"gpus": 1, "gpu_models": ["H100-80G"]}}])
+    p = _problem(_submit(world, body), 422, "gpuplane.workload.unsatisfiable")
+    (e,) = p["errors"]
+    assert e["loc"] == "tasks[0].resources.gpu_models[0]" and "H100-80GB" in e["msg"]
+
+
+def test_malformed_json_and_yaml_bodies(world):
+    for raw in (b"{not json", b"name: job\ntasks:\n  - command: [true]\n"):
+        p = _problem(world.client.post("/v1/workloads", content=raw, headers={
+            **world.h("alice-alpha"), "content-type": "application/json"}),
+            400, "gpuplane.input.malformed")
+        assert _locs(p) == {"body"} and "YAML is read by the CLI" in p["detail"]
+
+
+def test_oversized_bodies_are_refused_before_parsing(world):
+    big = wl(labels={f"k{i}": "v" * 200 for i in range(400)})  # ~90 kB > 64 KiB limit
+    p = _problem(_submit(world, big), 413, "gpuplane.request.too_large")
+    assert _locs(p) == {"body"}
+
+    def chunks():
+        for _ in range(100):
+            yield b" " * 1024
+
+    resp = world.client.post("/v1/workloads", content=chunks(), headers={
+        **world.h("alice-alpha"), "content-type": "application/json"})
+    _problem(resp, 413, "gpuplane.request.too_large")
+
+
+def test_wrong_types_in_query_and_path(world):
+    c, A = world.client, world.h("admin")
+    p = _problem(c.get("/v1/workloads?limit=0", headers=A), 422, "gpuplane.input.invalid")
+    assert _locs(p) == {"query.limit"}
+    p = _problem(c.get("/v1/workloads?cursor=garbage!", headers=A), 422,
+                 "gpuplane.input.invalid")
+    assert _locs(p) == {"query.cursor"}
+    p = _problem(c.get("/v1/quotas/abc", headers=A), 422, "gpuplane.input.invalid")
+    assert _locs(p) == {"path.quota_id"}
+    _problem(c.get("/v1/nothing-here", headers=A), 404, "gpuplane.route.not_found")
+    _problem(c.put("/v1/workloads", headers=A, json={}), 405, "gpuplane.method.not_allowed")
+
+
+def test_conflicts_are_409_with_stable_codes(world):
+    c = world.client
+    _problem(_submit(world, wl(name="job-alpha")), 409, "gpuplane.workload.exists")
+    wid = world.ids["workload"]
+    _problem(c.delete(f"/v1/workloads/{wid}", headers=world.h("alice-alpha")), 409,
+             "gpuplane.workload.active")
+    quota = c.get(f"/v1/quotas/{world.ids['quota']}", headers=world.h("admin")).json()
+    body = {"project": "proj-alpha", "resource": "gpu", "guaranteed": 5,
+            "generation": quota["generation"]}
+    assert c.put("/v1/quotas", json=body, headers=world.h("admin")).status_code == 200
+    _problem(c.put("/v1/quotas", json=body, headers=world.h("admin")), 409,
+             "gpuplane.generation.conflict")
+
+
+def test_pagination_pages_through_everything(world):
+    c, A = world.client, world.h("alice-alpha")
+    for i in range(5):
+        assert _submit(world, wl(name=f"p{i}")).status_code == 201
+    names, cursor = [], None
+    while True:
+        q = "/v1/workloads?project=proj-alpha&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = c.get(q, headers=A).json()
+        names += [w["name"] for w in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert names == ["job-alpha", "p0", "p1", "p2", "p3", "p4"]
+
+
+def test_logs_are_paged_by_offset(world):
+    c, wid = world.client, world.ids["workload"]
+    r = c.get(f"/v1/workloads/{wid}/logs?offset=6&limit=3", headers=world.h("alice-alpha"))
+    assert r.text == "sec" and r.headers["x-gpuplane-next-offset"] == "9"
+    r = c.get(f"/v1/workloads/{wid}/logs?task=5", headers=world.h("alice-alpha"))
+    assert _locs(_problem(r, 422, "gpuplane.input.invalid")) == {"task"}
+
+
+def test_health_and_metrics_need_no_token(world):
+    c = world.client
+    assert c.get("/healthz").json()["database"] is True
+    text = c.get("/metrics").text
+    assert 'gpuplane_workloads{phase="Pending"} 2.0' in text
+    assert "gpuplane_http_requests_total" in text
+    assert c.get("/openapi.json").json()["components"]["schemas"]["Problem"]
