@@ -26,6 +26,7 @@ from gpuplane.domain.mig import (
     give_back,
     placement_options,
     reclaim_options,
+    request_usage_milli,
     take,
     usage,
     usage_milli,
@@ -250,6 +251,18 @@ def test_usage_weight_counts_compute_slices() -> None:
     full = layout_from_profiles("H100-80GB", ["1g.10gb"] * 7)
     assert sum(full.profile_of(i).usage_milli for i in full.instances) <= 1000
     assert sum(full.profile_of(i).usage for i in full.instances) == 1
+
+
+def test_request_usage_is_known_before_a_model_is_chosen() -> None:
+    assert request_usage_milli("7g.141gb") == 1000
+    assert request_usage_milli("nvidia.com/mig-3g.40gb") == 428
+    assert request_usage_milli("1g.10gb") == 142  # 1g on A100-40GB and on H100 alike
+    for model in EXPECTED:  # names never disagree between models
+        for name, prof in MIG_PROFILES[model].items():
+            assert request_usage_milli(name) == prof.usage_milli
+    with pytest.raises(InvalidInput) as err:
+        request_usage_milli("2g.99gb")
+    assert err.value.code == "gpuplane.mig.unknown_profile"
 
 
 def test_placement_options_prefers_slots_that_keep_large_profiles() -> None:

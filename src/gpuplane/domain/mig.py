@@ -45,7 +45,7 @@ __all__ = [
     "get_profile", "mig_model", "mig_model_or_none", "models_offering", "normalize_profile_name",
     "layout_problems", "validate", "free_instances", "creatable_starts", "can_create",
     "with_instance", "without_instance", "occupy", "vacate", "obtainable_counts",
-    "placement_options", "reclaim_options", "take", "give_back", "usage", "usage_milli", "layout_from_profiles",
+    "placement_options", "reclaim_options", "request_usage_milli", "take", "give_back", "usage", "usage_milli", "layout_from_profiles",
 ]
 
 
@@ -387,6 +387,15 @@ def usage(model: str, profile: str) -> Fraction:
 def usage_milli(model: str, profile: str) -> int:
     """``usage`` in milli-GPU rounded down (7g -> 1000, 3g -> 428, 1g -> 142)."""
     return get_profile(model, profile).usage_milli
+
+
+def request_usage_milli(profile: str) -> int:
+    """Milli-GPU a request for ``profile`` counts as before any model is chosen (quota,
+    admission): its compute slices / 7, rounded down. Every model offering a profile name
+    gives it the same compute slices. Raises ``InvalidInput``
+    (``gpuplane.mig.unknown_profile``) when no model offers it."""
+    name = check_profile_name(profile)
+    return get_profile(models_offering(name)[0], name).usage_milli
 
 
 def layout_from_profiles(model: str, profiles: list[str] | tuple[str, ...]) -> MigLayout:
