@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from fractions import Fraction
 from types import MappingProxyType
 from typing import Mapping
 
@@ -37,6 +36,9 @@ from gpuplane.domain.mig_profiles import (
     mig_model_or_none,
     models_offering,
     normalize_profile_name,
+    request_usage_milli,
+    usage,
+    usage_milli,
 )
 
 __all__ = [
@@ -377,25 +379,6 @@ def placement_options(layout: MigLayout, weights: Mapping[str, float] | None = N
             w = 1.0 if weights is None else float(weights.get(name, 0.0))
             total += w * prof.compute_slices * counts[name]
     return total
-
-
-def usage(model: str, profile: str) -> Fraction:
-    """Share of a GPU that one ``profile`` instance uses (``Fraction``, compute slices / 7)."""
-    return get_profile(model, profile).usage
-
-
-def usage_milli(model: str, profile: str) -> int:
-    """``usage`` in milli-GPU rounded down (7g -> 1000, 3g -> 428, 1g -> 142)."""
-    return get_profile(model, profile).usage_milli
-
-
-def request_usage_milli(profile: str) -> int:
-    """Milli-GPU a request for ``profile`` counts as before any model is chosen (quota,
-    admission): its compute slices / 7, rounded down. Every model offering a profile name
-    gives it the same compute slices. Raises ``InvalidInput``
-    (``gpuplane.mig.unknown_profile``) when no model offers it."""
-    name = check_profile_name(profile)
-    return get_profile(models_offering(name)[0], name).usage_milli
 
 
 def layout_from_profiles(model: str, profiles: list[str] | tuple[str, ...]) -> MigLayout:

@@ -253,3 +253,22 @@ def models_offering(profile: str) -> tuple[str, ...]:
     """Canonical models whose catalogue has ``profile`` (empty when none does)."""
     name = normalize_profile_name(profile)
     return tuple(m for m, p in _CATALOGUE.items() if name in p)
+
+
+def usage(model: str, profile: str) -> Fraction:
+    """Share of a GPU that one ``profile`` instance uses (``Fraction``, compute slices / 7)."""
+    return get_profile(model, profile).usage
+
+
+def usage_milli(model: str, profile: str) -> int:
+    """``usage`` in milli-GPU rounded down (7g -> 1000, 3g -> 428, 1g -> 142)."""
+    return get_profile(model, profile).usage_milli
+
+
+def request_usage_milli(profile: str) -> int:
+    """Milli-GPU a request for ``profile`` counts as before any model is chosen (quota,
+    admission): its compute slices / 7, rounded down. Every model offering a profile name
+    gives it the same compute slices. Raises ``InvalidInput``
+    (``gpuplane.mig.unknown_profile``) when no model offers it."""
+    name = check_profile_name(profile)
+    return get_profile(models_offering(name)[0], name).usage_milli
