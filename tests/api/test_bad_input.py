@@ -146,3 +146,17 @@ def test_health_and_metrics_need_no_token(world):
     assert 'gpuplane_workloads{phase="Pending"} 2.0' in text
     assert "gpuplane_http_requests_total" in text
     assert c.get("/openapi.json").json()["components"]["schemas"]["Problem"]
+
+
+def test_gpu_list_shows_allocation_without_tenants(world):
+    c = world.client
+    items = c.get("/v1/gpus", headers=world.h("bob-beta")).json()["items"]
+    assert len(items) == 8 and {i["model"] for i in items} == {"H100-80GB"}
+    assert all(i["allocated"] == 0 and i["host"] == "gpu-1" for i in items)
+    assert c.get("/v1/gpus?model=A100", headers=world.h("bob-beta")).json()["items"] == []
+
+
+def test_priority_class_rename_through_put_is_refused(world):
+    r = world.client.put("/v1/priority-classes/standard", headers=world.h("admin"),
+                         json={"name": "other", "value": 3})
+    assert _locs(_problem(r, 422, "gpuplane.input.invalid")) == {"name"}

@@ -38,7 +38,7 @@ BODIES = {
                         "scope_name": "proj-alpha"},
     "TokenSpec": {"user": "alice-alpha", "name": "stolen"},
     "QuotaSpec": {"project": "proj-alpha", "resource": "gpu", "guaranteed": 100},
-    "PriorityClassSpec": {"name": "standard", "value": 1},
+    "PriorityClassSpec": {"name": "standard", "value": 1},  # the path names standard too
     "WorkloadSpec": {"name": "intruder", "project": "proj-alpha",
                      "tasks": [{"command": ["true"]}]},
 }

@@ -48,6 +48,25 @@ class GpuOut(BaseModel):
     uuid: str | None
 
 
+class GpuListItemOut(GpuOut):
+    host: str
+    site: str
+    jurisdiction: str
+    host_state: str
+    simulated: bool
+    allocated: float = Field(description="GPUs' worth in use by tasks here (0..1).")
+
+    @classmethod
+    def of(cls, item: tuple[r.HostRecord, r.Gpu, int]) -> GpuListItemOut:
+        h, g, used = item
+        return cls(index=g.index, model=g.model, memory_mib=g.memory_mib, numa=g.numa,
+                   nvlink_domain=g.nvlink_domain, mode=g.mode,
+                   mig_layout=[dict(m) for m in g.mig_layout] if g.mig_layout is not None
+                   else None, uuid=g.uuid, host=h.name, site=h.site,
+                   jurisdiction=h.jurisdiction, host_state=h.state, simulated=h.simulated,
+                   allocated=used / 1000)
+
+
 class HostOut(BaseModel):
     name: str
     site: str

@@ -95,6 +95,30 @@ class InventoryService(ServiceBase):
             tx.hosts.delete(name)
             self.audit(tx, principal.name, "host.delete", "host", name)
 
+    def list_gpus(self, principal: Principal, after: int | None, limit: int,
+                  model: str | None = None) -> Page[tuple[HostRecord, Gpu, int]]:
+        """(host, GPU, allocated milli-GPU) for the GPUs of a page of hosts; ``allocated``
+        sums the shares of tasks holding resources there (a MIG instance counts 1000 / 7 per
+        compute slice), without saying whose they are."""
+        _read(principal)
+        with self.store.read() as tx:
+            page = tx.hosts.list(after, limit)
+            active = tx.tasks.list_active()
+        used: dict[tuple[str, int], int] = {}
+        for t in active:
+            p = t.placement
+            if p is None:
+                continue
+            for i in p.gpu_indices:
+                used[(p.host, i)] = used.get((p.host, i), 0) + p.gpu_milli
+            for m in p.mig:
+                key = (p.host, int(m.get("gpu_index", 0)))
+                slices = int(str(m.get("profile", "1g")).split("g", 1)[0] or 1)
+                used[key] = used.get(key, 0) + min(1000, slices * 1000 // 7)
+        items = [(h, g, min(1000, used.get((h.name, g.index), 0)))
+                 for h in page.items for g in h.gpus if model is None or g.model == model]
+        return Page(items, page.next_after)
+
     def gpu_models(self, principal: Principal) -> list[str]:
         _read(principal)
         with self.store.read() as tx:

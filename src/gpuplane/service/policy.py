@@ -89,6 +89,11 @@ class PolicyService(ServiceBase):
     def update_priority_class(self, principal: Principal, name: str, spec: PriorityClassSpec
                               ) -> PriorityClass:
         require_global(principal, "priority.write", "priority classes")
+        if spec.name != name:
+            from gpuplane.domain.errors import FieldError, InvalidInput
+
+            raise InvalidInput("the body names another priority class than the path", [
+                FieldError("name", f"must be {name!r} (renaming is not supported)")])
         with self.store.write() as tx:
             pc = tx.priorities.update(name, value=spec.value, preemptible=spec.preemptible,
                                       is_default=spec.default, description=spec.description)
