@@ -100,15 +100,6 @@ def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None]) -> l
     return failed
 
 
-def _gpus_text(p: Any) -> str:
-    if p.mig:
-        return " MIG " + ",".join(f"{m.profile}@gpu{m.gpu_index}" for m in p.mig)
-    if p.gpu_indices:
-        share = "" if p.gpu_milli >= 1000 else f" ({p.gpu_milli}/1000 each)"
-        return f" GPUs {','.join(map(str, p.gpu_indices))}{share}"
-    return ""
-
-
 # -- 1. decisions ------------------------------------------------------------
 def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem],
                     workloads: Mapping[str, Any], host_generations: Mapping[str, int],
@@ -127,10 +118,6 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
             lifecycle.admit_workload(tx, w, chosen, now,
                                      {h: host_generations[h] for h in sorted(hosts)})
             claimed |= hosts
-            for index, p in sorted(chosen.items()):
-                tx.events.add(now, "Normal", "Scheduled",
-                              f"task {index} placed on {p.host}{_gpus_text(p)}",
-                              workload_uid=wid, host=p.host, task_index=index)
             admitted += len(chosen)
         for wid, reason in decisions.pending.items():
             old = workloads[wid].pending_reason if wid in workloads else None

@@ -130,22 +130,37 @@ class ControlLoop:
 
     # -- running -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Tick every ``interval_s`` until ``stop`` is set; then release the lease."""
+        """Tick every ``interval_s`` until ``stop`` is set; then release the lease.
+
+        A separate thread keeps the lease (renewing every third of its TTL), so a long tick
+        never lets it lapse while this process is alive; ticks only act while it is held."""
+        keeper = threading.Thread(target=self._keep_lease, args=(stop,),
+                                  name="gpuplane-lease", daemon=True)
+        keeper.start()
         try:
             while not stop.is_set():
                 try:
-                    self.tick()
+                    self.tick(renew=False)
                 except Exception:  # noqa: BLE001 - one bad tick must not end the loop
                     log.exception("control loop tick failed")
                 stop.wait(self.interval_s)
         finally:
+            keeper.join(timeout=self.lease_ttl_s)
             self.release()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def tick(self) -> TickReport:
+    def _keep_lease(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._lease(self.clock())
+            stop.wait(self.lease_ttl_s / 3)
+
+    def tick(self, renew: bool = True) -> TickReport:
+        """One reconciliation pass. ``renew``: take or renew the lease first (when no lease
+        thread runs, as in tests); otherwise act only if the lease is already held."""
         report = TickReport()
-        now = self.clock()
-        if not self._lease(now):
+        if renew:
+            self._lease(self.clock())
+        if not self.is_leader:
             return report
         report.leader = True
         for step in (self.schedule, self.launch, self.stop_due, self.observe):
@@ -215,8 +230,17 @@ class ControlLoop:
             return
         orphans = store_apply.record_starts(self.store, started, self.clock())
         report.started += len(started) - len(orphans)
-        for handle in orphans:  # the task changed under us (cancelled): do not leave it running
-            self._stop_async(handle, self.stop_grace_s)
+        if orphans:
+            self._stop_orphans(orphans)
+
+    def _stop_orphans(self, orphans: list[DriverHandle]) -> None:
+        """Stop what we started for tasks that changed before we could record it (cancelled,
+        or recorded by an earlier leader) unless the stored handle is this very attempt."""
+        with self.store.read() as tx:
+            stored = {t.handle.get("task_id") for t in tx.tasks.list_active() if t.handle}
+        for handle in orphans:
+            if handle.task_id not in stored:
+                self._stop_async(handle, self.stop_grace_s)
 
     # -- 3. stop ---------------------------------------------------------------
     def stop_due(self, report: TickReport) -> None:
