@@ -32,10 +32,10 @@ KINDS: tuple[Kind, ...] = (
           ("STATE", "state"), ("DRIVER", "driver"), ("SIMULATED", "simulated"),
           ("GPUS", "gpu_summary"), ("CPU", "cpu"), ("MEMORY_MIB", "memory_mib"), ("TEE", "tee")),
          ("Host",)),
-    Kind("gpu", "/v1/hosts", ("gpus",),
+    Kind("gpu", "/v1/gpus", ("gpus",),
          (("HOST", "host"), ("INDEX", "index"), ("MODEL", "model"), ("MODE", "mode"),
-          ("MEMORY_MIB", "memory_mib"), ("MIG", "mig_summary"), ("SIMULATED", "simulated"),
-          ("DECLARED", "declared"))),
+          ("MEMORY_MIB", "memory_mib"), ("MIG", "mig_summary"), ("ALLOCATED", "allocated"),
+          ("SITE", "site"), ("SIMULATED", "simulated"))),
     Kind("organisation", "/v1/organisations", ("organisations", "org", "orgs", "organization",
                                                 "organizations"),
          (("NAME", "name"), ("DISPLAY NAME", "display_name")), ("Organisation", "Organization")),
@@ -86,17 +86,13 @@ def enrich(kind: Kind, item: dict) -> dict:
     return item
 
 
-def gpu_rows(hosts: list[dict]) -> list[dict]:
-    """One row per GPU, from host objects (the API lists GPUs inside hosts)."""
-    rows = []
-    for h in hosts:
-        for g in h.get("gpus") or []:
-            mig = g.get("mig_layout") or []
-            rows.append({**g, "host": h["name"], "simulated": h.get("simulated"),
-                         "declared": h.get("declared"),
-                         "mig_summary": ",".join(f"{m.get('profile')}@{m.get('start')}"
-                                                 for m in mig) or None})
-    return rows
+def gpu_row(gpu: dict, host: dict | None = None) -> dict:
+    """A GPU as a table row (``host`` given when the GPU comes from a host object)."""
+    mig = gpu.get("mig_layout") or []
+    extra = {"host": host["name"], "site": host.get("site"),
+             "simulated": host.get("simulated")} if host else {}
+    return {**gpu, **extra, "mig_summary": ",".join(f"{m.get('profile')}@{m.get('start')}"
+                                                    for m in mig) or None}
 
 
 _BY_NAME = {alias: k for k in KINDS for alias in (k.name, *k.aliases)}

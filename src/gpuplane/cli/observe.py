@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -50,20 +50,6 @@ def _logs(workload: str, task: int, follow: bool, project: str | None, url: str,
         out.flush()
 
 
-def _usage_by_host(workloads: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    used: dict[str, dict[str, int]] = {}
-    for w in workloads:
-        for t in (w.get("status") or {}).get("tasks") or []:
-            p = t.get("placement")
-            if not p or t.get("phase") not in ("Admitted", "Running"):
-                continue
-            u = used.setdefault(p["host"], {"gpu_milli": 0, "tasks": 0})
-            n = len(p.get("gpu_indices") or [])
-            u["gpu_milli"] += 1000 * len(p.get("mig") or []) or n * int(p.get("gpu_milli") or 0)
-            u["tasks"] += 1
-    return used
-
-
 def top(
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
@@ -77,20 +63,27 @@ def top(
 def _top(url: str, token: str | None, output: Output) -> None:
     with make_client(url, token) as client:
         hosts = list(client.paginate("/v1/hosts"))
+        gpus = list(client.paginate("/v1/gpus"))
         active = [w for phase in ("Admitted", "Running")
                   for w in client.paginate("/v1/workloads", phase=phase)]
         pending = list(client.paginate("/v1/workloads", phase="Pending"))
-    used = _usage_by_host(active)
+    used: dict[str, float] = {}
+    for g in gpus:
+        used[g["host"]] = used.get(g["host"], 0.0) + float(g.get("allocated") or 0)
+    tasks: dict[str, int] = {}
+    for w in active:
+        for t in (w.get("status") or {}).get("tasks") or []:
+            if t.get("placement") and t.get("phase") in ("Admitted", "Running"):
+                tasks[t["placement"]["host"]] = tasks.get(t["placement"]["host"], 0) + 1
     rows = []
     for h in hosts:
-        total = 1000 * len(h.get("gpus") or [])
-        u = used.get(h["name"], {"gpu_milli": 0, "tasks": 0})
+        n = len(h.get("gpus") or [])
+        u = used.get(h["name"], 0.0)
         rows.append({"host": h["name"], "site": h["site"], "jurisdiction": h["jurisdiction"],
-                     "state": h["state"], "simulated": h["simulated"],
-                     "gpus": len(h.get("gpus") or []),
-                     "gpus_used": round(u["gpu_milli"] / 1000, 3),
-                     "gpu_alloc_pct": round(100 * u["gpu_milli"] / total, 1) if total else None,
-                     "tasks": u["tasks"]})
+                     "state": h["state"], "simulated": h["simulated"], "gpus": n,
+                     "gpus_used": round(u, 3),
+                     "gpu_alloc_pct": round(100 * u / n, 1) if n else None,
+                     "tasks": tasks.get(h["name"], 0)})
     total_gpus = sum(r["gpus"] for r in rows)
     total_used = sum(r["gpus_used"] for r in rows)
     summary = {"hosts": len(rows), "gpus": total_gpus, "gpus_allocated": round(total_used, 3),

@@ -9,7 +9,7 @@ import typer
 
 from gpuplane.cli.common import (DEFAULT_URL, Output, OutputOpt, ProjectOpt, TokenOpt, UrlOpt,
                                  guarded, make_client)
-from gpuplane.cli.kinds import Kind, doc_kinds, enrich, gpu_rows, kind_named, kind_of_doc
+from gpuplane.cli.kinds import Kind, doc_kinds, enrich, gpu_row, kind_named, kind_of_doc
 from gpuplane.cli.render import dump, show, table
 from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
 
@@ -158,9 +158,11 @@ def _get(kind_name: str, name: str | None, project: str | None, url: str, token:
          output: Output) -> None:
     kind = kind_named(kind_name)
     with make_client(url, token) as client:
-        if kind.name == "gpu":
-            items = gpu_rows([fetch_object(client, kind, name, None)] if name
-                             else list(client.paginate(kind.path)))
+        if kind.name == "gpu":  # NAME: the GPUs of that host
+            items = [gpu_row(g) for g in client.paginate(kind.path)
+                     if name is None or g.get("host") == name]
+            if name and not items:
+                fetch_object(client, kind_named("host"), name, None)  # 404 names the host
         elif name:
             items = [fetch_object(client, kind, name, project)]
         else:
@@ -205,10 +207,11 @@ def _describe(kind_name: str, name: str, project: str | None, url: str, token: s
     status = obj.get("status") or {}
     body = {k: v for k, v in obj.items() if k not in ("spec", "status", "gpus")}
     body.update({k: v for k, v in status.items() if k not in ("tasks", "pending_reason")})
-    dump(body, Output.yaml)
+    dump({k: _when(v) if k.endswith("_at") else v for k, v in body.items()}, Output.yaml)
     if obj.get("gpus"):
         typer.echo("")
-        table(gpu_rows([obj]), kind_named("gpu").columns[1:], title="GPUs")
+        table([gpu_row(g, obj) for g in obj["gpus"]], kind_named("gpu").columns[1:6],
+              title="GPUs")
     if pending and status.get("phase") == "Pending":
         reason = pending.get("reason") or {}
         typer.echo("")
@@ -237,6 +240,15 @@ def _describe(kind_name: str, name: str, project: str | None, url: str, token: s
                        ("MESSAGE", "message")), title="Events")
     else:
         typer.echo("Events: none")
+
+
+def _when(value: Any) -> Any:
+    """Epoch seconds -> ISO 8601 UTC for people (None stays None)."""
+    import datetime as dt
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat(timespec="seconds")
+    return value
 
 
 def delete(
