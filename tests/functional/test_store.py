@@ -182,3 +182,42 @@ def test_pagination_walks_every_item_once(store):
         if after is None:
             break
     assert seen == [f"w{i}" for i in range(7)]
+
+
+def test_a_lost_unique_race_is_a_conflict_not_a_crash(store):
+    """Two creates of the same name that both passed their existence check: the loser gets
+    Conflict from the unique constraint (PostgreSQL lets both check before either inserts)."""
+    from sqlalchemy import insert
+
+    from gpuplane.store.tables import OrganisationRow
+
+    with store.write() as tx:
+        tx.orgs.add("dup", "", 1.0)
+    with pytest.raises(Conflict) as err, store.write() as tx:
+        tx.session.execute(insert(OrganisationRow).values(name="dup", display_name="",
+                                                          generation=1, created_at=2.0))
+    assert err.value.code == "gpuplane.conflict"
+
+
+def test_concurrent_bootstraps_make_one_admin(db_url):
+    from gpuplane.service import Services
+
+    stores = [Store(db_url) for _ in range(3)]
+    stores[0].migrate()
+    tokens: list[str | None] = []
+    barrier = threading.Barrier(3)
+
+    def boot(s: Store) -> None:
+        barrier.wait()
+        tokens.append(Services(s).bootstrap_admin())
+
+    threads = [threading.Thread(target=boot, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([t for t in tokens if t]) == 1
+    with stores[0].read() as tx:
+        assert [u.name for u in tx.users.list().items] == ["admin"]
+    for s in stores:
+        s.dispose()

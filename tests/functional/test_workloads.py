@@ -202,3 +202,48 @@ def test_ambiguous_names_need_a_project(fleet, admin):
         fleet.workloads.get_workload(admin, "train")
     assert err.value.code == "gpuplane.workload.ambiguous"
     assert fleet.workloads.get_workload(admin, "train", project="other").project == "other"
+
+
+def test_cancels_racing_batch_admissions_never_deadlock(fleet, admin, clock):
+    """The loop admits several workloads in one transaction while users cancel some of them:
+    only generation conflicts may happen (writers are serialised), never a deadlock."""
+    import threading
+
+    names = [f"w{i}" for i in range(12)]
+    for n in names:
+        fleet.workloads.submit_workload(admin, spec(name=n, tasks=[TaskGroup(
+            resources={"gpus": 1})]))
+    errors: list[Exception] = []
+
+    def admitter() -> None:
+        for _ in range(6):
+            with fleet.store.read() as tx:
+                pending = tx.workloads.list_schedulable(clock())
+                gen = tx.hosts.get("h100-a").generation
+            try:
+                with fleet.store.write() as tx:
+                    for w in pending[:3]:
+                        lifecycle.admit_workload(tx, w, {0: TaskPlacement("h100-a", (0,))},
+                                                 clock(), None)
+                    tx.hosts.bump_generation("h100-a", gen)
+            except Conflict:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    def canceller() -> None:
+        for n in reversed(names):
+            try:
+                fleet.workloads.cancel_workload(admin, n)
+            except Conflict:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=admitter), threading.Thread(target=canceller)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert fleet.audit.verify(admin) == []

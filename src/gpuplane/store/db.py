@@ -1,10 +1,13 @@
 """The database handle: engine set-up (SQLite WAL or PostgreSQL), migrations, transactions.
 
 ``Store.read()`` and ``Store.write()`` yield a ``Tx`` carrying one repository per concept.
-Keep transactions short and never call the network inside one (STYLE habit 8). On SQLite a
-write transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of
-failing on upgrade; on PostgreSQL the default READ COMMITTED level applies and races are caught
-by generation-guarded updates (``Conflict``) and unique constraints.
+Keep transactions short and never call the network inside one (STYLE habit 8).
+
+Write transactions are serialised on both databases, so both behave the same and writers can
+never deadlock (they lock rows in different orders: workloads, tasks, hosts, the audit head):
+on SQLite a write transaction starts with ``BEGIN IMMEDIATE``; on PostgreSQL its first
+statement takes a transaction-scoped advisory lock. Reads never wait (WAL / MVCC). Decisions
+made on an earlier read are still checked by generation-guarded updates (``Conflict``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _make_engine(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=8, max_overflow=8)
+                               pool_size=16, max_overflow=48, pool_timeout=60)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -48,7 +51,10 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=60)
+
+
+_PG_WRITE_LOCK = 0x67707771  # transaction-scoped advisory lock key of write transactions
 
 
 class Store:
@@ -97,6 +103,9 @@ class Store:
                 conn.execution_options(gpuplane_write=True)
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                     with session.begin():
+                        if self.dialect == "postgresql":
+                            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                            {"k": _PG_WRITE_LOCK})
                         yield Tx(session, self.dialect)
         except IntegrityError as exc:
             raise Conflict("a concurrent change created or changed the same object first; "
