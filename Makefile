@@ -10,9 +10,16 @@ PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600
 
 .PHONY: run test venv test-sqlite clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { scripts/apt-install.sh python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+
+# `make run` needs the package only; `make test` adds the test extras.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 
@@ -22,11 +29,11 @@ run: venv
 	$(VENV)/bin/gpuplane up $(ARGS)
 
 # One pytest run: tests parametrized over databases get both SQLite and PostgreSQL.
-test: venv
+test: $(VENV)/.installed-test
 	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Without PostgreSQL (the PostgreSQL cases are skipped).
-test-sqlite: venv
+test-sqlite: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

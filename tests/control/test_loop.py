@@ -80,3 +80,35 @@ def test_a_restarted_loop_adopts_running_tasks_and_marks_vanished_ones_lost(db_u
 
     second.workloads.cancel_workload(Principal.system(), keep.id)
     second.run_until(keep.id, {"Cancelled"})
+
+
+def test_higher_priority_work_preempts_and_the_victim_goes_back_to_the_queue(plane):
+    low = [plane.submit(name=f"low-{i}", priority_class="preemptible",
+                        tasks=[{"resources": {"gpus": 4}, "command": ["sleep", "600"]}])
+           for i in range(2)]
+    for w in low:
+        plane.run_until(w.id, {"Running"})
+    high = plane.submit(name="urgent", priority_class="production",
+                        tasks=[{"resources": {"gpus": 4}, "command": ["sleep", "600"]}])
+    plane.run_until(high.id, {"Running"})
+    phases = sorted(plane.get(w.id).phase.value for w in low)
+    assert phases == ["Pending", "Running"]
+    victim = next(plane.get(w.id) for w in low if plane.get(w.id).phase == Phase.PENDING)
+    assert victim.tasks[0].reason == "Preempted" and victim.tasks[0].placement is None
+
+
+def test_residency_keeps_work_in_its_jurisdiction(db_url, tmp_path):
+    from gpuplane.service.authz import Principal
+    from gpuplane.service.specs import HostSpec, SiteSpec
+
+    p = make_plane(db_url, tmp_path)
+    inv = __import__("gpuplane.service.inventory", fromlist=["x"]).InventoryService(p.store)
+    inv.create_site(Principal.system(), SiteSpec(name="fr", jurisdiction="EU/FR"))
+    inv.register_host(Principal.system(), HostSpec(
+        name="fr-0", site="fr", cpu=8, memory="64Gi", driver="sim",
+        gpus=[{"index": 0, "model": "H100-80GB", "memory_mib": 81920}]))
+    w = p.submit(name="eu-only", residency={"jurisdictions": ["EU"]},
+                 tasks=[{"resources": {"gpus": 1}, "command": ["sleep", "600"]}])
+    got = p.run_until(w.id, {"Running"})
+    assert got.tasks[0].placement.host == "fr-0"  # the CH hosts have more room, but not in EU
+    p.loop.release()
