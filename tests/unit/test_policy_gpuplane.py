@@ -19,6 +19,7 @@ from gpuplane.scheduling.placement.plugins.gpuplane import (
     GpuplaneModel,
     cpu_appetite,
     hole_waste,
+    scarcity,
 )
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
@@ -83,6 +84,22 @@ def test_model_adds_stranded_gpu_and_hole_waste():
     assert holes.fragment(k2) - plain.fragment(k2) == pytest.approx(0.5 * (60 + 400))
 
 
+def test_scarcity_of_model_constrained_demand():
+    types = [TaskType(8000, 1000, 1, frozenset({"T4"}), 0.25),
+             TaskType(8000, 1000, 1, frozenset(), 0.75)]
+    pi = scarcity(TypicalWorkload(types), ["G2", "T4"], [6.0, 2.0])
+    # T4 gets 0.25*1000 demand over 2 GPUs, relative to 1000 demand over 8 GPUs
+    assert pi.tolist() == pytest.approx([0.0, (250 / 2) / (1000 / 8), 0.0])
+    assert not scarcity(wl((8000, 1000, 1, 1.0)), ["G2", "T4"], [6.0, 2.0]).any()
+    with_term = GpuplaneModel(TypicalWorkload(types), ["G2", "T4"], alpha=0, beta=0, gamma=0.5,
+                              capacity=[6.0, 2.0])
+    without = GpuplaneModel(TypicalWorkload(types), ["G2", "T4"], alpha=0, beta=0, gamma=0)
+    key = (96000, (1000, 500), 1)   # a T4 host with 1500 milli free
+    assert with_term.fragment(key) - without.fragment(key) == pytest.approx(-0.5 * pi[1] * 1500)
+    g2 = (96000, (1000, 500), 0)
+    assert with_term.fragment(g2) == pytest.approx(without.fragment(g2))
+
+
 # -- decisions -----------------------------------------------------------------------------
 
 def test_cpu_hungry_task_goes_to_cpu_rich_host_where_fgd_follows_the_rank():
@@ -96,6 +113,18 @@ def test_cpu_hungry_task_goes_to_cpu_rich_host_where_fgd_follows_the_rank():
     assert isinstance(fgd, Placement) and isinstance(ours, Placement)
     assert fgd.host == "a"       # FGD: F unchanged on both -> tie -> rank
     assert ours.host == "b"      # 40 cores on a would strand 2.3 of its 7 remaining GPUs
+
+
+def test_unconstrained_task_leaves_the_scarce_model_to_constrained_ones():
+    w = TypicalWorkload([TaskType(8000, 1000, 1, frozenset({"T4"}), 0.3),
+                         TaskType(8000, 1000, 1, frozenset(), 0.7)])
+    snap = snapshot(host("t4", 96, 2, "T4"), host("g2", 96, 2, "G2"))   # t4 has rank 0
+    free_task = TaskRequest(cpu_milli=8000, memory_mib=1024, gpus=1, gpu_milli=1000)
+    rng = np.random.default_rng(0)
+    assert place(snap, free_task, profiles.get("gpuplane", workload=w), rng).host == "g2"
+    bound = TaskRequest(cpu_milli=8000, memory_mib=1024, gpus=1, gpu_milli=1000,
+                        gpu_models=frozenset({"T4"}))
+    assert place(snap, bound, profiles.get("gpuplane", workload=w), rng).host == "t4"
 
 
 def test_share_completes_a_partly_used_gpu():

@@ -3,7 +3,7 @@
 It is FGD (FGD_PROTOCOL §6.6: integer sigmoid of the fragmentation change, ties
 by the fixed host rank) on a *richer* fragmentation measure::
 
-    F'(S) = F(S) + alpha * stranded(S) + beta * sum_g waste(free_g)
+    F'(S) = F(S) + alpha * stranded(S) + beta * sum_g waste(free_g) - gamma * pi(model) * L
 
 * ``F`` - FGD's fragment amount for the target workload (expected free GPU milli
   a random typical task could not use on this host).
@@ -18,8 +18,13 @@ by the fixed host rank) on a *richer* fragmentation measure::
   ``V(h) = E[s + V(h - s) | s <= h]`` over the workload's share sizes ``s``
   (a one-step look-ahead on the expected demand; ``waste(0) = waste(1000) = 0``).
   It prefers leaving holes that popular shares can fill.
+* ``pi(model) * L`` - the value of keeping free capacity ``L`` on a *scarce* model:
+  ``pi(M)`` is the demand of the task types that may only run on a model set
+  containing ``M`` (spread over that set's capacity), relative to the average
+  demand per GPU of the whole workload. Zero when no type is model-constrained.
+  Unconstrained tasks then leave scarce models to the tasks that can only go there.
 
-``alpha``/``beta`` are workload-independent constants (no per-trace tuning).
+``alpha``/``beta``/``gamma`` are workload-independent constants (no per-trace tuning).
 With ``workload=None`` (live control plane) the distribution is learned online
 from the tasks scored so far and rebuilt when their count doubles.
 """
@@ -27,6 +32,7 @@ from the tasks scored so far and rebuilt when their count doubles.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -43,6 +49,7 @@ from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 ALPHA = 1.0  #: weight of CPU-stranded GPU milli
 BETA = 0.5   #: weight of the expected unfillable part of partly used GPUs
+GAMMA = 0.5  #: weight of free capacity on scarce (model-constrained) GPU models
 
 
 def cpu_appetite(workload: TypicalWorkload) -> float:
@@ -74,16 +81,46 @@ def hole_waste(workload: TypicalWorkload) -> np.ndarray:
     return waste
 
 
+def scarcity(workload: TypicalWorkload, models: Sequence[str],
+             capacity: Sequence[float]) -> np.ndarray:
+    """(len(models) + 1,) ``pi`` per model index (last entry: no model -> 0).
+
+    ``capacity[i]``: GPUs of ``models[i]`` in the cluster. For each constrained
+    type t with allowed set A_t, its demand ``freq * gpus * milli`` is spread over
+    the capacity of A_t; the sum per model is divided by the workload's total
+    demand per GPU of the cluster."""
+    cap = np.asarray(capacity, dtype=np.float64)
+    pi = np.zeros(len(models) + 1, dtype=np.float64)
+    total_demand = float((workload.freq * workload.milli * workload.count).sum())
+    if total_demand <= 0 or cap.sum() <= 0:
+        return pi
+    index = {m: i for i, m in enumerate(models)}
+    for t in workload.types:
+        if not t.models or t.gpu_milli <= 0:
+            continue
+        idx = [index[m] for m in t.models if m in index]
+        c = float(cap[idx].sum()) if idx else 0.0
+        if c > 0:
+            pi[idx] += t.freq * t.gpus * t.gpu_milli / c
+    return pi / (total_demand / float(cap.sum()))
+
+
 class GpuplaneModel(FragmentationModel):
-    """``F'`` of host states (memoised by state like :class:`FragmentationModel`)."""
+    """``F'`` of host states (memoised by state like :class:`FragmentationModel`).
+
+    ``capacity``: GPUs per entry of ``models`` (for the scarcity term; ``None``
+    disables it)."""
 
     def __init__(self, workload: TypicalWorkload, models, alpha: float = ALPHA,
-                 beta: float = BETA) -> None:
+                 beta: float = BETA, gamma: float = GAMMA,
+                 capacity: Sequence[float] | None = None) -> None:
         super().__init__(workload, models)
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         rho = cpu_appetite(workload)
         self.inv_rho = 1.0 / rho if rho > 0 else 0.0
         self.waste = hole_waste(workload)
+        self.pi = (scarcity(workload, self.models, capacity) if capacity is not None
+                   else np.zeros(len(self.models) + 1))
 
     def fragment_rows(self, cpu: np.ndarray, gpus: np.ndarray, model: np.ndarray) -> np.ndarray:
         base = super().fragment_rows(cpu, gpus, model)
@@ -95,6 +132,8 @@ class GpuplaneModel(FragmentationModel):
             out = out + self.alpha * strand
         if self.beta:
             out = out + self.beta * self.waste[gp].sum(axis=1)
+        if self.gamma and self.pi.any():
+            out = out - self.gamma * self.pi[np.asarray(model)] * free
         return out
 
 
@@ -108,9 +147,9 @@ class Gpuplane(Fgd):
     name: ClassVar[str] = "gpuplane"
 
     def __init__(self, workload: TypicalWorkload | None = None, alpha: float = ALPHA,
-                 beta: float = BETA) -> None:
+                 beta: float = BETA, gamma: float = GAMMA) -> None:
         super().__init__(workload)
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self._seen: Counter = Counter()
         self._n_seen = 0
         self._built_at = 0
@@ -125,8 +164,7 @@ class Gpuplane(Fgd):
         if self._n_seen >= 2 * self._built_at:
             cache = snap.plugin_cache(self)
             cache.clear()
-            cache["fm"] = GpuplaneModel(self.learned(), snap.models, self.alpha, self.beta)
-            cache["fm"].score_memo = {}
+            cache["fm"] = self._build(self.learned(), snap)
             self._built_at = self._n_seen
 
     def learned(self) -> TypicalWorkload:
@@ -150,9 +188,15 @@ class Gpuplane(Fgd):
             else:
                 assert task is not None
                 wl = TypicalWorkload.from_tasks([task])
-            fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta)
-            fm.score_memo = {}  # type: ignore[attr-defined]
+            fm = self._build(wl, snap)
             cache["fm"] = fm
+        return fm
+
+    def _build(self, wl: TypicalWorkload, snap: ClusterSnapshot) -> GpuplaneModel:
+        capacity = [float(snap.gpu_count[snap.host_model == i].sum())
+                    for i in range(len(snap.models))]
+        fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta, self.gamma, capacity)
+        fm.score_memo = {}  # type: ignore[attr-defined]
         return fm
 
     def score(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
@@ -163,4 +207,4 @@ class Gpuplane(Fgd):
         return super().score(state, task, snap, hosts)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"Gpuplane(alpha={self.alpha}, beta={self.beta})"
+        return f"Gpuplane(alpha={self.alpha}, beta={self.beta}, gamma={self.gamma})"
