@@ -24,6 +24,14 @@ def test_migrations_create_exactly_the_tables_the_code_uses(store):
     assert current_revision(store.engine) is not None
 
 
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(store):
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite only")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
 def test_migrating_twice_changes_nothing(store):
     before = current_revision(store.engine)
     store.migrate()

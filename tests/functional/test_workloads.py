@@ -19,6 +19,9 @@ def spec(name="train", **kw) -> WorkloadSpec:
 
 def test_submit_stores_a_pending_workload_with_one_task_per_replica(fleet, admin):
     wl = fleet.workloads.submit_workload(admin, spec())
+    info = fleet.workloads.pending_info(admin, wl.name)
+    assert info["queue_position"] == 1 and info["pending_tasks"] == 2
+    assert info["reason"]["code"] == "gpuplane.pending.not_yet_scheduled"
     assert wl.phase is Phase.PENDING and wl.priority_class == "standard"
     assert [t.index for t in wl.tasks] == [0, 1]
     assert all(t.phase is Phase.PENDING and t.gpus == 1 for t in wl.tasks)
@@ -133,6 +136,7 @@ def test_a_failed_task_with_retries_left_waits_its_backoff_then_is_schedulable(f
         assert [w.id for w in tx.workloads.list_schedulable(clock() + 30)] == [wl.id]
     info = fleet.workloads.pending_info(admin, wl.id)
     assert info["retry_after_s"] == pytest.approx(30)
+    assert info["reason"]["code"] == "gpuplane.pending.backoff"
     # second failure: no retries left -> Failed
     clock.advance(31)
     with fleet.store.read() as tx:

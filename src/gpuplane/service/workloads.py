@@ -166,12 +166,20 @@ class WorkloadService(ServiceBase):
                                key=lambda w: (-w.priority, w.submitted_at, w.id))
                 position = next((i + 1 for i, w in enumerate(queue) if w.id == wl.id), None)
             backoff = [t.not_before for t in pending if t.not_before and t.not_before > now]
+            reason = None
+            if wl.pending_reason is not None:
+                reason = {"code": wl.pending_reason.code, "message": wl.pending_reason.message,
+                          "detail": dict(wl.pending_reason.detail)}
+            elif backoff and len(backoff) == len(pending):
+                reason = {"code": "gpuplane.pending.backoff",
+                          "message": f"waiting {min(backoff) - now:.0f}s before retrying "
+                                     "(retry backoff)", "detail": {}}
+            elif pending and not wl.cancel_requested:
+                reason = {"code": "gpuplane.pending.not_yet_scheduled",
+                          "message": "waiting for the next scheduling cycle", "detail": {}}
             return {"workload": wl.id, "phase": wl.phase.value,
                     "pending_tasks": len(pending), "queue_position": position,
-                    "reason": None if wl.pending_reason is None else {
-                        "code": wl.pending_reason.code, "message": wl.pending_reason.message,
-                        "detail": dict(wl.pending_reason.detail)},
-                    "retry_after_s": (min(backoff) - now) if backoff else None}
+                    "reason": reason, "retry_after_s": (min(backoff) - now) if backoff else None}
 
     # -- cancel / delete -----------------------------------------------------------------------
     def cancel_workload(self, principal: Principal, ref: str, project: str | None = None
