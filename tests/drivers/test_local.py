@@ -169,7 +169,9 @@ def test_declared_gpus_are_parsed_and_flagged_and_bad_ones_name_the_item():
 def test_nvml_names_are_normalised():
     assert normalise_model("NVIDIA H100 80GB HBM3", 81559) == "H100-80GB"
     assert normalise_model("NVIDIA A100-SXM4-40GB", 40536) == "A100-40GB"
-    assert normalise_model("NVIDIA L40S", 46068) == "L40S-48GB"
+    assert normalise_model("NVIDIA L40S", 46068) == "L40S"
+    assert normalise_model("NVIDIA H200", 143771) == "H200"
+    assert normalise_model("NVIDIA RTX A6000", 49140) == "RTXA6000-48GB"
 
 
 def test_discovery_without_a_gpu_is_cpu_only_or_declared():

@@ -19,9 +19,8 @@ from typing import Any
 from gpuplane.control.loop import ControlLoop, holder_id
 from gpuplane.control.logsource import DriverLogSource
 from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
-from gpuplane.drivers.local import LocalDriver
 from gpuplane.drivers.local_inventory import LocalHostInfo, discover_local_host
-from gpuplane.drivers.sim import SimDriver
+from gpuplane.drivers.registry import make_driver
 
 log = logging.getLogger("gpuplane.up")
 
@@ -62,8 +61,9 @@ class Embedded:
         self.store.migrate()
         self.host = local_host_name(host_name)
         self.inventory: LocalHostInfo = discover_local_host(self.host, local_gpus)
-        self.drivers = {"local": LocalDriver(self.home, host=self.host, inventory=self.inventory),
-                        "sim": SimDriver(self.home)}
+        self.drivers = {"local": make_driver("local", home=self.home, host=self.host,
+                                             inventory=self.inventory),
+                        "sim": make_driver("sim", home=self.home)}
         self.log_source = DriverLogSource(settings.logs_dir, self.drivers)
         self.services = Services(self.store, log_source=self.log_source)
         self.system = Principal.system("gpuplane-up")

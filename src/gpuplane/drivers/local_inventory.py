@@ -49,11 +49,19 @@ _FAMILY = re.compile(r"\b(B200|B100|GH200|H200|H100|H800|A100|A800|A30|A40|A10G?
 
 
 def normalise_model(nvml_name: str, memory_mib: int) -> str:
-    """``NVIDIA H100 80GB HBM3`` + 81559 MiB -> ``H100-80GB`` (family-memory)."""
+    """An NVML name as the model name the inventory uses: the catalogue's name when it knows the
+    family (``NVIDIA H100 80GB HBM3`` -> ``H100-80GB``, ``NVIDIA L40S`` -> ``L40S``), else
+    ``<family>-<GB>GB``."""
+    from gpuplane.domain.inventory import KNOWN_GPU_MODELS
+
     m = _FAMILY.search(nvml_name)
     family = m.group(1).upper().replace(" ", "") if m else nvml_name.replace("NVIDIA", "").strip()
-    gb = int(round(memory_mib / 1024 / 8.0) * 8) or max(1, round(memory_mib / 1024))
-    return f"{family}-{gb}GB"
+    if family in KNOWN_GPU_MODELS:
+        return family
+    sized = [k for k, mib in KNOWN_GPU_MODELS.items() if k.startswith(family + "-") and mib]
+    if sized:
+        return min(sized, key=lambda k: abs(KNOWN_GPU_MODELS[k] - memory_mib))
+    return f"{family}-{max(1, round(memory_mib / 1024))}GB"
 
 
 def _host_cpu_memory() -> tuple[int, int]:
