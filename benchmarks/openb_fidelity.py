@@ -41,6 +41,16 @@ RANGE100 = {
     ("gpuspec20", "fgd"): (94.46, 94.86), ("gpuspec20", "bestfit"): (88.28, 88.65),
 }
 TOLERANCE = 0.5
+# Fragmentation reference (FGD_PROTOCOL §5.5, default trace, mean over 10 seeds):
+# ratio @50, @80, @90 and amount @50, @80, @100.
+FRAG_REF = {
+    "random": (30.17, 74.64, 96.65, 15.10, 15.92, 13.49),
+    "dotprod": (24.19, 50.50, 94.18, 12.09, 10.09, 9.30),
+    "clustering": (24.23, 46.86, 84.33, 12.11, 9.36, 8.22),
+    "packing": (24.02, 46.43, 83.60, 12.01, 9.28, 8.13),
+    "bestfit": (21.62, 41.49, 74.08, 10.81, 8.29, 7.06),
+    "fgd": (17.86, 29.86, 49.97, 8.93, 5.97, 4.73),
+}
 
 
 def load_expected(path: Path) -> dict[tuple[str, str], dict]:
@@ -71,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expected",
                     default=str(ROOT.parent / "shared" / "benchmarks" / "fgd_expected_summary.csv"))
     ap.add_argument("--out", default=str(ROOT / "results" / "openb_fidelity.json"))
+    ap.add_argument("--frag-check", action="store_true",
+                    help="only compare fragmentation curves on the default trace with §5.5")
     a = ap.parse_args(argv)
+    if a.frag_check:
+        return frag_check(a)
     seeds = parse_seeds(a.seeds)
     traces = [t for t in a.traces.split(",") if t]
     policies = [p for p in a.policies.split(",") if p]
@@ -134,6 +148,29 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"summary": summary, "cells": cells}, indent=1))
     print(f"wrote {out}")
     return 0 if n_pass == len(judged) * 2 else 1
+
+
+def frag_check(a: argparse.Namespace) -> int:
+    """Fragmentation ratio/amount on the default trace against FGD_PROTOCOL §5.5."""
+    seeds = parse_seeds(a.seeds)
+    policies = [p for p in a.policies.split(",") if p in FRAG_REF]
+    runs = list(run_grid(Path(a.data), ["default"], policies, seeds, 1.3, cpu_jobs(a.jobs)))
+    print(f"fragmentation on default, {len(seeds)} seeds (ours / published):")
+    print(f"{'policy':<10} {'ratio@50':>15} {'ratio@80':>15} {'ratio@90':>15} "
+          f"{'amount@50':>15} {'amount@80':>15} {'amount@100':>15}")
+    cells = []
+    for p in policies:
+        group = [r for r in runs if r["policy"] == p]
+        ours = [statistics.mean(r["frag_ratio"][x] for r in group) for x in ("50", "80", "90")]
+        ours += [statistics.mean(r["frag_amount"][x] for r in group) for x in ("50", "80", "100")]
+        ref = FRAG_REF[p]
+        print(f"{p:<10} " + " ".join(f"{o:7.2f}/{r:6.2f}" for o, r in zip(ours, ref)))
+        cells.append({"policy": p, "ours": [round(o, 2) for o in ours], "published": list(ref)})
+    out = Path(a.out).with_name("openb_fidelity_frag.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seeds": seeds, "cells": cells}, indent=1))
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

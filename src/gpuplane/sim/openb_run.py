@@ -95,6 +95,18 @@ def _state_key(snap: ClusterSnapshot, h: int) -> tuple:
             int(snap.host_model[h]))
 
 
+def _report_model(profile, snap: ClusterSnapshot, workload: TypicalWorkload) -> FragmentationModel:
+    """The model for the fragmentation report: the policy's own when it measures exactly
+    FGD's F for this workload (its memo then serves both), else a fresh one."""
+    for plugin, _w in profile.scores:
+        get = getattr(plugin, "model", None)
+        if get is not None and getattr(plugin, "workload", None) is workload:
+            fm = get(snap)
+            if type(fm) is FragmentationModel:
+                return fm
+    return FragmentationModel(workload, snap.models)
+
+
 def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: int,
                    tuning: float = 1.3, frag: bool = True) -> RunResult:
     """Run one experiment end to end on an empty cluster of ``hosts``.
@@ -111,7 +123,7 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
     snap.set_tie_rank(tie_rank_by_name(hosts, rng))
     workload = TypicalWorkload.from_tasks(trace.tasks)
     profile = profiles.get(policy, workload=workload)
-    fm = FragmentationModel(workload, snap.models) if frag else None
+    fm = _report_model(profile, snap, workload) if frag else None
     node_f = np.array(fm.fragment_keys([_state_key(snap, h) for h in range(snap.n_hosts)])
                       if fm else np.zeros(snap.n_hosts))
     n = len(seq)
