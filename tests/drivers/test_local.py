@@ -194,3 +194,13 @@ def test_starting_again_after_a_crash_returns_the_first_start_instead_of_a_secon
     h3 = d2.start(task, PlacedDevices(host="h1"))  # forgotten: a new attempt really starts
     assert h3.data["pid"] != h1.data["pid"]
     d2.stop(h3, grace_s=1)
+
+
+def test_a_relative_home_works_although_tasks_run_inside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = LocalDriver(".gpuplane", host="h1")  # the default GPUPLANE_HOME is relative
+    h = d.start(TaskSpec(task_id="t-rel", workload="w", command=(PY, "-c", "print('ok')")),
+                PlacedDevices(host="h1"))
+    obs = run_to_end(d, h)
+    assert (obs.state, obs.exit_code) == (TaskState.SUCCEEDED, 0)
+    assert d.read_logs(h)[0] == b"ok\n"

@@ -59,6 +59,7 @@ class Server:
     db_url: str | None
     args: list[str]
     proc: subprocess.Popen | None = None
+    relative_home: bool = False  # run as `make run` does: GPUPLANE_HOME relative to the cwd
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,7 +75,8 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPLANE_")}
-        env.update(GPUPLANE_HOME=str(self.home), GPUPLANE_LEASE_TTL_S="3",
+        env.update(GPUPLANE_HOME=self.home.name if self.relative_home else str(self.home),
+                   GPUPLANE_LEASE_TTL_S="3",
                    GPUPLANE_CYCLE_INTERVAL_S="0.3", PYTHONUNBUFFERED="1")
         if self.db_url:
             env["GPUPLANE_DB_URL"] = self.db_url
@@ -85,7 +87,8 @@ class Server:
         self.proc = subprocess.Popen(
             [*GPUPLANE, "up", "--port", str(self.port), "--host-name", "e2e-local",
              "--log-level", "warning", *self.args],
-            cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+            cwd=self.home.parent if self.relative_home else REPO, env=self.env(), stdout=out,
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,10 +131,10 @@ def make_server(tmp_path) -> Iterator[Any]:
     started: list[Server] = []
 
     def make(db_url: str | None = None, args: tuple[str, ...] = (), home: Path | None = None,
-             port: int | None = None) -> Server:
+             port: int | None = None, relative_home: bool = False) -> Server:
         h = home or tmp_path / f"home{len(started)}"
         h.mkdir(parents=True, exist_ok=True)
-        s = Server(h, port or free_port(), db_url, list(args))
+        s = Server(h, port or free_port(), db_url, list(args), relative_home=relative_home)
         started.append(s)
         return s
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_quickstart_job_succeeds_on_the_real_host_and_its_logs_are_shown(make_server, db_url):
-    srv = make_server(db_url).start()
+    srv = make_server(db_url, relative_home=True).start()
     assert httpx.get(f"{srv.url}/healthz").json()["status"] == "ok"
     token_file = srv.home / "admin-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600

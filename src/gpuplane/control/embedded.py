@@ -55,7 +55,7 @@ class Embedded:
         from gpuplane.store import Store
 
         self.settings = settings
-        self.home = Path(settings.home)
+        self.home = Path(settings.home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.database_url)
         self.store.migrate()

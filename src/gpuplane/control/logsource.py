@@ -22,7 +22,7 @@ class DriverLogSource:
     """Reads task logs written by the drivers of this installation."""
 
     def __init__(self, log_dir: Path | str, drivers: Mapping[str, Any]) -> None:
-        self.log_dir = Path(log_dir)
+        self.log_dir = Path(log_dir).resolve()
         self.drivers = dict(drivers)
 
     def read_log(self, ref: TaskLogRef, offset: int, limit: int) -> LogChunk | None:

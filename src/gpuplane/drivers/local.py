@@ -87,7 +87,7 @@ class LocalDriver:
 
     def __init__(self, home: Path | str, host: str, inventory: LocalHostInfo | None = None,
                  master_addr: str = "127.0.0.1") -> None:
-        self.home = Path(home)
+        self.home = Path(home).resolve()  # tasks run in home: every path must be absolute
         self.host = host
         self.inventory = inventory
         self.master_addr = master_addr

@@ -25,7 +25,7 @@ class SimDriver:
     kind: ClassVar[str] = "sim"
 
     def __init__(self, home: Path | str, clock: Callable[[], float] = time.time) -> None:
-        self.log_dir = Path(home) / "logs"
+        self.log_dir = Path(home).resolve() / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._stopped: dict[str, float] = {}
