@@ -229,3 +229,16 @@ def test_concurrent_bootstraps_make_one_admin(db_url):
         assert [u.name for u in tx.users.list().items] == ["admin"]
     for s in stores:
         s.dispose()
+
+
+def test_an_unreachable_database_is_a_clear_error_not_a_driver_trace(tmp_path):
+    from gpuplane.store.db import StoreUnavailable
+
+    # a PostgreSQL URL nobody listens on
+    store = Store("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+    with pytest.raises(StoreUnavailable) as err, store.read():
+        pass
+    assert err.value.code == "gpuplane.store.unavailable" and "retry" in err.value.detail
+    with pytest.raises(StoreUnavailable), store.write():
+        pass
+    assert store.ping() is False

@@ -43,12 +43,14 @@ STATUS_BY_CODE: dict[str, int] = {
     "gpuplane.workload.finished": 409,
     "gpuplane.workload.ambiguous": 409,
     "gpuplane.task.invalid_transition": 409,
+    "gpuplane.store.unavailable": 503,
     "gpuplane.internal": 500,
 }
 
 TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
           405: "Method not allowed", 409: "Conflict", 413: "Request too large",
-          415: "Unsupported media type", 422: "Invalid input", 500: "Internal error"}
+          415: "Unsupported media type", 422: "Invalid input", 500: "Internal error",
+          503: "Service unavailable"}
 
 
 class FieldProblem(BaseModel):
@@ -135,7 +137,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GpuplaneError)
     async def _domain(request: Request, exc: GpuplaneError) -> JSONResponse:
         status = status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else (
+            {"Retry-After": "2"} if status == 503 else None)
         return problem_response(status, exc.code, exc.detail, request.url.path,
                                 [(e.loc, e.msg) for e in exc.errors], headers)
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from gpuplane.domain.errors import Conflict
+from gpuplane.domain.errors import Conflict, GpuplaneError
 from gpuplane.store.leases import LeaseRepo
 from gpuplane.store.tx import Tx
 
@@ -52,6 +53,15 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=60)
+
+
+class StoreUnavailable(GpuplaneError):
+    """The database did not answer in time (down, or locked longer than the busy timeout).
+    Nothing was changed; retrying later is safe."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(code="gpuplane.store.unavailable",
+                         detail=f"the database is unavailable or busy ({detail}); retry shortly")
 
 
 _PG_WRITE_LOCK = 0x67707771  # transaction-scoped advisory lock key of write transactions
@@ -84,13 +94,17 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read transaction; anything written inside it is rolled back."""
-        with self.engine.connect() as conn:
-            with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
-                session.begin()
-                try:
-                    yield Tx(session, self.dialect)
-                finally:
-                    session.rollback()
+        try:
+            with self.engine.connect() as conn:
+                with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                    session.begin()
+                    try:
+                        yield Tx(session, self.dialect)
+                    finally:
+                        session.rollback()
+        except (OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(type(exc.orig if hasattr(exc, "orig") else exc).__name__
+                                   ) from exc
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -107,6 +121,9 @@ class Store:
                             session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                             {"k": _PG_WRITE_LOCK})
                         yield Tx(session, self.dialect)
+        except (OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(type(exc.orig if hasattr(exc, "orig") else exc).__name__
+                                   ) from exc
         except IntegrityError as exc:
             raise Conflict("a concurrent change created or changed the same object first; "
                            "reload and try again", code="gpuplane.conflict") from exc
