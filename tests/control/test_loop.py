@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from gpuplane.domain.workloads import Phase
 
@@ -112,3 +113,25 @@ def test_residency_keeps_work_in_its_jurisdiction(db_url, tmp_path):
     got = p.run_until(w.id, {"Running"})
     assert got.tasks[0].placement.host == "fr-0"  # the CH hosts have more room, but not in EU
     p.loop.release()
+
+
+def test_draining_a_host_moves_its_running_work_elsewhere(plane):
+    from gpuplane.service.authz import Principal
+    from gpuplane.service.specs import HostStateSpec
+
+    w = plane.submit(name="mover", tasks=[{"resources": {"gpus": 4}, "command": ["sleep", "600"]}])
+    first = plane.run_until(w.id, {"Running"}).tasks[0].placement.host
+    from gpuplane.service.inventory import InventoryService
+
+    InventoryService(plane.store).set_host_state(Principal.system(), first,
+                                                 HostStateSpec(state="draining"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        plane.loop.tick()
+        t = plane.get(w.id).tasks[0]
+        if t.phase == Phase.RUNNING and t.placement.host != first:
+            break
+    assert t.phase == Phase.RUNNING and t.placement.host != first, t
+    reasons = [e.reason for e in plane.workloads.list_events(Principal.system(), None, 500,
+                                                             w.id).items]
+    assert "Drained" in reasons, reasons

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuplane.control.convert import PendingItem, from_placement
-from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_PREEMPTED,
-                                        Outcome)
+from gpuplane.control.execution import REASON_CANCELLED, REASON_PREEMPTED, Outcome
 from gpuplane.domain.errors import Conflict
 from gpuplane.domain.inventory import Host, Taint
 from gpuplane.domain.workloads import Phase
@@ -24,7 +23,6 @@ from gpuplane.service import lifecycle
 
 log = logging.getLogger("gpuplane.control")
 
-STOP_REASONS = frozenset({REASON_PREEMPTED, REASON_DEADLINE, REASON_CANCELLED})
 UNSCHEDULABLE_TAINT = "gpuplane.io/unschedulable"
 
 
@@ -193,7 +191,9 @@ def record_observations(store: Any, changes: Sequence[tuple[Any, Any, DriverHand
                               workload_uid=w.id, host=handle.host, task_index=t.index)
         elif change.action == "requeue":
             lifecycle.requeue_task(tx, t.id, t.generation, now, change.reason or "Preempted",
-                                   change.message, preempted_by=t.message or "preemption")
+                                   change.message,
+                                   preempted_by=(t.message or "preemption")
+                                   if change.reason == REASON_PREEMPTED else None)
         else:
             lifecycle.finish_task(tx, t.id, t.generation, change.phase, now,
                                   exit_code=change.exit_code, reason=change.reason,

@@ -25,6 +25,9 @@ DEFAULT_SIM_DURATION_S = 60.0
 REASON_PREEMPTED = "Preempted"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_CANCELLED = "Cancelled"
+REASON_DRAINED = "Drained"
+#: Reasons a running task carries while the loop stops it.
+STOP_REASONS = frozenset({REASON_PREEMPTED, REASON_DEADLINE, REASON_CANCELLED, REASON_DRAINED})
 
 
 def driver_task_id(workload_id: str, index: int, attempt: int) -> str:
@@ -100,6 +103,9 @@ def outcome(task: Task, obs: TaskObservation) -> Outcome | None:
     if obs.state == TaskState.CANCELLED and task.reason == REASON_PREEMPTED:
         return Outcome("requeue", Phase.PENDING, reason="Preempted",
                        message=f"preempted: {task.message or 'no reason given'}")
+    if obs.state == TaskState.CANCELLED and task.reason == REASON_DRAINED:
+        return Outcome("requeue", Phase.PENDING, reason=REASON_DRAINED,
+                       message=task.message or "its host was drained")
     if obs.state == TaskState.CANCELLED and task.reason == REASON_DEADLINE:
         return Outcome("finish", Phase.FAILED, obs.exit_code, REASON_DEADLINE,
                        "exceeded its max runtime")

@@ -36,7 +36,8 @@ from gpuplane.control import apply as store_apply
 from gpuplane.control.convert import (choose_jurisdiction, to_host, to_pending, to_placement,
                                       to_running)
 from gpuplane.control.decide import decide
-from gpuplane.control.execution import REASON_CANCELLED, REASON_DEADLINE, outcome, task_spec
+from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
+                                        STOP_REASONS, outcome, task_spec)
 from gpuplane.domain.errors import Conflict
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverError, DriverHandle
@@ -248,27 +249,16 @@ class ControlLoop:
         with self.store.read() as tx:
             active = tx.workloads.list_active()
             cancelled = tx.workloads.list_cancel_requested()
+            draining = {h.name for h in tx.hosts.list_all() if h.state == "draining"}
         store_apply.cancel_unstarted(self.store, cancelled, now)
-        marks: list[tuple[Any, str, str]] = []
-        for w in active:
-            for t in w.tasks:
-                if not t.handle or t.phase != Phase.RUNNING:
-                    continue
-                if w.cancel_requested and t.reason != REASON_CANCELLED:
-                    marks.append((t, REASON_CANCELLED, "cancel requested"))
-                elif (w.spec.max_runtime_s and t.started_at
-                      and now - t.started_at > w.spec.max_runtime_s
-                      and t.reason != REASON_DEADLINE):
-                    marks.append((t, REASON_DEADLINE, "exceeded its max runtime"))
+        due = [(t, why) for w in active for t in w.tasks
+               if (why := stop_reason(w, t, now, draining)) is not None]
+        marks = [(t, reason, message) for t, (reason, message) in due if t.reason != reason]
         if marks:
             store_apply.mark_stopping(self.store, marks)
-        for w in active:
-            for t in w.tasks:
-                if t.handle and t.phase == Phase.RUNNING and (
-                        w.cancel_requested or t.reason in store_apply.STOP_REASONS
-                        or any(m[0].id == t.id for m in marks)):
-                    if self._stop_async(DriverHandle.from_dict(t.handle), self.stop_grace_s):
-                        report.stops += 1
+        for t, _ in due:
+            if self._stop_async(DriverHandle.from_dict(t.handle), self.stop_grace_s):
+                report.stops += 1
 
     def _stop_async(self, handle: DriverHandle, grace_s: float) -> bool:
         driver = self.drivers.get(handle.driver)
@@ -322,6 +312,22 @@ class ControlLoop:
             forget = getattr(self.drivers.get(h.driver), "forget", None)
             if forget is not None:
                 forget([h])
+
+
+def stop_reason(w: Any, t: Any, now: float, draining: set[str]) -> tuple[str, str] | None:
+    """Why the loop must stop running task ``t`` of ``w`` now, as (reason, message), or None.
+    A reason the task already carries (a preemption decided by the cycle) is kept."""
+    if not t.handle or t.phase != Phase.RUNNING:
+        return None
+    if w.cancel_requested:
+        return REASON_CANCELLED, "cancel requested"
+    if t.reason in STOP_REASONS:
+        return t.reason, t.message or t.reason
+    if w.spec.max_runtime_s and t.started_at and now - t.started_at > w.spec.max_runtime_s:
+        return REASON_DEADLINE, "exceeded its max runtime"
+    if t.placement is not None and t.placement.host in draining:
+        return REASON_DRAINED, f"host {t.placement.host} is draining"
+    return None
 
 
 def holder_id(host: str, port: int) -> str:
