@@ -81,3 +81,13 @@ def test_aggregate_phase_follows_its_tasks(phases, cancel):
 def test_retry_backoff_doubles_up_to_its_maximum():
     policy = RetryPolicy(limit=5, backoff_s=10, backoff_max_s=60)
     assert [policy.delay_s(n) for n in range(0, 6)] == [0, 10, 20, 40, 60, 60]
+
+
+def test_placement_shares_count_mig_slices_and_fractions():
+    from gpuplane.domain.workloads import TaskPlacement
+
+    assert TaskPlacement("h", (0, 1), 1000).share_milli() == {0: 1000, 1: 1000}
+    assert TaskPlacement("h", (3,), 250).total_milli == 250
+    mig = TaskPlacement("h", (2,), 0, ({"gpu_index": 2, "profile": "3g.40gb", "start": 0},))
+    assert mig.share_milli() == {2: 428}
+    assert TaskPlacement("h", (), 0).total_milli == 0

@@ -45,8 +45,7 @@ class StoreCollector:
             hosts.add_metric([state, sim], n)
         for model, n in sorted(models.items()):
             gpus.add_metric([model], n)
-        alloc.add_metric([], sum(len(t.placement.gpu_indices) * t.placement.gpu_milli / 1000
-                                 for t in active if t.placement))
+        alloc.add_metric([], sum(t.placement.total_milli / 1000 for t in active if t.placement))
         tasks.add_metric([], len(active))
         yield from (phases, hosts, gpus, alloc, tasks)
 

@@ -291,6 +291,23 @@ class TaskPlacement:
     gpu_milli: int = 1000
     mig: tuple[Mapping[str, object], ...] = ()
 
+    def share_milli(self) -> dict[int, int]:
+        """Milli-GPU taken from each GPU index: a MIG instance counts its compute slices / 7
+        (``3g.40gb`` -> 428), otherwise ``gpu_milli`` on every index in ``gpu_indices``."""
+        if self.mig:
+            out: dict[int, int] = {}
+            for m in self.mig:
+                slices = int(str(m.get("profile", "1g")).split("g", 1)[0] or 1)
+                index = int(m.get("gpu_index", self.gpu_indices[0] if self.gpu_indices else 0))
+                out[index] = min(1000, out.get(index, 0) + slices * 1000 // 7)
+            return out
+        return {i: self.gpu_milli for i in self.gpu_indices}
+
+    @property
+    def total_milli(self) -> int:
+        """Milli-GPU taken in all (accounting, allocation views)."""
+        return sum(self.share_milli().values())
+
 
 @dataclass(frozen=True)
 class Task:

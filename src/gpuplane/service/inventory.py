@@ -109,12 +109,8 @@ class InventoryService(ServiceBase):
             p = t.placement
             if p is None:
                 continue
-            for i in p.gpu_indices:
-                used[(p.host, i)] = used.get((p.host, i), 0) + p.gpu_milli
-            for m in p.mig:
-                key = (p.host, int(m.get("gpu_index", 0)))
-                slices = int(str(m.get("profile", "1g")).split("g", 1)[0] or 1)
-                used[key] = used.get(key, 0) + min(1000, slices * 1000 // 7)
+            for i, milli in p.share_milli().items():
+                used[(p.host, i)] = used.get((p.host, i), 0) + milli
         items = [(h, g, min(1000, used.get((h.name, g.index), 0)))
                  for h in page.items for g in h.gpus if model is None or g.model == model]
         return Page(items, page.next_after)

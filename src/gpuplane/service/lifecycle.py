@@ -121,8 +121,7 @@ def _account(tx, task: Task, now: float, outcome: str) -> None:  # noqa: ANN001
         project_id=tx.projects.get(wl.project).id, workload_uid=task.workload_id,
         task_index=task.index, attempt=task.attempt, host=task.placement.host, gpu_model=model,
         simulated=bool(host.simulated) if host else task.simulated,
-        gpu_milli=len(task.placement.gpu_indices) * task.placement.gpu_milli
-        if task.placement.gpu_indices else (1000 if task.placement.mig else 0),
+        gpu_milli=task.placement.total_milli,
         cpu_milli=task.cpu_milli, memory_mib=task.memory_mib, started_at=start,
         finished_at=max(now, start), outcome=outcome))
 

@@ -53,8 +53,7 @@ class UsageService(ServiceBase):
             if wl is None or wl.project not in name_to_id or t.placement is None:
                 continue
             pid = name_to_id[wl.project]
-            gpu_milli = len(t.placement.gpu_indices) * t.placement.gpu_milli \
-                if t.placement.gpu_indices else (1000 if t.placement.mig else 0)
+            gpu_milli = t.placement.total_milli
             now_acc = acc[pid]["now"]
             now_acc["tasks"] += 1
             now_acc["gpus"] += gpu_milli / 1000
