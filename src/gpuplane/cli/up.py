@@ -70,6 +70,7 @@ def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
     if db_url is not None:
         overrides["db_url"] = db_url
     settings = Settings(**overrides)
+    _check_port_free(host, port)
     plane = Embedded(settings, demo=demo, demo_file=demo_file, host_name=host_name,
                      local_gpus=local_gpus, jurisdiction=jurisdiction, port=port)
     app = create_app(settings, services=plane.services, migrate=False, leader=plane.leader)
@@ -91,6 +92,22 @@ def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
                     access_log=level <= logging.DEBUG)
     finally:
         plane.stop()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail early, with a clear message, when the address is taken (another `gpuplane up`?)."""
+    import socket
+
+    from gpuplane.domain.errors import GpuplaneError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise GpuplaneError("gpuplane.up.address_in_use",
+                                f"cannot listen on {host}:{port} ({exc.strerror}); is another "
+                                "`gpuplane up` running? Pass --port to use another port") from None
 
 
 def register(app: typer.Typer) -> None:

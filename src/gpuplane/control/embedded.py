@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from gpuplane.control.loop import ControlLoop, holder_id
 from gpuplane.control.logsource import DriverLogSource
 from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
@@ -58,7 +60,14 @@ class Embedded:
         self.home = Path(settings.home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.database_url)
-        self.store.migrate()
+        try:
+            self.store.migrate()
+        except OperationalError as exc:
+            where = settings.database_url.split("@")[-1]
+            raise GpuplaneError("gpuplane.db.unreachable",
+                                f"cannot open the database at {where}: "
+                                f"{str(exc.orig).splitlines()[0] if exc.orig else exc}; check "
+                                "GPUPLANE_DB_URL") from None
         self.host = local_host_name(host_name)
         self.inventory: LocalHostInfo = discover_local_host(self.host, local_gpus)
         self.drivers = {"local": make_driver("local", home=self.home, host=self.host,
