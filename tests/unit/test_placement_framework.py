@@ -131,3 +131,10 @@ def test_host_without_gpus_is_reported():
     s = ClusterSnapshot.build([Host("cpu", 64000, 1000)])
     res = place(s, TaskRequest(1000, 1, gpus=1), profiles.get("bestfit"), RNG(0))
     assert str(res) == "0/1 hosts: 1 without a usable GPU"
+
+
+def test_a_profile_without_a_mig_chooser_says_so():
+    res = place(fleet(), TaskRequest(1000, 1, gpus=1, mig_profile="1g.10gb"),
+                profiles.get("bestfit"), RNG(0))
+    assert isinstance(res, Unschedulable) and res.status == Status.ERROR
+    assert "no chooser for MIG requests" in str(res)

@@ -14,6 +14,7 @@ Public API (stable; see docs/placement.md)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,9 +80,9 @@ def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
     chooser = profile.chooser_for(task)
     if chooser is None:
         kind = "MIG" if task.is_mig else "GPU"
-        return Unschedulable(snap.n_hosts, [("profile", "no_chooser", snap.n_hosts)],
-                             [f"hosts: profile {profile.name!r} cannot place {kind} requests"],
-                             [Status.ERROR])
+        return Unschedulable(snap.n_hosts, [("profile", "no_chooser", len(hosts))],
+                             [f"feasible, but profile {profile.name!r} has no chooser for "
+                              f"{kind} requests"], [Status.ERROR])
     if len(hosts) == 1 or not profile.scores:
         total = np.zeros(len(hosts), dtype=np.int64)
     else:
@@ -93,6 +94,7 @@ def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
     return chooser.choose(state, task, snap, h)
 
 
+@dataclass(frozen=True)
 class GangUnschedulable(Unschedulable):
     """A gang could not be placed whole: ``member`` is the index of the first
     member that found no host (after the earlier members were trial-assigned)."""
@@ -118,8 +120,7 @@ def place_gang(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pro
             res = place(snap, task, profile, rng)
             if not isinstance(res, Placement):
                 failed = GangUnschedulable(res.total_hosts, res.reasons, res.messages,
-                                           res.statuses)
-                object.__setattr__(failed, "member", i)
+                                           res.statuses, member=i)
                 for u in reversed(undos):
                     u()
                 undos.clear()

@@ -174,7 +174,10 @@ class Unschedulable:
 
     @property
     def status(self) -> Status:
-        """UNRESOLVABLE when every rejection is unresolvable (preemption cannot help)."""
+        """ERROR when a plugin or the profile failed; UNRESOLVABLE when every rejection
+        is unresolvable (preemption cannot help); else UNSCHEDULABLE."""
+        if any(s == Status.ERROR for s in self.statuses):
+            return Status.ERROR
         if self.statuses and all(s == Status.UNRESOLVABLE for s in self.statuses):
             return Status.UNRESOLVABLE
         return Status.UNSCHEDULABLE
