@@ -104,13 +104,16 @@ def sharing(
                                       help="Half-life of the usage history in fair share."),
     placement: str = typer.Option("bestfit", "--placement", help="Placement profile."),
     seed: int = typer.Option(0, "--seed", help="Seed of placement tie-breaks."),
+    fewer_gpus: float = typer.Option(0.2, "--fewer-gpus", help="Also run gpuplane on a pool "
+                                     "this fraction smaller (mode gpuplane_smaller_pool) and "
+                                     "compare it with dedicated; 0 to skip."),
     plot: Path = typer.Option(None, "--plot", help="Write PNG figures (and sharing.json) here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Replay a job history three ways: one cluster per team, one FIFO pool, gpuplane's pool."""
     from gpuplane.domain.errors import FieldError, GpuplaneError, InvalidInput
-    from gpuplane.sim.sharing import MODES, compare, mode_config, run_mode
+    from gpuplane.sim.sharing import MODES, SMALLER, compare, mode_config, run_mode, shrink
 
     try:
         wanted = [m.strip() for m in modes.split(",") if m.strip()]
@@ -126,6 +129,13 @@ def sharing(
                                   checkpoint_s=checkpoint_s or None, half_life_s=half_life_s,
                                   profile=placement)
                 results[m] = run_mode(m, setup, cfg, bar.for_mode(m, setup.window[0]))
+            if fewer_gpus and "dedicated" in wanted:
+                small = shrink(setup, 1.0 - fewer_gpus)
+                cfg = mode_config("gpuplane", seed=seed, cycle_s=cycle_s,
+                                  checkpoint_s=checkpoint_s or None, half_life_s=half_life_s,
+                                  profile=placement)
+                results[SMALLER] = run_mode("gpuplane", small, cfg,
+                                            bar.for_mode("smaller", setup.window[0]))
     except GpuplaneError as e:
         _fail(e)
         return

@@ -31,6 +31,7 @@ from gpuplane.sim.replay import ReplayConfig, ReplayResult, SimJob, replay
 from gpuplane.sim.traces import TeamQuota, TraceJob
 
 MODES = ("dedicated", "fifo", "gpuplane")
+SMALLER = "gpuplane_smaller_pool"
 COHORT = "pool"
 FLAVOR = "gpu"
 
@@ -239,6 +240,16 @@ def _pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q)) if a.size else 0.0
 
 
+def shrink(setup: SharingSetup, fraction: float) -> SharingSetup:
+    """The same jobs with every team's GPUs (so the pool) multiplied by ``fraction``."""
+    if not 0 < fraction <= 1:
+        raise InvalidInput("invalid pool fraction",
+                           [FieldError("fewer_gpus", f"must be in [0, 1), got {1 - fraction:g}")])
+    teams = tuple(TeamQuota(t.tenant, max(1, int(round(t.gpus * fraction)))) for t in setup.teams)
+    return SharingSetup(setup.jobs, teams, setup.window, setup.gpus_per_host,
+                        setup.quota_scale * fraction, setup.dropped_unknown_tenant)
+
+
 def compare(modes: dict[str, dict]) -> dict:
     """The issue's figures: sharing incentive and service against dedicated; worst-off p95 and
     allocation against FIFO. Only keys for the modes present are filled."""
@@ -254,6 +265,19 @@ def compare(modes: dict[str, dict]) -> dict:
         ratio = g["served_per_gpu_owned"] / d["served_per_gpu_owned"] if d[
             "served_per_gpu_owned"] else math.inf
         out["served_per_gpu_vs_dedicated"] = ratio
+    small = modes.get(SMALLER)
+    if small and d:
+        worse = {t: {"dedicated_p95_s": d["teams"][t]["p95_wait_s"],
+                     "smaller_pool_p95_s": v["p95_wait_s"]}
+                 for t, v in small["teams"].items()
+                 if v["p95_wait_s"] > d["teams"][t]["p95_wait_s"]}
+        owned_d = sum(v["gpus"] for v in d["teams"].values())
+        owned_s = sum(v["gpus"] for v in small["teams"].values())
+        out["smaller_pool_vs_dedicated"] = {
+            "gpus_fewer_pct": 100.0 * (1 - owned_s / owned_d),
+            "gpu_hours_served_ratio": (small["gpu_hours_served"] / d["gpu_hours_served"]
+                                       if d["gpu_hours_served"] else math.inf),
+            "sharing_incentive_holds": not worse, "teams_worse_than_dedicated": worse}
     if g and f:
         wf = max(v["p95_wait_s"] for v in f["teams"].values())
         wg = max(v["p95_wait_s"] for v in g["teams"].values())

@@ -56,6 +56,12 @@ def print_tables(doc: dict, console: Console | None = None) -> None:
         console.print(f"sharing incentive (no team's p95 wait worse than dedicated): {verdict}")
         console.print(f"GPU-hours served per GPU owned vs dedicated: "
                       f"{cmp['served_per_gpu_vs_dedicated']:.2f}x")
+    if "smaller_pool_vs_dedicated" in cmp:
+        sp = cmp["smaller_pool_vs_dedicated"]
+        console.print(f"gpuplane with {sp['gpus_fewer_pct']:.0f}% fewer GPUs vs dedicated: "
+                      f"served {sp['gpu_hours_served_ratio']:.2f}x, sharing incentive "
+                      + ("holds" if sp["sharing_incentive_holds"] else "VIOLATED for "
+                         + ", ".join(sp["teams_worse_than_dedicated"])))
     if "worst_team_p95_ratio" in cmp:
         console.print(f"worst-off team p95 wait: fifo {_dur(cmp['worst_team_p95_fifo_s'])}, "
                       f"gpuplane {_dur(cmp['worst_team_p95_gpuplane_s'])} "

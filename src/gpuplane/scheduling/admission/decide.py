@@ -149,7 +149,7 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
     cohort = st.quotas.project(w.project).cohort
     reclaim = entitled and st.ledger.cohort_borrowed(cohort, d.flavor) > 0
     cands = preemption.candidates(w, d.flavor, reclaim, st.quotas, st.ledger,
-                                  st.running_workloads(), st.preempted)
+                                  st.running_by_project(), st.preempted)
     if not cands:
         st.preempt_failed[key] = d.gpu
         return False

@@ -21,7 +21,7 @@ priority victim has a strictly lower priority than its beneficiary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuplane.domain.tenancy import QuotaTree
@@ -55,24 +55,27 @@ class Victim:
 
 
 def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree,
-               ledger: QuotaLedger, running: Sequence[RunningWorkload],
+               ledger: QuotaLedger, by_project: Mapping[str, Sequence[RunningWorkload]],
                taken: set[str]) -> list[Victim]:
     """Victim candidates for ``w`` in preference order (see the module docstring).
 
-    ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee). ``taken`` holds
-    workload ids already preempted this cycle (never offered twice).
+    ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee).
+    ``by_project`` maps a project to its running workloads; only ``w``'s project and, when
+    reclaiming, the borrowing members of its cohort are looked at. ``taken`` holds workload ids
+    already preempted this cycle (never offered twice).
     """
     cohort = quotas.project(w.project).cohort
     out: list[tuple[tuple, Victim]] = []
-    for r in running:
-        if not r.preemptible or r.id in taken or r.flavor != flavor:
-            continue
-        if r.project == w.project:
-            if r.priority < w.priority:
-                out.append(((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY)))
-        elif reclaim and cohort is not None and quotas.project(r.project).cohort == cohort:
-            if ledger.borrowed(r.project, flavor) > 0:
-                out.append(((0, r.priority, r.lost_s, -r.units, r.id), Victim(r, RECLAIM)))
+    for r in by_project.get(w.project, ()):
+        if r.preemptible and r.id not in taken and r.flavor == flavor and r.priority < w.priority:
+            out.append(((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY)))
+    if reclaim and cohort is not None:
+        for member in quotas.cohorts.get(cohort, ()):
+            if member == w.project or ledger.borrowed(member, flavor) <= 0:
+                continue
+            for r in by_project.get(member, ()):
+                if r.preemptible and r.id not in taken and r.flavor == flavor:
+                    out.append(((0, r.priority, r.lost_s, -r.units, r.id), Victim(r, RECLAIM)))
     out.sort(key=lambda kv: kv[0])
     return [v for _, v in out]
 

@@ -63,6 +63,7 @@ class CycleState:
     quota_blocked: dict[tuple, tuple[int, Any]] = field(default_factory=dict)
     _demands: dict[str, Demand] = field(default_factory=dict)
     _running_wl: list[RunningWorkload] | None = None
+    _by_project: dict[str, list[RunningWorkload]] | None = None
     _ends: list[tuple[float, str, int, str]] | None = None
 
     def demand(self, w: PendingWorkload) -> Demand:
@@ -90,6 +91,14 @@ class CycleState:
                     max(0.0, self.now - since), tuple(ts)))
             self._running_wl = out
         return self._running_wl
+
+    def running_by_project(self) -> dict[str, list[RunningWorkload]]:
+        """:meth:`running_workloads` grouped by project (built on first use)."""
+        if self._by_project is None:
+            self._by_project = {}
+            for r in self.running_workloads():
+                self._by_project.setdefault(r.project, []).append(r)
+        return self._by_project
 
     def ends(self) -> list[tuple[float, str, int]]:
         """``(expected_end, host, whole GPUs)`` of running work not preempted, plus admissions."""
