@@ -28,7 +28,7 @@ def _param_values(world) -> dict[str, object]:
 # A valid body per request model, aimed at tenant A's objects where the body names a tenant.
 BODIES = {
     "SiteSpec": {"name": "eu-fr-9", "jurisdiction": "EU/FR"},
-    "HostSpec": {"name": "gpu-9", "site": "eu-de-1", "cpu": 8, "memory": 1024},
+    "HostSpec": {"name": "gpu-1", "site": "eu-de-1", "cpu": 8, "memory": 1024},
     "HostStateSpec": {"state": "cordoned"},
     "OrganisationSpec": {"name": "org-gamma"},
     "ProjectSpec": {"name": "proj-alpha-2", "organisation": "org-alpha"},

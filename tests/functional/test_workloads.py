@@ -251,3 +251,24 @@ def test_cancels_racing_batch_admissions_never_deadlock(fleet, admin, clock):
         t.join()
     assert errors == []
     assert fleet.audit.verify(admin) == []
+
+
+def test_host_update_replaces_gpus_but_never_under_a_running_task(fleet, admin, clock):
+    from gpuplane.service.specs import GpuSpec, HostSpec
+
+    def host_spec(n: int) -> HostSpec:
+        return HostSpec(name="h100-a", site="eu-de-1", cpu=96, memory="1Ti",
+                        gpus=[GpuSpec(index=i, model="H100-80GB", memory_mib=81920)
+                              for i in range(n)])
+
+    wl = _admit(fleet, fleet.workloads.submit_workload(admin, spec()), clock)  # GPUs 0 and 1
+    with pytest.raises(Conflict) as err:
+        fleet.inventory.update_host(admin, "h100-a", host_spec(1))
+    assert err.value.code == "gpuplane.host.in_use"
+    before = fleet.inventory.get_host(admin, "h100-a")
+    after = fleet.inventory.update_host(admin, "h100-a", host_spec(2))
+    assert len(after.gpus) == 2 and after.cpu_milli == 96_000
+    assert after.generation == before.generation + 1
+    with pytest.raises(Conflict):  # a stale generation
+        fleet.inventory.update_host(admin, "h100-a", host_spec(4), generation=before.generation)
+    assert wl.phase is Phase.ADMITTED

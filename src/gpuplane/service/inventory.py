@@ -65,6 +65,32 @@ class InventoryService(ServiceBase):
                                "simulated": spec.simulated})
             return host
 
+    def update_host(self, principal: Principal, name: str, spec: HostSpec,
+                    generation: int | None = None) -> HostRecord:
+        """Replace a registered host's capacity, GPUs, labels and taints (re-discovery, fleet
+        reload). Its site, driver and state stay. Guarded by ``generation`` when given."""
+        require_global(principal, "inventory.write", "hosts")
+        if spec.name != name:
+            from gpuplane.domain.errors import FieldError, InvalidInput
+
+            raise InvalidInput("the body names another host than the path",
+                               [FieldError("name", f"must be {name!r}")])
+        with self.store.write() as tx:
+            before = tx.hosts.get(name)
+            host = tx.hosts.replace(
+                name, before.generation if generation is None else generation,
+                int(round(spec.cpu * 1000)), parse_memory_mib(spec.memory),
+                [gpu_from_spec(g) for g in spec.gpus], rack=spec.rack, labels=dict(spec.labels),
+                taints=[t.model_dump() for t in spec.taints], tee=spec.tee,
+                simulated=spec.simulated, declared=spec.declared)
+            tx.events.add(self.now(), "Normal", "HostUpdated",
+                          f"host {name}: {len(before.gpus)} -> {len(host.gpus)} GPUs, "
+                          f"{before.cpu_milli / 1000:g} -> {host.cpu_milli / 1000:g} cores",
+                          host=name)
+            self.audit(tx, principal.name, "host.update", "host", name,
+                       detail={"gpus": len(spec.gpus), "cpu": spec.cpu})
+            return host
+
     def get_host(self, principal: Principal, name: str) -> HostRecord:
         _read(principal)
         with self.store.read() as tx:

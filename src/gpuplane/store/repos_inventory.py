@@ -100,6 +100,31 @@ class HostRepo:
         self.s.flush()
         return self.get(name)
 
+    def replace(self, name: str, seen_generation: int, cpu_milli: int, memory_mib: int,
+                gpus: Sequence[Gpu], **values: object) -> HostRecord:
+        """Replace a host's capacity, GPUs and attributes (generation-guarded). Conflict
+        (``gpuplane.host.in_use``) if a GPU that an active task holds would disappear."""
+        row = self._row(name)
+        from gpuplane.store.repos_workloads import ACTIVE_PHASES
+
+        kept = {g.index for g in gpus}
+        for placement in self.s.execute(select(TaskRow.placement).where(
+                TaskRow.host_id == row.id, TaskRow.phase.in_(ACTIVE_PHASES))).scalars():
+            held = set((placement or {}).get("gpu_indices", ()))
+            if held - kept:
+                raise Conflict(f"host {name!r}: GPU(s) {sorted(held - kept)} are in use by "
+                               "running tasks; drain the host first", code="gpuplane.host.in_use")
+        guarded_update(self.s, HostRow, HostRow.id, row.id, seen_generation, f"host {name!r}",
+                       cpu_milli=cpu_milli, memory_mib=memory_mib, **values)
+        self.s.execute(delete(GpuRow).where(GpuRow.host_id == row.id))
+        for g in gpus:
+            self.s.add(GpuRow(host_id=row.id, idx=g.index, model=g.model, memory_mib=g.memory_mib,
+                              numa=g.numa, nvlink_domain=g.nvlink_domain, mode=g.mode,
+                              mig_layout=list(g.mig_layout) if g.mig_layout is not None else None,
+                              uuid=g.uuid))
+        self.s.flush()
+        return self.get(name)
+
     def _row(self, name: str) -> HostRow:
         row = self.s.execute(select(HostRow).where(HostRow.name == name)).scalar_one_or_none()
         if row is None:

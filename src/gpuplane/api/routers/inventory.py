@@ -54,6 +54,14 @@ def get_host(host: HostName, svc: Svc, who: Who) -> HostOut:
     return HostOut.of(svc.inventory.get_host(who, host))
 
 
+@router.put("/hosts/{host}", response_model=HostOut, responses=responses(404, 409))
+def update_host(host: HostName, body: HostSpec, svc: Svc, who: Who,
+                generation: Annotated[int | None, Query(ge=1, le=2**31)] = None) -> HostOut:
+    """Replace a host's capacity, GPUs, labels and taints (its site, driver and state stay).
+    ``?generation=`` fails with 409 if the host changed since you read it."""
+    return HostOut.of(svc.inventory.update_host(who, host, body, generation))
+
+
 @router.put("/hosts/{host}/state", response_model=HostOut, responses=responses(404, 409))
 def set_host_state(host: HostName, body: HostStateSpec, svc: Svc, who: Who) -> HostOut:
     """Cordon, drain, mark down, or make a host ready again."""
