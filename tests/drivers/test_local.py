@@ -81,6 +81,18 @@ def test_a_task_without_gpus_sees_none_and_mig_tasks_see_their_instance(tmp_path
     assert d.task_env(TaskSpec(task_id="b", workload="w"), mig)["CUDA_VISIBLE_DEVICES"] == "MIG-abc"
 
 
+def test_a_mig_placement_is_exposed_by_the_uuid_of_that_instance(tmp_path):
+    inv = inventory(LocalGpu(0, "A100-40GB", 40960, uuid="GPU-0", mig=(
+        LocalMig("MIG-a", "3g.20gb", 0), LocalMig("MIG-b", "3g.20gb", 4))))
+    d = LocalDriver(tmp_path, host="h1", inventory=inv)
+    placed = PlacedDevices(host="h1", gpu_indices=(0,), mig=((0, "3g.20gb", 4),))
+    env = d.task_env(TaskSpec(task_id="m", workload="w"), placed)
+    assert env["CUDA_VISIBLE_DEVICES"] == env["NVIDIA_VISIBLE_DEVICES"] == "MIG-b"
+    with pytest.raises(DriverError, match="no MIG instance 1g.5gb"):
+        d.task_env(TaskSpec(task_id="m", workload="w"),
+                   PlacedDevices(host="h1", gpu_indices=(0,), mig=((0, "1g.5gb", 6),)))
+
+
 def test_a_whole_gpu_placement_on_a_mig_mode_gpu_is_refused(tmp_path):
     inv = inventory(LocalGpu(0, "A100-40GB", 40960, uuid="GPU-0", mig=(LocalMig("MIG-x", "1g.5gb"),)))
     d = LocalDriver(tmp_path, host="h1", inventory=inv)

@@ -111,7 +111,9 @@ class Embedded:
         except Conflict:
             pass
         gpus = [GpuSpec(index=g.index, model=g.model, memory_mib=max(1, g.memory_mib), numa=g.numa,
-                        mode="mig" if g.mig else "whole", uuid=g.uuid)
+                        mode="mig" if g.mig else "whole", uuid=g.uuid,
+                        mig_layout=[{"profile": m.profile, "start": m.start} for m in g.mig
+                                    if m.start >= 0] or None if g.mig else None)
                 for g in inv.gpus]
         labels = {"gpuplane.io/driver": "local", "gpuplane.io/simulated": "false",
                   "gpuplane.io/inventory": inv.source}

@@ -47,25 +47,25 @@ class TaskState(str, enum.Enum):
 class PlacedDevices:
     """The devices a placement binds on one host, as the driver must expose them.
 
-    ``gpu_indices`` are host-local GPU indices; ``mig_uuids`` name MIG instances
-    (when the placement is a MIG slice); ``gpu_milli`` is the per-GPU share
-    (1000 for whole GPUs).
+    ``gpu_indices`` are host-local GPU indices; ``gpu_milli`` is the per-GPU share (1000 for
+    whole GPUs). ``mig`` lists the MIG instances as (GPU index, profile, start slot); a driver
+    maps them to the instances' UUIDs (``mig_uuids``, when the caller already knows them).
     """
 
     host: str
     gpu_indices: tuple[int, ...] = ()
     gpu_milli: int = 1000
+    mig: tuple[tuple[int, str, int], ...] = ()
     mig_uuids: tuple[str, ...] = ()
 
     @classmethod
     def from_placement(cls, placement: Any) -> PlacedDevices:
         """Build from a ``domain.requests.Placement`` (duck-typed: host, gpu_indices,
-        gpu_milli, mig). A MIG reference contributes its ``uuid`` attribute when it
-        has one; otherwise the local driver resolves it from its inventory."""
-        migs = tuple(str(getattr(m, "uuid", "") or "") for m in getattr(placement, "mig", ()) or ())
+        gpu_milli, mig with ``MigInstanceRef``-like items: gpu_index, profile, start)."""
+        refs = tuple((int(m.gpu_index), str(m.profile), int(m.start))
+                     for m in getattr(placement, "mig", ()) or ())
         return cls(host=placement.host, gpu_indices=tuple(placement.gpu_indices),
-                   gpu_milli=int(getattr(placement, "gpu_milli", 1000)),
-                   mig_uuids=tuple(m for m in migs if m))
+                   gpu_milli=int(getattr(placement, "gpu_milli", 1000)), mig=refs)
 
 
 @dataclass(frozen=True)

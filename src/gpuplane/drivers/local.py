@@ -124,13 +124,27 @@ class LocalDriver:
         if dev.mig_uuids:
             return list(dev.mig_uuids)
         gpus = {g.index: g for g in (self.inventory.gpus if self.inventory else ())}
+        if dev.mig:
+            return [self._mig_uuid(gpus.get(i), i, profile, start) for i, profile, start in dev.mig]
         out = []
         for i in dev.gpu_indices:
             g = gpus.get(i)
-            if g is not None and g.mig and not dev.mig_uuids:
+            if g is not None and g.mig:
                 raise DriverError(f"GPU {i} is in MIG mode; the placement names no MIG instance")
             out.append(g.uuid if g is not None and g.uuid else str(i))
         return out
+
+    @staticmethod
+    def _mig_uuid(gpu: Any, index: int, profile: str, start: int) -> str:
+        """The UUID of the existing MIG instance (profile, start) on GPU ``index``. Creating
+        instances is not done here: the placement must name one NVML reported."""
+        instances = gpu.mig if gpu is not None else ()
+        for m in instances:
+            if m.profile == profile and m.start in (start, -1):
+                return m.uuid
+        raise DriverError(f"GPU {index} has no MIG instance {profile} at slot {start}; "
+                          f"it has {', '.join(f'{m.profile}@{m.start}' for m in instances) or 'none'}"
+                          " (create it with nvidia-smi mig -cgi, or let gpuplane place elsewhere)")
 
     def task_env(self, task: TaskSpec, dev: PlacedDevices) -> dict[str, str]:
         """The environment a task runs with (exposed for tests and ``describe``)."""

@@ -17,10 +17,12 @@ from gpuplane.domain.errors import FieldError, InvalidInput
 
 @dataclass(frozen=True)
 class LocalMig:
-    """A MIG instance NVML reports on a GPU: its UUID and profile (``3g.40gb``)."""
+    """A MIG instance NVML reports on a GPU: its UUID, profile (``3g.40gb``) and the first
+    memory slice of its GPU instance (``start``; -1 when NVML did not say)."""
 
     uuid: str
     profile: str
+    start: int = -1
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,19 @@ def _nvml_migs(pynvml, handle) -> tuple[LocalMig, ...]:
         uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
         attrs = pynvml.nvmlDeviceGetAttributes(mh)
         gb = round(attrs.memorySizeMB / 1024)
-        out.append(LocalMig(uuid=uuid, profile=f"{attrs.gpuInstanceSliceCount}g.{gb}gb"))
+        out.append(LocalMig(uuid=uuid, profile=f"{attrs.gpuInstanceSliceCount}g.{gb}gb",
+                            start=_gi_start(pynvml, handle, mh)))
     return tuple(out)
+
+
+def _gi_start(pynvml, parent, mig_handle) -> int:  # noqa: ANN001
+    """First memory slice of the GPU instance a MIG device belongs to (-1 if unknown)."""
+    try:
+        gi = pynvml.nvmlDeviceGetGpuInstanceById(
+            parent, pynvml.nvmlDeviceGetGpuInstanceId(mig_handle))
+        return int(pynvml.nvmlGpuInstanceGetInfo(gi).placement.start)
+    except Exception:  # noqa: BLE001 - older drivers: match by profile only
+        return -1
 
 
 def discover_local_host(name: str, declared: str | None = None) -> LocalHostInfo:

@@ -38,7 +38,7 @@ class SimDriver:
     def start(self, task: TaskSpec, placement: Any) -> DriverHandle:
         dev = placement if isinstance(placement, PlacedDevices) else PlacedDevices.from_placement(placement)
         now = self.clock()
-        what = (f"MIG {','.join(dev.mig_uuids)}" if dev.mig_uuids else
+        what = (f"MIG {', '.join(f'{p}@gpu{i}' for i, p, _ in dev.mig)}" if dev.mig else
                 f"GPUs {list(dev.gpu_indices)} at {dev.gpu_milli}/1000" if dev.gpu_indices else
                 "no GPU")
         dur = f"{task.duration_s:g}s" if task.duration_s is not None else "until stopped"
