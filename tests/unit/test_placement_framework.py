@@ -29,6 +29,9 @@ def test_unschedulable_summary_counts_hosts_per_reason():
     assert res.reasons == [("gpu_fit", "insufficient_gpu", 3), ("resource_fit", "insufficient_cpu", 2)]
     assert res.status == Status.UNSCHEDULABLE
     assert res.as_dict()["reasons"][0]["hosts"] == 3
+    assert res.hints == ["closest: t4-0 has 8000 of 16000 milli-CPU free",
+                         "closest: g2-0 has 0 of 1 GPUs free"]
+    assert res.detail.startswith(str(res) + "; closest: t4-0")
 
 
 def test_constraint_rejections_are_unresolvable():

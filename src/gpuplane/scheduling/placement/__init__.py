@@ -120,7 +120,7 @@ def place_gang(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pro
             res = place(snap, task, profile, rng)
             if not isinstance(res, Placement):
                 failed = GangUnschedulable(res.total_hosts, res.reasons, res.messages,
-                                           res.statuses, member=i)
+                                           res.statuses, res.hints, member=i)
                 for u in reversed(undos):
                     u()
                 undos.clear()

@@ -67,6 +67,9 @@ class FilterResult:
     reasons: tuple[Reason, ...] = ()
     reason_of_host: np.ndarray | None = None
     explain: Any = None  # Callable[[np.ndarray], tuple[tuple[Reason, ...], np.ndarray | None]]
+    #: optional ``nearest(rejected) -> str | None``: the nearest miss among the hosts this
+    #: filter rejected ("closest: g2-17 has 3 of 4 GPUs free"), for explanations only
+    nearest: Any = None
 
     @classmethod
     def single(cls, passed: np.ndarray, reason: Reason) -> FilterResult:
@@ -171,6 +174,7 @@ class Unschedulable:
     reasons: list[tuple[str, str, int]]
     messages: list[str] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> Status:
@@ -190,9 +194,14 @@ class Unschedulable:
             parts.append(f"{n} {msg or code}")
         return f"0/{self.total_hosts} hosts: " + ", ".join(parts)
 
+    @property
+    def detail(self) -> str:
+        """``str(self)`` plus the nearest misses, for humans (``describe``)."""
+        return str(self) + "".join(f"; {h}" for h in self.hints)
+
     def as_dict(self) -> dict:
         """Machine-readable form (for ``describe``, the API and the UI)."""
-        return {"total_hosts": self.total_hosts, "summary": str(self),
+        return {"total_hosts": self.total_hosts, "summary": str(self), "nearest": list(self.hints),
                 "reasons": [{"plugin": p, "code": c, "hosts": n, "message": m}
                             for (p, c, n), m in zip(self.reasons, self.messages)]}
 
@@ -205,6 +214,7 @@ class Tally:
         self._counts: dict[tuple[str, str, str], int] = {}
         self._status: dict[tuple[str, str, str], Status] = {}
         self._pending: list[tuple[str, FilterResult, np.ndarray]] = []
+        self._hints: list[str] = []
 
     def defer(self, plugin: str, res: FilterResult, rejected: np.ndarray) -> None:
         """Remember that ``res`` rejected the hosts in ``rejected``; count later."""
@@ -219,6 +229,10 @@ class Tally:
 
     def record(self, plugin: str, res: FilterResult, rejected: np.ndarray) -> None:
         """Count the hosts in ``rejected`` (bool mask) against ``res``'s reasons."""
+        if res.nearest is not None and rejected.any():
+            hint = res.nearest(rejected)
+            if hint:
+                self._hints.append(hint)
         if res.explain is not None:
             reasons, which = res.explain(rejected)
             res = FilterResult(passed=res.passed, reasons=tuple(reasons), reason_of_host=which)
@@ -237,7 +251,8 @@ class Tally:
         return Unschedulable(total_hosts=total,
                              reasons=[(p, c, n) for (p, c, _m), n in items],
                              messages=[m for (_p, _c, m), _n in items],
-                             statuses=[self._status[k] for k, _n in items])
+                             statuses=[self._status[k] for k, _n in items],
+                             hints=list(self._hints))
 
 
 def pick_host(scores: np.ndarray, hosts: np.ndarray, snap: ClusterSnapshot, tie_break: str,

@@ -48,4 +48,18 @@ class GpuFit:
             which[rejected] = np.where(has_gpu, snap.host_model[rejected].astype(np.int64) + 1, 0)
             return tuple(reasons), which
 
-        return FilterResult(passed=passed, explain=explain)
+        def nearest(rejected: np.ndarray) -> str | None:
+            idx = np.flatnonzero(rejected & (view >= 0).any(axis=1)) if snap.max_gpus else []
+            if len(idx) == 0:
+                return None
+            if task.gpu_milli >= 1000:
+                n = fit_counts(view[idx], task)
+                best = int(idx[np.argmax(n)])
+                return (f"closest: {snap.names[best]} has {int(n.max())} of {task.gpus} "
+                        f"GPUs free")
+            top = view[idx].max(axis=1)
+            best = int(idx[np.argmax(top)])
+            return (f"closest: {snap.names[best]} has a GPU with {int(top.max())} milli free "
+                    f"({task.gpu_milli} asked)")
+
+        return FilterResult(passed=passed, explain=explain, nearest=nearest)
