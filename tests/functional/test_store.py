@@ -242,3 +242,18 @@ def test_an_unreachable_database_is_a_clear_error_not_a_driver_trace(tmp_path):
     with pytest.raises(StoreUnavailable), store.write():
         pass
     assert store.ping() is False
+
+
+def test_a_read_block_sees_one_snapshot(store):
+    """Commits made while a read block is open are not visible inside it (on both databases),
+    so a host list and a task list read together always fit together."""
+    with store.write() as tx:
+        _host(tx, "h1")
+    with store.read() as tx:
+        first = [h.name for h in tx.hosts.list_all()]
+        with store.write() as other:
+            _host(other, "h2")
+        second = [h.name for h in tx.hosts.list_all()]
+    assert first == second == ["h1"]
+    with store.read() as tx:
+        assert [h.name for h in tx.hosts.list_all()] == ["h1", "h2"]

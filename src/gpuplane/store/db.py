@@ -93,9 +93,13 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read transaction; anything written inside it is rolled back."""
+        """A read transaction on one consistent snapshot (SQLite WAL: by nature; PostgreSQL:
+        REPEATABLE READ), so what the control loop reads in one block fits together. Anything
+        written inside it is rolled back."""
         try:
             with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                     session.begin()
                     try:
