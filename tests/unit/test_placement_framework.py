@@ -137,7 +137,21 @@ def test_host_without_gpus_is_reported():
 
 
 def test_a_profile_without_a_mig_chooser_says_so():
-    res = place(fleet(), TaskRequest(1000, 1, gpus=1, mig_profile="1g.10gb"),
-                profiles.get("bestfit"), RNG(0))
+    import dataclasses
+    full = profiles.get("bestfit")
+    bare = dataclasses.replace(full, choosers=(make_plugin("bestfit_gpus"),),
+                               filters=tuple(f for f in full.filters if f.name != "MigFit"))
+    res = place(fleet(), TaskRequest(1000, 1, gpus=1, mig_profile="1g.10gb"), bare, RNG(0))
     assert isinstance(res, Unschedulable) and res.status == Status.ERROR
     assert "no chooser for MIG requests" in str(res)
+
+
+def test_every_registered_profile_places_mig_requests():
+    from gpuplane.domain.inventory import GpuDevice
+    host = Host(name="m0", cpu_milli=8000, memory_mib=8192,
+                gpus=tuple(GpuDevice(index=i, model="H100-80GB", mode="mig") for i in range(2)))
+    for name in profiles.names():
+        res = place(ClusterSnapshot.build([host]),
+                    TaskRequest(1000, 1, gpus=1, mig_profile="3g.40gb"), profiles.get(name), RNG(0))
+        assert not isinstance(res, Unschedulable), (name, str(res))
+        assert res.mig and res.mig[0].profile == "3g.40gb"

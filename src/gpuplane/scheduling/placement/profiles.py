@@ -21,32 +21,42 @@ DEFAULT = "gpuplane"
 
 def base_filters() -> tuple:
     """The feasibility filters every profile shares (FGD_PROTOCOL §4 plus
-    labels/taints): CPU+memory, GPU model, selector, taints, whole/shared GPU fit."""
+    labels/taints): CPU+memory, GPU model, selector, taints, whole/shared GPU fit, MIG fit.
+    MIG plugins pass (and score 0 for) every task without a ``mig_profile``, so the
+    FGD baselines are unchanged by them."""
     return (make_plugin("resource_fit"), make_plugin("gpu_model"), make_plugin("node_selector"),
-            make_plugin("taint_toleration"), make_plugin("gpu_fit"))
+            make_plugin("taint_toleration"), make_plugin("gpu_fit"), make_plugin("mig_fit"))
+
+
+def _mig_choosers(*others: object) -> tuple:
+    """GPU choosers: the MIG chooser first (it only takes tasks with a ``mig_profile``)."""
+    return (make_plugin("mig_chooser"),) + others
 
 
 def _single(name: str, chooser: str = "bestfit_gpus") -> Callable[..., Profile]:
     def build(workload: TypicalWorkload | None = None) -> Profile:
         return Profile(name=name, filters=base_filters(), scores=((make_plugin(name), 1),),
-                       choosers=(make_plugin(chooser),))
+                       choosers=_mig_choosers(make_plugin(chooser)))
     return build
 
 
 def _random(workload: TypicalWorkload | None = None) -> Profile:
     return Profile(name="random", filters=base_filters(), scores=(),
-                   choosers=(make_plugin("random_gpus"),), tie_break="random")
+                   choosers=_mig_choosers(make_plugin("random_gpus")), tie_break="random")
 
 
 def _fgd(workload: TypicalWorkload | None = None, name: str = "fgd") -> Profile:
     fgd = make_plugin("fgd", workload=workload)
-    return Profile(name=name, filters=base_filters(), scores=((fgd, 1),), choosers=(fgd,))
+    return Profile(name=name, filters=base_filters(), scores=((fgd, 1),),
+                   choosers=_mig_choosers(fgd))
 
 
 def _gpuplane(workload: TypicalWorkload | None = None) -> Profile:
     # The default policy (owned by the "policy" area, plugins/gpuplane.py; docs/policy.md).
     gp = make_plugin("gpuplane", workload=workload)
-    return Profile(name="gpuplane", filters=base_filters(), scores=((gp, 1),), choosers=(gp,))
+    # MIG tasks: the MIG packing score keeps the most future slice placements open.
+    return Profile(name="gpuplane", filters=base_filters(),
+                   scores=((gp, 1), (make_plugin("mig_packing"), 1)), choosers=_mig_choosers(gp))
 
 
 PROFILES: dict[str, Callable[..., Profile]] = {

@@ -29,6 +29,13 @@ def _gpuplane(**args: Any) -> Any:
     return Gpuplane(**args)
 
 
+def _mig(cls: str) -> Callable[..., Any]:
+    def build(**args: Any) -> Any:
+        from gpuplane.scheduling.placement.plugins import mig  # mig area
+        return getattr(mig, cls)(**args)
+    return build
+
+
 PLUGINS: dict[str, Callable[..., Any]] = {
     # filters
     "resource_fit": ResourceFit,
@@ -36,6 +43,7 @@ PLUGINS: dict[str, Callable[..., Any]] = {
     "node_selector": NodeSelector,
     "taint_toleration": TaintToleration,
     "gpu_fit": GpuFit,
+    "mig_fit": _mig("MigFit"),
     # scores (fgd is also a GPU chooser)
     "dotprod": DotProd,
     "clustering": Clustering,
@@ -43,9 +51,11 @@ PLUGINS: dict[str, Callable[..., Any]] = {
     "bestfit": BestFit,
     "fgd": Fgd,
     "gpuplane": _gpuplane,
+    "mig_packing": _mig("MigPacking"),
     # GPU choosers
     "bestfit_gpus": BestFitGpus,
     "random_gpus": RandomGpus,
+    "mig_chooser": _mig("MigChooser"),
 }
 
 
