@@ -8,11 +8,11 @@ by the fixed host rank) on a *richer* fragmentation measure::
 * ``F`` - FGD's fragment amount for the target workload (expected free GPU milli
   a random typical task could not use on this host).
 * ``stranded(S) = max(0, L - cpu_free / rho)`` - free GPU milli the host's free
-  CPU cannot feed at the workload's average appetite ``rho`` (CPU milli asked
-  per milli-GPU, demand-weighted over the GPU task types). FGD only notices CPU
-  when it drops below one task type's request; this term prices CPU gradually,
-  so CPU-hungry tasks drift to CPU-rich hosts (e.g. 2-GPU/104-core T4 nodes) and
-  CPU-light ones to CPU-poor hosts, and fewer GPUs end up behind exhausted CPU.
+  CPU cannot feed at the workload's CPU appetite ``rho`` (CPU milli per
+  milli-GPU, see :func:`cpu_price`). FGD only notices CPU when it drops below
+  one task type's request; this term prices CPU gradually, so CPU-hungry tasks
+  drift to CPU-rich hosts (e.g. 2-GPU/104-core T4 nodes) and CPU-light ones to
+  CPU-poor hosts, and fewer GPUs end up behind exhausted CPU.
 * ``waste(h)`` - for a partly used GPU with ``h`` milli free, the milli that a
   stream of future shares is expected to leave unused: ``h - V(h)`` with
   ``V(h) = E[s + V(h - s) | s <= h]`` over the workload's share sizes ``s``
@@ -62,6 +62,27 @@ def cpu_appetite(workload: TypicalWorkload) -> float:
     return float(cpu.sum() / gpu.sum())
 
 
+def cpu_price(workload: TypicalWorkload, cpu_per_gpu: float) -> float:
+    """``rho``: CPU milli per milli-GPU that the stranded-GPU term charges.
+
+    ``rho_gpu`` = appetite of the GPU task types alone; ``rho_all`` = CPU of *all*
+    types (CPU-only included) per milli-GPU asked; ``cpu_per_gpu`` = the
+    cluster's CPU per milli-GPU. ``w`` = share of the cluster's CPU surplus
+    (beyond what GPU tasks need) that CPU-only tasks are expected to take,
+    clipped to 0..1; ``rho = rho_gpu + w**2 * (rho_all - rho_gpu)``. So CPU-only
+    tasks count in the price only when CPU is (close to) the binding resource."""
+    rho_gpu = cpu_appetite(workload)
+    gpu = float((workload.milli * workload.count * workload.freq).sum())
+    if gpu <= 0:
+        return 0.0
+    rho_all = float((workload.cpu * workload.freq).sum()) / gpu
+    if cpu_per_gpu > rho_gpu:
+        w = min(1.0, max(0.0, (rho_all - rho_gpu) / (cpu_per_gpu - rho_gpu)))
+    else:
+        w = 1.0
+    return rho_gpu + w * w * (rho_all - rho_gpu)
+
+
 def hole_waste(workload: TypicalWorkload) -> np.ndarray:
     """(1001,) expected unfillable milli of a GPU with ``h`` milli free (see module doc)."""
     q: dict[int, float] = {}
@@ -109,14 +130,18 @@ class GpuplaneModel(FragmentationModel):
     """``F'`` of host states (memoised by state like :class:`FragmentationModel`).
 
     ``capacity``: GPUs per entry of ``models`` (for the scarcity term; ``None``
-    disables it)."""
+    disables it). ``cpu_per_gpu``: the cluster's CPU milli per milli-GPU (for
+    :func:`cpu_price`; ``None`` = price CPU at the GPU types' appetite only)."""
 
     def __init__(self, workload: TypicalWorkload, models, alpha: float = ALPHA,
                  beta: float = BETA, gamma: float = GAMMA,
-                 capacity: Sequence[float] | None = None) -> None:
+                 capacity: Sequence[float] | None = None,
+                 cpu_per_gpu: float | None = None) -> None:
         super().__init__(workload, models)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
-        rho = cpu_appetite(workload)
+        rho = (cpu_price(workload, cpu_per_gpu) if cpu_per_gpu is not None
+               else cpu_appetite(workload))
+        self.rho = rho
         self.inv_rho = 1.0 / rho if rho > 0 else 0.0
         self.waste = hole_waste(workload)
         self.pi = (scarcity(workload, self.models, capacity) if capacity is not None
@@ -195,7 +220,9 @@ class Gpuplane(Fgd):
     def _build(self, wl: TypicalWorkload, snap: ClusterSnapshot) -> GpuplaneModel:
         capacity = [float(snap.gpu_count[snap.host_model == i].sum())
                     for i in range(len(snap.models))]
-        fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta, self.gamma, capacity)
+        gpu_milli = float(snap.gpu_count.sum()) * 1000.0
+        kappa = float(snap.cpu_cap.sum()) / gpu_milli if gpu_milli else None
+        fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta, self.gamma, capacity, kappa)
         fm.score_memo = {}  # type: ignore[attr-defined]
         return fm
 
