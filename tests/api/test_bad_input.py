@@ -160,3 +160,10 @@ def test_priority_class_rename_through_put_is_refused(world):
     r = world.client.put("/v1/priority-classes/standard", headers=world.h("admin"),
                          json={"name": "other", "value": 3})
     assert _locs(_problem(r, 422, "gpuplane.input.invalid")) == {"name"}
+
+
+def test_follow_streams_until_the_log_is_complete(world):
+    wid = world.ids["workload"]
+    r = world.client.get(f"/v1/workloads/{wid}/logs?follow=true&limit=4",
+                         headers=world.h("alice-alpha"))
+    assert r.status_code == 200 and r.text == "alpha-secret\n"

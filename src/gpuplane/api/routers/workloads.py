@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from gpuplane.api.deps import Pg, Svc, Who, page_out
 from gpuplane.api.problems import responses
 from gpuplane.api.schemas import EventOut, PageOut, PendingOut, WorkloadOut
+from gpuplane.domain.errors import GpuplaneError
 from gpuplane.domain.workloads import NAME_RE, WorkloadSpec
 
 router = APIRouter(prefix="/v1", tags=["workloads"], responses=responses(401, 403, 422))
@@ -97,13 +98,16 @@ def workload_logs(workload: Ref, svc: Svc, who: Who, project: ProjectQ = None,
         yield data
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            _, more = svc.workloads.read_logs(who, workload, task, pos, limit, project)
+            try:
+                now_wl, more = svc.workloads.read_logs(who, workload, task, pos, limit, project)
+            except GpuplaneError:
+                return  # deleted, or access revoked, while streaming: end the stream
             if more is None:
                 return
             if more.data:
                 yield more.data
             pos = more.next_offset
-            if more.complete:
+            if more.complete or (now_wl.phase.terminal and not more.data):
                 return
             if not more.data:
                 time.sleep(0.5)
