@@ -66,11 +66,11 @@ def test_cpu_appetite_is_demand_weighted_and_ignores_cpu_only_types():
 
 
 def test_cpu_price_counts_cpu_only_tasks_only_under_cpu_pressure():
-    # GPU types ask 10 CPU milli per milli-GPU; with the CPU-only type, 14 in all
+    # GPU types ask 10 CPU milli per milli-GPU; with the CPU-only type, 18 in all
     w = wl((10000, 1000, 1, 0.5), (8000, 0, 0, 0.5))
     assert cpu_appetite(w) == pytest.approx(10.0)
-    assert cpu_price(w, 18.0) == pytest.approx(10.0 + 0.5 ** 2 * 4.0)  # half the surplus taken
-    assert cpu_price(w, 12.0) == pytest.approx(14.0)                   # surplus exceeded: all
+    assert cpu_price(w, 26.0) == pytest.approx(10.0 + 0.5 ** 2 * 8.0)  # half the surplus taken
+    assert cpu_price(w, 14.0) == pytest.approx(18.0)                   # surplus exceeded: all
     assert cpu_price(w, 1000.0) == pytest.approx(10.0, abs=1e-3)       # plenty of CPU
     assert cpu_price(wl((10000, 1000, 1, 1.0)), 18.0) == pytest.approx(10.0)
 
