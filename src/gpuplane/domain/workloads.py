@@ -183,6 +183,8 @@ class Resources(_Strict):
 
 
 class Toleration(_Strict):
+    """Lets a task land on hosts with the taint ``key`` (and ``value``, when given)."""
+
     key: str = Field(min_length=1, max_length=128)
     value: str | None = Field(None, max_length=256)
 
@@ -206,6 +208,9 @@ class TaskGroup(_Strict):
 
 
 class Topology(_Strict):
+    """Where a gang's tasks must (``required``) or should (``preferred``) be together: one
+    host, one NVLink domain, or one rack."""
+
     level: Literal["host", "nvlink", "rack"]
     mode: Literal["required", "preferred"] = "required"
 
