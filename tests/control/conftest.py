@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import os
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from functional.dbs import database_params, make_db_url
 
 from gpuplane.control.loop import ControlLoop
 from gpuplane.domain.workloads import WorkloadSpec
@@ -20,33 +20,11 @@ from gpuplane.service.specs import HostSpec, SiteSpec
 from gpuplane.service.workloads import WorkloadService
 from gpuplane.store.db import Store
 
-PY = sys.executable
 
 
-def database_urls() -> list[Any]:
-    urls: list[Any] = ["sqlite"]
-    if os.environ.get("GPUPLANE_TEST_PG_URL"):
-        urls.append(pytest.param("postgresql", marks=pytest.mark.postgres))
-    return urls
-
-
-@pytest.fixture(params=database_urls())
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gpuplane.db'}"
-        return
-    import uuid
-
-    import psycopg
-
-    base = os.environ["GPUPLANE_TEST_PG_URL"]
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture(params=database_params())
+def db_url(request, tmp_path) -> Iterator[str]:
+    yield from make_db_url(request.param, tmp_path)
 
 
 @dataclass

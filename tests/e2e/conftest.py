@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from functional.dbs import database_params, make_db_url
 
 REPO = Path(__file__).resolve().parents[2]
 GPUPLANE = [sys.executable, "-m", "gpuplane"]
@@ -27,29 +27,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def databases() -> list[Any]:
-    out: list[Any] = ["sqlite"]
-    if os.environ.get("GPUPLANE_TEST_PG_URL"):
-        out.append(pytest.param("postgresql", marks=pytest.mark.postgres))
-    return out
-
-
-@pytest.fixture(params=databases())
+@pytest.fixture(params=database_params())
 def db_url(request, tmp_path) -> Iterator[str | None]:
     """None for SQLite in GPUPLANE_HOME, else a fresh PostgreSQL database (dropped after)."""
     if request.param == "sqlite":
         yield None
         return
-    import psycopg
-
-    base = os.environ["GPUPLANE_TEST_PG_URL"]
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    name = f"e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from make_db_url(request.param, tmp_path)
 
 
 @dataclass
