@@ -8,7 +8,6 @@ raises ``Conflict`` and the decision is retried on fresh data next tick.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -16,64 +15,11 @@ from typing import Any
 from gpuplane.control.convert import PendingItem, from_placement
 from gpuplane.control.execution import REASON_CANCELLED, REASON_PREEMPTED, Outcome
 from gpuplane.domain.errors import Conflict
-from gpuplane.domain.inventory import Host, Taint
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverHandle
 from gpuplane.service import lifecycle
 
 log = logging.getLogger("gpuplane.control")
-
-UNSCHEDULABLE_TAINT = "gpuplane.io/unschedulable"
-
-
-# -- reads -----------------------------------------------------------------
-def load_quotas(tx: Any) -> Any:
-    """The tenancy configuration the cycle needs, as a ``QuotaTree`` (quotas enforced only
-    when at least one GPU quota is defined)."""
-    from gpuplane.domain.tenancy import (DEFAULT_FLAVOR, FlavorQuota, Organisation,
-                                         PriorityClass, Project, QuotaTree)
-
-    quotas = [q for q in tx.quotas.list_all() if q.resource == "gpu"]
-    per_project: dict[str, dict[str, FlavorQuota]] = {}
-    for q in quotas:
-        flavor = DEFAULT_FLAVOR if q.flavor in ("*", "") else q.flavor
-        per_project.setdefault(q.project, {})[flavor] = FlavorQuota(
-            q.guaranteed_milli, q.borrowing_limit_milli, q.lending_limit_milli)
-    projects = [Project(p.name, organisation=p.org, cohort=p.cohort, weight=p.weight,
-                        quotas=per_project.get(p.name, {}))
-                for p in tx.projects.list().items]
-    orgs = {p.organisation for p in projects}
-    classes = [PriorityClass(c.name, c.value, c.preemptible) for c in tx.priorities.list().items]
-    kwargs: dict[str, Any] = {"enforce": bool(quotas)}
-    if classes:
-        kwargs["priority_classes"] = classes
-    return QuotaTree(projects, [Organisation(o) for o in sorted(orgs)], **kwargs)
-
-
-def schedulable_view(hosts: Sequence[Host], records: Sequence[Any]) -> list[Host]:
-    """Hosts as the cycle sees them: cordoned, draining or down hosts keep their running tasks
-    but get a ``NoSchedule`` taint nothing tolerates, so no new task lands there."""
-    out = []
-    for host, rec in zip(hosts, records):
-        if rec.schedulable:
-            out.append(host)
-        else:
-            out.append(dataclasses.replace(host, taints=(*host.taints, Taint(
-                UNSCHEDULABLE_TAINT, rec.state, "NoSchedule"))))
-    return out
-
-
-def free_gpu_by_jurisdiction(snap: Any, records: Sequence[Any]) -> dict[str, int]:
-    """Free milli-GPU per jurisdiction over schedulable hosts (where residency-bound work that
-    may go to several jurisdictions is tried)."""
-    import numpy as np
-
-    free = np.clip(snap.gpu_free, 0, None).sum(axis=1) if snap.gpu_free.size else None
-    out: dict[str, int] = {}
-    for i, rec in enumerate(records):
-        if rec.schedulable and free is not None:
-            out[rec.jurisdiction] = out.get(rec.jurisdiction, 0) + int(free[i])
-    return out
 
 
 # -- helpers ---------------------------------------------------------------

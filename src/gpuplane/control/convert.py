@@ -1,11 +1,13 @@
-"""Store records -> the scheduling layer's inputs (hosts, task requests, pending/running work).
+"""Store records -> the scheduling layer's inputs (hosts, task requests, pending/running work,
+quotas), with the policy labels and taints the cycle filters on.
 
-The control loop reads the store in one short transaction and converts here; nothing in this
-module touches the database or the clock.
+The control loop reads the store in one short transaction and converts here (``load_quotas``
+reads through the caller's transaction); nothing here writes, calls a driver or reads a clock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +26,7 @@ LABEL_JURISDICTION = "gpuplane.io/jurisdiction"
 #: constraints become label selectors the placement filters already enforce.
 LABEL_IN = "gpuplane.io/in."
 LABEL_CONFIDENTIAL = "gpuplane.io/confidential"
+UNSCHEDULABLE_TAINT = "gpuplane.io/unschedulable"
 
 
 def _mig_layout(model: str, raw: Sequence[Mapping[str, Any]] | None) -> Any:
@@ -162,3 +165,52 @@ def choose_jurisdiction(workload: Workload, free_by_jurisdiction: Mapping[str, i
         return sum(v for k, v in free_by_jurisdiction.items() if k == j or k.startswith(j + "/"))
 
     return max(allowed, key=lambda j: (free(j), -allowed.index(j)))
+
+
+def load_quotas(tx: Any) -> Any:
+    """The tenancy configuration the cycle needs, as a ``QuotaTree`` (quotas enforced only
+    when at least one GPU quota is defined)."""
+    from gpuplane.domain.tenancy import (DEFAULT_FLAVOR, FlavorQuota, Organisation,
+                                         PriorityClass, Project, QuotaTree)
+
+    quotas = [q for q in tx.quotas.list_all() if q.resource == "gpu"]
+    per_project: dict[str, dict[str, FlavorQuota]] = {}
+    for q in quotas:
+        flavor = DEFAULT_FLAVOR if q.flavor in ("*", "") else q.flavor
+        per_project.setdefault(q.project, {})[flavor] = FlavorQuota(
+            q.guaranteed_milli, q.borrowing_limit_milli, q.lending_limit_milli)
+    projects = [Project(p.name, organisation=p.org, cohort=p.cohort, weight=p.weight,
+                        quotas=per_project.get(p.name, {}))
+                for p in tx.projects.list().items]
+    orgs = {p.organisation for p in projects}
+    classes = [PriorityClass(c.name, c.value, c.preemptible) for c in tx.priorities.list().items]
+    kwargs: dict[str, Any] = {"enforce": bool(quotas)}
+    if classes:
+        kwargs["priority_classes"] = classes
+    return QuotaTree(projects, [Organisation(o) for o in sorted(orgs)], **kwargs)
+
+
+def schedulable_view(hosts: Sequence[Host], records: Sequence[Any]) -> list[Host]:
+    """Hosts as the cycle sees them: cordoned, draining or down hosts keep their running tasks
+    but get a ``NoSchedule`` taint nothing tolerates, so no new task lands there."""
+    out = []
+    for host, rec in zip(hosts, records):
+        if rec.schedulable:
+            out.append(host)
+        else:
+            out.append(dataclasses.replace(host, taints=(*host.taints, Taint(
+                UNSCHEDULABLE_TAINT, rec.state, "NoSchedule"))))
+    return out
+
+
+def free_gpu_by_jurisdiction(snap: Any, records: Sequence[Any]) -> dict[str, int]:
+    """Free milli-GPU per jurisdiction over schedulable hosts (where residency-bound work that
+    may go to several jurisdictions is tried)."""
+    import numpy as np
+
+    free = np.clip(snap.gpu_free, 0, None).sum(axis=1) if snap.gpu_free.size else None
+    out: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        if rec.schedulable and free is not None:
+            out[rec.jurisdiction] = out.get(rec.jurisdiction, 0) + int(free[i])
+    return out

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from gpuplane.control import apply as store_apply
-from gpuplane.control.convert import (choose_jurisdiction, to_host, to_pending, to_placement,
-                                      to_running)
+from gpuplane.control.convert import (choose_jurisdiction, free_gpu_by_jurisdiction,
+                                      load_quotas, schedulable_view, to_host, to_pending,
+                                      to_placement, to_running)
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
                                         STOP_REASONS, outcome, task_spec)
@@ -181,14 +182,14 @@ class ControlLoop:
             hosts = tx.hosts.list_all()
             active = tx.workloads.list_active()
             waiting = tx.workloads.list_schedulable(now)
-            quotas = store_apply.load_quotas(tx)
+            quotas = load_quotas(tx)
         if not waiting:
             return
         domain_hosts = [to_host(h) for h in hosts]
         running = to_running(active)
-        snap = ClusterSnapshot.build(store_apply.schedulable_view(domain_hosts, hosts),
+        snap = ClusterSnapshot.build(schedulable_view(domain_hosts, hosts),
                                      [(r.task, r.placement) for r in running])
-        free = store_apply.free_gpu_by_jurisdiction(snap, hosts)
+        free = free_gpu_by_jurisdiction(snap, hosts)
         items = [p for p in (to_pending(w, now, choose_jurisdiction(w, free)) for w in waiting)
                  if p is not None]
         if not items:
