@@ -103,17 +103,13 @@ def _heads(st: CycleState, queues: PendingQueues) -> list[tuple[tuple, str, _Hea
 # -- step 3: admit in order -----------------------------------------------------------------------
 def _admit_in_order(st: CycleState, queues: PendingQueues,
                     heap: list[tuple[tuple, str, _Head]]) -> set[str]:
-    """Pop the best head, decide it, push the project's next head. Keys of fair share grow as the
-    cycle admits; a popped head whose key went stale is pushed back with its fresh key first."""
+    """Pop the best head, decide it, push the project's next head with a fresh key. A project's
+    key changes only when it is popped (its own admissions); the organisation share inside other
+    projects' keys may lag by the admissions of their siblings in this cycle, which only ever
+    serves those siblings a little early."""
     examined: set[str] = set()
-    fair = st.options.fair_share and not st.options.strict_fifo
     while heap:
-        key, p, h = heapq.heappop(heap)
-        if fair:
-            fresh = _key(st, h)
-            if fresh > key:
-                heapq.heappush(heap, (fresh, p, h))
-                continue
+        _, p, h = heapq.heappop(heap)
         w = h.current
         assert w is not None
         if _hopeless(st, queues, h):

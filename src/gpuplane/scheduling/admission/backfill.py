@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from gpuplane.scheduling.admission.capacity import CycleCapacity, is_whole
 
 
@@ -22,43 +24,49 @@ def reserve(tasks: Sequence[Any], cap: CycleCapacity,
             ends: Iterable[tuple[float, str, int]]) -> float | None:
     """Find the shadow time of ``tasks`` (a gang of whole-GPU tasks) and hold the free GPUs of the
     hosts that will run it. ``ends`` lists ``(expected_end, host, whole GPUs freed)`` of running
-    work. Returns ``T`` or ``None`` when no reservation applies (not whole-GPU, never fits, or it
-    fits by GPU count already and is blocked by something else)."""
+    work, **sorted by end**. Returns ``T`` or ``None`` when no reservation applies (not whole-GPU,
+    never fits, or it fits by GPU count already and is blocked by something else)."""
     if not tasks or not all(is_whole(t) for t in tasks):
         return None
     g = max(t.gpus for t in tasks)
     m = len(tasks)
     snap = cap.snap
-    free = {name: int(cap.free_whole[i]) for i, name in enumerate(snap.names)
-            if snap.gpu_count[i] >= g}
-    slots = sum(f // g for f in free.values())
+    big = snap.gpu_count >= g
+    now_free = np.where(big, cap.free_whole, 0).astype(np.int64)
+    slots = int((now_free // g).sum())
     if slots >= m:
         return None
-    ready: dict[str, float] = {}
+    free: dict[int, int] = {}          # hosts whose free count changes before T
+    ready: dict[int, float] = {}
     t_shadow: float | None = None
-    for end, host, gpus in sorted(ends):
-        if host not in free:
+    for end, host, gpus in ends:
+        h = snap.index.get(host)
+        if h is None or not big[h]:
             continue
-        before = free[host] // g
-        free[host] += gpus
-        after = free[host] // g
-        if after > before:
-            slots += after - before
-            ready.setdefault(host, end)
+        before = free.get(h, int(now_free[h]))
+        after = before + gpus
+        free[h] = after
+        if after // g > before // g:
+            slots += after // g - before // g
+            ready.setdefault(h, end)
         if slots >= m:
             t_shadow = end
             break
     if t_shadow is None:
         return None
-    now_free = {name: int(cap.free_whole[snap.index[name]]) for name in free}
-    order = sorted((h for h in free if free[h] >= g),
-                   key=lambda h: (ready.get(h, float("-inf")), -now_free[h], h))
     need = m
-    for h in order:
+    for h in np.flatnonzero(now_free >= g):          # hosts that can start it now, then by ready
         if need <= 0:
             break
+        take = min(int(now_free[h]) // g, need)
+        need -= take
+        cap.hold(snap.names[h], cap.free_gpu_indices(snap.names[h])[: take * g])
+    for h in sorted(ready, key=lambda x: (ready[x], x)):
+        if need <= 0:
+            break
+        if now_free[h] >= g:
+            continue
         take = min(free[h] // g, need)
         need -= take
-        idx = cap.free_gpu_indices(h)[: take * g]
-        cap.hold(h, idx)
+        cap.hold(snap.names[h], cap.free_gpu_indices(snap.names[h])[: take * g])
     return t_shadow

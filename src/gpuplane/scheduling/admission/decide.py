@@ -90,8 +90,10 @@ def _reserve(st: CycleState, w: PendingWorkload) -> float | None:
     """Give ``w`` a backfill reservation if allowed and one applies; returns its start time."""
     opts = st.options
     if (not opts.backfill or opts.strict_fifo
-            or len(st.result.reservations) >= opts.max_reservations):
+            or len(st.result.reservations) >= opts.max_reservations
+            or st.reserve_tries >= 4 * opts.max_reservations):
         return None
+    st.reserve_tries += 1
     t = backfill.reserve(w.tasks, st.cap, st.ends())
     if t is not None:
         st.result.reservations[w.id] = t
@@ -148,8 +150,13 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
         return False
     cohort = st.quotas.project(w.project).cohort
     reclaim = entitled and st.ledger.cohort_borrowed(cohort, d.flavor) > 0
+    own = w.priority > st.min_running_priority.get(w.project, w.priority)
+    if not reclaim and not own:
+        st.preempt_failed[key] = d.gpu
+        return False
     cands = preemption.candidates(w, d.flavor, reclaim, st.quotas, st.ledger,
-                                  st.running_by_project(), st.preempted)
+                                  st.running_of if own else _nothing, st.reclaim_pool,
+                                  st.preempted, limit=4 * st.options.max_victims)
     if not cands:
         st.preempt_failed[key] = d.gpu
         return False
@@ -204,3 +211,7 @@ def _record_victims(st: CycleState, w: PendingWorkload, victims: list[Victim]) -
             st.result.preemptions.append(Preempt(t.id, r.id, r.project, w.id, v.code, why,
                                                  r.lost_s, st.options.grace_s))
     return tuple(after)
+
+
+def _nothing(project: str) -> tuple:
+    return ()

@@ -42,10 +42,7 @@ class RunningWorkload:
     preemptible: bool
     lost_s: float          # work lost if stopped now (since checkpoint or start)
     tasks: tuple[RunningTask, ...]
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(sorted({getattr(t.placement, "host", "") for t in self.tasks}))
+    hosts: tuple[str, ...] = ()   # sorted host names of its tasks
 
 
 @dataclass(frozen=True)
@@ -55,28 +52,32 @@ class Victim:
 
 
 def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree,
-               ledger: QuotaLedger, by_project: Mapping[str, Sequence[RunningWorkload]],
-               taken: set[str]) -> list[Victim]:
+               ledger: QuotaLedger, running_of: Callable[[str], Sequence[RunningWorkload]],
+               reclaim_pool: Callable[[str, str], Sequence[tuple[tuple, RunningWorkload]]],
+               taken: set[str], limit: int = 256) -> list[Victim]:
     """Victim candidates for ``w`` in preference order (see the module docstring).
 
     ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee).
-    ``by_project`` maps a project to its running workloads; only ``w``'s project and, when
-    reclaiming, the borrowing members of its cohort are looked at. ``taken`` holds workload ids
-    already preempted this cycle (never offered twice).
+    ``running_of(project)`` lists a project's running workloads; ``reclaim_pool(cohort, flavor)``
+    lists, sorted by preference, the workloads of the cohort members that borrowed when the cycle
+    began. ``taken`` holds workload ids already preempted this cycle (never offered twice). At
+    most ``limit`` are returned.
     """
     cohort = quotas.project(w.project).cohort
     out: list[tuple[tuple, Victim]] = []
-    for r in by_project.get(w.project, ()):
-        if r.preemptible and r.id not in taken and r.flavor == flavor and r.priority < w.priority:
-            out.append(((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY)))
     if reclaim and cohort is not None:
-        for member in quotas.cohorts.get(cohort, ()):
-            if member == w.project or ledger.borrowed(member, flavor) <= 0:
-                continue
-            for r in by_project.get(member, ()):
-                if r.preemptible and r.id not in taken and r.flavor == flavor:
-                    out.append(((0, r.priority, r.lost_s, -r.units, r.id), Victim(r, RECLAIM)))
-    out.sort(key=lambda kv: kv[0])
+        for key, r in reclaim_pool(cohort, flavor):
+            if len(out) >= limit:
+                break
+            if r.project != w.project and r.id not in taken and \
+                    ledger.borrowed(r.project, flavor) > 0:
+                out.append((key, Victim(r, RECLAIM)))
+    own = [((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY))
+           for r in running_of(w.project)
+           if r.preemptible and r.id not in taken and r.flavor == flavor
+           and r.priority < w.priority]
+    own.sort(key=lambda kv: kv[0])
+    out.extend(own[: max(0, limit - len(out))])
     return [v for _, v in out]
 
 

@@ -6,7 +6,8 @@ for preemption, and the decisions made so far. Pure: built from the cycle's argu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +62,11 @@ class CycleState:
     running_usage: dict[tuple[str, str], int] = field(default_factory=dict)
     min_running_priority: dict[str, int] = field(default_factory=dict)
     quota_blocked: dict[tuple, tuple[int, Any]] = field(default_factory=dict)
+    reserve_tries: int = 0
     _demands: dict[str, Demand] = field(default_factory=dict)
-    _running_wl: list[RunningWorkload] | None = None
-    _by_project: dict[str, list[RunningWorkload]] | None = None
+    _tasks_by_project: dict[str, list[RunningTask]] | None = None
+    _by_project: dict[str, list[RunningWorkload]] = field(default_factory=dict)
+    _reclaim_pools: dict[tuple[str, str], list] = field(default_factory=dict)
     _ends: list[tuple[float, str, int, str]] | None = None
 
     def demand(self, w: PendingWorkload) -> Demand:
@@ -73,41 +76,58 @@ class CycleState:
             d = self._demands[w.id] = demand_of(w, self.quotas)
         return d
 
-    def running_workloads(self) -> list[RunningWorkload]:
-        """Running tasks grouped by workload (built on first use, O(running))."""
-        if self._running_wl is None:
-            groups: dict[str, list[RunningTask]] = {}
+    def running_of(self, project: str) -> list[RunningWorkload]:
+        """Running workloads of ``project`` (tasks grouped by workload), built on first use."""
+        if self._tasks_by_project is None:
+            self._tasks_by_project = {}
             for t in self.running:
+                self._tasks_by_project.setdefault(t.project, []).append(t)
+        out = self._by_project.get(project)
+        if out is None:
+            groups: dict[str, list[RunningTask]] = {}
+            for t in self._tasks_by_project.get(project, ()):
                 groups.setdefault(t.workload_id, []).append(t)
-            out = []
-            for wid in sorted(groups):
-                ts = groups[wid]
-                t0 = ts[0]
-                flavor = flavor_of(t0.task, self.quotas, t0.flavor)
-                since = t0.checkpointed_at if t0.checkpointed_at is not None else t0.started_at
-                out.append(RunningWorkload(
-                    wid, t0.project, flavor, sum(task_units(t.task) for t in ts),
-                    min(t.priority for t in ts), all(t.preemptible for t in ts),
-                    max(0.0, self.now - since), tuple(ts)))
-            self._running_wl = out
-        return self._running_wl
+            out = [self._workload(wid, groups[wid]) for wid in sorted(groups)]
+            self._by_project[project] = out
+        return out
 
-    def running_by_project(self) -> dict[str, list[RunningWorkload]]:
-        """:meth:`running_workloads` grouped by project (built on first use)."""
-        if self._by_project is None:
-            self._by_project = {}
-            for r in self.running_workloads():
-                self._by_project.setdefault(r.project, []).append(r)
-        return self._by_project
+    def _workload(self, wid: str, ts: list[RunningTask]) -> RunningWorkload:
+        t0 = ts[0]
+        since = t0.checkpointed_at if t0.checkpointed_at is not None else t0.started_at
+        return RunningWorkload(
+            wid, t0.project, flavor_of(t0.task, self.quotas, t0.flavor),
+            sum(task_units(t.task) for t in ts), min(t.priority for t in ts),
+            all(t.preemptible for t in ts), max(0.0, self.now - since), tuple(ts),
+            tuple(sorted({t.placement.host for t in ts})))
 
-    def ends(self) -> list[tuple[float, str, int]]:
-        """``(expected_end, host, whole GPUs)`` of running work not preempted, plus admissions."""
+    def reclaim_pool(self, cohort: str, flavor: str) -> list[tuple[tuple, RunningWorkload]]:
+        """Preemptible running workloads of ``flavor`` of the cohort's members that borrowed at
+        the start of the cycle, sorted by victim preference (built once per cycle)."""
+        key = (cohort, flavor)
+        pool = self._reclaim_pools.get(key)
+        if pool is None:
+            pool = []
+            for member in self.quotas.cohorts.get(cohort, ()):
+                g = self.quotas.project(member).quota(flavor).guaranteed
+                if self.running_usage.get((member, flavor), 0) <= g:
+                    continue
+                for r in self.running_of(member):
+                    if r.preemptible and r.flavor == flavor:
+                        pool.append(((0, r.priority, r.lost_s, -r.units, r.id), r))
+            pool.sort(key=lambda kv: kv[0])
+            self._reclaim_pools[key] = pool
+        return pool
+
+    def ends(self) -> Iterator[tuple[float, str, int]]:
+        """``(expected_end, host, whole GPUs)`` of running work not preempted and of this cycle's
+        admissions, in order of end (the running part is sorted once per cycle)."""
         if self._ends is None:
-            self._ends = [(t.expected_end, t.placement.host, t.task.gpus, t.workload_id)
-                          for t in self.running
-                          if t.expected_end is not None and is_whole(t.task)]
+            self._ends = sorted((t.expected_end, t.placement.host, t.task.gpus, t.workload_id)
+                                for t in self.running
+                                if t.expected_end is not None and is_whole(t.task))
         gone = self.preempted
-        return [e[:3] for e in self._ends if e[3] not in gone] + self.admitted_ends
+        base = ((e, h, g) for e, h, g, w in self._ends if w not in gone)
+        return heapq.merge(base, sorted(self.admitted_ends))
 
 
 def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, now: float,
