@@ -71,7 +71,8 @@ class WorkloadService(ServiceBase):
     # -- submit --------------------------------------------------------------------------------
     def _check_against_inventory(self, tx, spec: WorkloadSpec) -> None:  # noqa: ANN001
         errors: list[FieldError] = []
-        models = tx.hosts.gpu_models()
+        wanted = any(g.resources.gpu_models for g in spec.tasks)
+        models = tx.hosts.gpu_models() if wanted else set()
         for gi, group in enumerate(spec.tasks):
             for mi, model in enumerate(group.resources.gpu_models):
                 if model not in models:

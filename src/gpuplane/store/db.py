@@ -12,6 +12,7 @@ made on an earlier read are still checked by generation-guarded updates (``Confl
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,10 @@ class Store:
         self.leases = LeaseRepo(self)
         self._migrated = False
         self._lock = threading.Lock()
+        # SQLite: writers of this process queue on a lock here instead of in SQLite's busy
+        # handler, which sleeps in growing steps (latency spikes under load). Other processes
+        # still queue in the busy handler. PostgreSQL queues in its lock manager.
+        self._writer = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
 
     @classmethod
     def from_settings(cls, settings) -> Store:  # noqa: ANN001 - avoid importing settings here
@@ -117,7 +122,7 @@ class Store:
         A unique-constraint race lost to a concurrent writer (two creates of one name on
         PostgreSQL) surfaces as ``Conflict(gpuplane.conflict)``, never as a driver error."""
         try:
-            with self.engine.connect() as conn:
+            with self._writer, self.engine.connect() as conn:
                 conn.execution_options(gpuplane_write=True)
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                     with session.begin():
