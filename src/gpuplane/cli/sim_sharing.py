@@ -113,7 +113,7 @@ def sharing(
 ) -> None:
     """Replay a job history three ways: one cluster per team, one FIFO pool, gpuplane's pool."""
     from gpuplane.domain.errors import FieldError, GpuplaneError, InvalidInput
-    from gpuplane.sim.sharing import MODES, SMALLER, compare, mode_config, run_mode, shrink
+    from gpuplane.sim.sharing import MODES, run_all
 
     try:
         wanted = [m.strip() for m in modes.split(",") if m.strip()]
@@ -121,25 +121,18 @@ def sharing(
         if bad or not wanted:
             raise InvalidInput("unknown mode", [FieldError("--modes", f"got {bad or modes!r}; "
                                                            f"valid: {', '.join(MODES)}")])
+        if not 0 <= fewer_gpus < 1:
+            raise InvalidInput("invalid --fewer-gpus",
+                               [FieldError("--fewer-gpus", f"must be in [0, 1), got {fewer_gpus}")])
         setup = _setup(jobs, quotas, start, end, quota_scale, gpus_per_host)
-        results: dict[str, dict] = {}
         with _Progress(not quiet and sys.stderr.isatty()) as bar:
-            for m in wanted:
-                cfg = mode_config(m, seed=seed, cycle_s=cycle_s,
-                                  checkpoint_s=checkpoint_s or None, half_life_s=half_life_s,
-                                  profile=placement)
-                results[m] = run_mode(m, setup, cfg, bar.for_mode(m, setup.window[0]))
-            if fewer_gpus and "dedicated" in wanted:
-                small = shrink(setup, 1.0 - fewer_gpus)
-                cfg = mode_config("gpuplane", seed=seed, cycle_s=cycle_s,
-                                  checkpoint_s=checkpoint_s or None, half_life_s=half_life_s,
-                                  profile=placement)
-                results[SMALLER] = run_mode("gpuplane", small, cfg,
-                                            bar.for_mode("smaller", setup.window[0]))
+            out = run_all(setup, wanted, fewer_gpus=fewer_gpus,
+                          progress=lambda m: bar.for_mode(m, setup.window[0]), seed=seed,
+                          cycle_s=cycle_s, checkpoint_s=checkpoint_s or None,
+                          half_life_s=half_life_s, profile=placement)
     except GpuplaneError as e:
         _fail(e)
         return
-    out = _document(setup, results, compare(results))
     if plot is not None:
         from gpuplane.sim.sharing_plots import write_plots
 
@@ -181,7 +174,9 @@ def replay_cmd(
     except GpuplaneError as e:
         _fail(e)
         return
-    out = _document(setup, {mode: res}, {})
+    from gpuplane.sim.sharing import document
+
+    out = document(setup, {mode: res}, {})
     if plot is not None:
         from gpuplane.sim.sharing_plots import write_plots
 
@@ -193,18 +188,3 @@ def replay_cmd(
         from gpuplane.sim.sharing_tables import print_tables
 
         print_tables(out)
-
-
-def _document(setup, results: dict, comparison: dict) -> dict:
-    from gpuplane.sim.traces import format_time
-
-    return {
-        "window": {"start": format_time(setup.window[0]), "end": format_time(setup.window[1])},
-        "jobs": len(setup.jobs),
-        "jobs_dropped_unknown_tenant": setup.dropped_unknown_tenant,
-        "quota_scale": setup.quota_scale,
-        "owned_gpus": setup.owned_gpus,
-        "teams": {t.tenant: t.gpus for t in setup.teams},
-        "modes": results,
-        "comparison": comparison,
-    }

@@ -286,3 +286,36 @@ def compare(modes: dict[str, dict]) -> dict:
         out["worst_team_p95_ratio"] = (wg / wf) if wf else (0.0 if wg == 0 else math.inf)
         out["allocation_points_vs_fifo"] = g["allocation_mean"] - f["allocation_mean"]
     return out
+
+
+def run_all(setup: SharingSetup, modes: Sequence[str] = MODES, *, fewer_gpus: float = 0.2,
+            progress: Callable[[str], Callable[[float, float], None] | None] | None = None,
+            **config: object) -> dict:
+    """Run ``modes`` (and, with ``dedicated`` and ``fewer_gpus > 0``, gpuplane on a pool that
+    much smaller) and return the benchmark document (see :func:`document`). ``config`` goes to
+    :func:`mode_config`; ``progress(mode)`` may return a per-mode progress callback."""
+    results: dict[str, dict] = {}
+    for m in modes:
+        cb = progress(m) if progress else None
+        results[m] = run_mode(m, setup, mode_config(m, **config), cb)   # type: ignore[arg-type]
+    if fewer_gpus and "dedicated" in modes:
+        cb = progress("smaller") if progress else None
+        results[SMALLER] = run_mode("gpuplane", shrink(setup, 1.0 - fewer_gpus),
+                                    mode_config("gpuplane", **config), cb)  # type: ignore[arg-type]
+    return document(setup, results, compare(results))
+
+
+def document(setup: SharingSetup, results: dict, comparison: dict) -> dict:
+    """The JSON document printed by ``gpuplane sim sharing --json``."""
+    from gpuplane.sim.traces import format_time
+
+    return {
+        "window": {"start": format_time(setup.window[0]), "end": format_time(setup.window[1])},
+        "jobs": len(setup.jobs),
+        "jobs_dropped_unknown_tenant": setup.dropped_unknown_tenant,
+        "quota_scale": setup.quota_scale,
+        "owned_gpus": setup.owned_gpus,
+        "teams": {t.tenant: t.gpus for t in setup.teams},
+        "modes": results,
+        "comparison": comparison,
+    }
