@@ -189,3 +189,31 @@ def test_run_cycle_leaves_the_snapshot_booked_with_its_decisions():
     res = c.cycle([wl("a", "p0", 3)], quotas(8, cohort=None))
     assert admitted(res) == ["a"]
     assert int((c.snap.gpu_free == 1000).sum()) == 5
+
+
+def test_a_failed_preemption_trial_leaves_the_snapshot_as_it_was():
+    c = Cluster(hosts=2)
+    q = quotas(12, 4)
+    c.cycle([wl("a0", "p0", 4), wl("b0", "p1", 4, at=1), wl("b1", "p1", 8, at=2)], q)
+    hosts = {w: r.placement.host for w, r in c.running.items()}
+    assert hosts["a0/0"] == hosts["b0/0"] != hosts["b1/0"]
+    r = c.running["b1/0"]                      # the 8-GPU borrower may not be preempted
+    c.running["b1/0"] = RunningTask(r.id, r.workload_id, r.project, r.task, r.placement,
+                                    preemptible=False)
+    before = c.snap.copy()
+    res = c.cycle([wl("a1", "p0", 8, at=3)], q, now=5.0)   # entitled: 4 + 8 <= 12
+    assert admitted(res) == [] and res.preemptions == []
+    assert res.pending["a1"].code == R.WAITING_RECLAIM
+    assert c.snap.state_equal(before)          # the trial on b0 was rolled back
+
+
+def test_preemption_reports_the_work_lost_since_the_last_checkpoint():
+    c = Cluster(hosts=1)
+    q = quotas(8, cohort=None)
+    c.cycle([wl("lo", "p0", 8)], q)
+    r = c.running["lo/0"]
+    c.running["lo/0"] = RunningTask(r.id, r.workload_id, r.project, r.task, r.placement,
+                                    started_at=0.0, checkpointed_at=90.0)
+    res = c.cycle([wl("hi", "p0", 8, prio=5, at=1)], q, now=100.0)
+    assert res.preemptions[0].lost_s == 10.0
+    assert "higher-priority hi" in res.preemptions[0].message
