@@ -18,7 +18,10 @@ def _dur(s: float) -> str:
 
 def print_tables(doc: dict, console: Console | None = None) -> None:
     """Summary per mode, then per team p50/p95 wait and mean JCT side by side."""
-    console = console or Console()
+    if console is None:
+        import sys
+
+        console = Console() if sys.stdout.isatty() else Console(width=160)
     modes = doc["modes"]
     console.print(f"[bold]{doc['jobs']} jobs[/bold], {doc['owned_gpus']} GPUs owned, window "
                   f"{doc['window']['start']} .. {doc['window']['end']}, quota scale "
