@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpuplane.domain.requests import TaskRequest
 from gpuplane.domain.tenancy import FlavorQuota, Project, QuotaTree
 from gpuplane.scheduling.admission.quota import QuotaLedger
 from gpuplane.scheduling.cycle import CycleOptions, run_cycle

@@ -21,7 +21,7 @@ priority victim has a strictly lower priority than its beneficiary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpuplane.domain.tenancy import QuotaTree
