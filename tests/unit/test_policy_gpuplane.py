@@ -51,10 +51,12 @@ def test_hole_waste_single_share_size():
     assert w[940] == pytest.approx(0)        # two 470s fill it exactly
 
 
-def test_hole_waste_averages_over_fitting_sizes():
-    w = hole_waste(wl((1000, 500, 1, 0.5), (1000, 300, 1, 0.5)))
-    # a 600 hole: half the time a 500 (100 left, unfillable), half a 300 (then another 300)
-    assert w[600] == pytest.approx(0.5 * 100 + 0.5 * 0)
+def test_hole_waste_uses_combinations_of_common_sizes_only():
+    w = hole_waste(wl((1000, 500, 1, 0.4), (1000, 300, 1, 0.4), (1000, 1000, 1, 0.195),
+                      (1000, 100, 1, 0.005)))
+    assert w[600] == pytest.approx(0)        # 300 + 300
+    assert w[800] == pytest.approx(0)        # 500 + 300
+    assert w[700] == pytest.approx(100)      # 600 at best: the rare 100 share does not count
     assert w[250] == pytest.approx(250)
 
 

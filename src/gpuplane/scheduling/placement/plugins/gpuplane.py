@@ -13,11 +13,11 @@ by the fixed host rank) on a *richer* fragmentation measure::
   one task type's request; this term prices CPU gradually, so CPU-hungry tasks
   drift to CPU-rich hosts (e.g. 2-GPU/104-core T4 nodes) and CPU-light ones to
   CPU-poor hosts, and fewer GPUs end up behind exhausted CPU.
-* ``waste(h)`` - for a partly used GPU with ``h`` milli free, the milli that a
-  stream of future shares is expected to leave unused: ``h - V(h)`` with
-  ``V(h) = E[s + V(h - s) | s <= h]`` over the workload's share sizes ``s``
-  (a one-step look-ahead on the expected demand; ``waste(0) = waste(1000) = 0``).
-  It prefers leaving holes that popular shares can fill.
+* ``waste(h)`` - for a partly used GPU with ``h`` milli free, the part no
+  combination of the workload's common share sizes (frequency >= 1 %) can fill:
+  ``h - max{sum of shares <= h}`` (``waste(0) = waste(1000) = 0``). A look-ahead
+  on the expected demand: it prefers leaving holes that popular shares can
+  complete (530 = 470 + 60 left, 210: nothing fits).
 * ``pi(model) * L`` - the value of keeping free capacity ``L`` on a *scarce* model:
   ``pi(M)`` is the demand of the task types that may only run on a model set
   containing ``M`` (spread over that set's capacity), relative to the average
@@ -48,7 +48,8 @@ from gpuplane.scheduling.placement.plugins.fgd import Fgd
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 ALPHA = 1.0  #: weight of CPU-stranded GPU milli
-BETA = 0.5   #: weight of the expected unfillable part of partly used GPUs
+BETA = 2.0   #: weight of the unfillable part of partly used GPUs
+MIN_SHARE_FREQ = 0.01  #: share sizes rarer than this do not count as fillers
 GAMMA = 0.5  #: weight of free capacity on scarce (model-constrained) GPU models
 
 
@@ -83,21 +84,25 @@ def cpu_price(workload: TypicalWorkload, cpu_per_gpu: float) -> float:
     return rho_gpu + w * w * (rho_all - rho_gpu)
 
 
-def hole_waste(workload: TypicalWorkload) -> np.ndarray:
-    """(1001,) expected unfillable milli of a GPU with ``h`` milli free (see module doc)."""
+def hole_waste(workload: TypicalWorkload, min_freq: float = MIN_SHARE_FREQ) -> np.ndarray:
+    """(1001,) unfillable milli of a GPU with ``h`` milli free: ``h`` minus the
+    largest sum of share sizes (with repetition) <= ``h``, over the single-GPU
+    share sizes whose total frequency in the workload is >= ``min_freq``."""
     q: dict[int, float] = {}
     for t in workload.types:
         if 0 < t.gpu_milli < 1000 and t.gpus == 1:
             q[t.gpu_milli] = q.get(t.gpu_milli, 0.0) + t.freq
-    sizes = np.array(sorted(q), dtype=np.int64)
-    probs = np.array([q[s] for s in sizes.tolist()], dtype=np.float64)
-    value = np.zeros(1001, dtype=np.float64)
+    total = float(workload.freq.sum()) or 1.0
+    sizes = sorted(m for m, f in q.items() if f / total >= min_freq)
+    best = np.zeros(1001, dtype=np.int64)
     for h in range(1, 1001):
-        n = int(np.searchsorted(sizes, h, side="right"))
-        if n:
-            p = probs[:n]
-            value[h] = float((p * (sizes[:n] + value[h - sizes[:n]])).sum() / p.sum())
-    waste = np.arange(1001, dtype=np.float64) - value
+        b = 0
+        for m in sizes:
+            if m > h:
+                break
+            b = max(b, m + int(best[h - m]))
+        best[h] = b
+    waste = np.arange(1001, dtype=np.float64) - best
     waste[0] = waste[1000] = 0.0
     return waste
 
