@@ -188,8 +188,8 @@ class Gpuplane(Fgd):
     def _observe(self, snap: ClusterSnapshot, task: TaskRequest) -> None:
         if self.workload is not None or task.mig_profile is not None:
             return
-        self._seen[(task.cpu_milli, task.gpu_milli if task.gpus else 0, task.gpus,
-                    task.gpu_models if task.gpus else frozenset())] += 1
+        models = tuple(sorted(task.gpu_models)) if task.gpus else ()
+        self._seen[(task.cpu_milli, task.gpu_milli if task.gpus else 0, task.gpus, models)] += 1
         self._n_seen += 1
         if self._n_seen >= 2 * self._built_at:
             cache = snap.plugin_cache(self)
@@ -198,15 +198,16 @@ class Gpuplane(Fgd):
             self._built_at = self._n_seen
 
     def learned(self) -> TypicalWorkload:
-        """The distribution learned so far (95 % popularity cut, like FGD's)."""
-        items = sorted(self._seen.items(), key=lambda kv: (kv[1], repr(kv[0])), reverse=True)
+        """The distribution learned so far (95 % popularity cut, like FGD's; ties by
+        the larger key, deterministic)."""
+        items = sorted(self._seen.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
         kept, acc = [], 0
         for key, n in items:
             if acc >= 0.95 * self._n_seen:
                 break
             kept.append((key, n))
             acc += n
-        return TypicalWorkload([TaskType(c, m, k, models, n / acc)
+        return TypicalWorkload([TaskType(c, m, k, frozenset(models), n / acc)
                                 for (c, m, k, models), n in kept])
 
     def model(self, snap: ClusterSnapshot, task: TaskRequest | None = None) -> FragmentationModel:
