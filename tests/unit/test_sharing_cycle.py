@@ -217,3 +217,16 @@ def test_preemption_reports_the_work_lost_since_the_last_checkpoint():
     res = c.cycle([wl("hi", "p0", 8, prio=5, at=1)], q, now=100.0)
     assert res.preemptions[0].lost_s == 10.0
     assert "higher-priority hi" in res.preemptions[0].message
+
+
+def test_hierarchical_fair_share_serves_the_poorer_organisation_first():
+    from gpuplane.domain.tenancy import Organisation
+
+    c = Cluster(hosts=1)
+    q = QuotaTree([Project("a1", organisation="A"), Project("a2", organisation="A"),
+                   Project("b1", organisation="B")], [Organisation("A"), Organisation("B")],
+                  enforce=False)
+    c.cycle([wl("x", "a1", 4)], q)
+    # a2 holds nothing, but its organisation A already holds 4 GPUs: B goes first.
+    res = c.cycle([wl("y", "a2", 4, at=1), wl("z", "b1", 4, at=2)], q, now=1.0)
+    assert admitted(res) == ["z"]

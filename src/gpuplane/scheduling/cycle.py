@@ -51,8 +51,8 @@ def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
     queues = pending if isinstance(pending, PendingQueues) else PendingQueues.of(pending)
     st = build_state(snap, running, quotas, now, rng, options,                  # 1. state
                      history if options.fair_share else None, place_fn)
-    heads = _heads(st, queues)                                                  # 2. order
-    examined = _admit_in_order(st, queues, heads)                                     # 3. admit
+    order = _Order(st, queues)                                                  # 2. order
+    examined = _admit_in_order(st, queues, order)                                     # 3. admit
     _explain_rest(st, queues, examined)                                         # 4. explain
     st.cap.lift_holds()                                                         # 5. unhold
     return st.result
@@ -74,13 +74,87 @@ class _Head:
         self.current = next(self.items, None)
 
 
-def _key(st: CycleState, h: _Head) -> tuple:
-    w = h.current
-    assert w is not None
-    if st.options.strict_fifo or not st.options.fair_share:
+class _Order:
+    """Which head to serve next.
+
+    Strict FIFO / no fair share: one heap keyed by ``(-priority, age, id)``. Fair share: two
+    levels (hierarchical DRF): organisations keyed by *(their best head needs to borrow?, its
+    priority, organisation dominant share, its age)*, and inside each organisation its projects
+    keyed by *(needs to borrow?, priority, project dominant share, age, id)*. Shares and the
+    borrow flag change only through admissions of the project (and organisation) being served,
+    which is re-keyed right after, so no key is ever stale (preemption victims excepted: their
+    project may be served a little later than its share says, never earlier).
+    """
+
+    def __init__(self, st: CycleState, queues: PendingQueues) -> None:
+        self.st = st
+        self.fair = st.options.fair_share and not st.options.strict_fifo
+        self.flat: list[tuple[tuple, str, _Head]] = []
+        self.orgs: dict[str, list[tuple[tuple, str, _Head]]] = {}
+        self.top: list[tuple[tuple, str]] = []
+        for p in queues.projects():
+            h = _Head(p, queues.iter_project(p))
+            if h.current is None:
+                continue
+            if self.fair:
+                self.orgs.setdefault(self._org(p), []).append((self._pkey(h), p, h))
+            else:
+                self.flat.append((self._fkey(h), p, h))
+        heapq.heapify(self.flat)
+        for org, heap in self.orgs.items():
+            heapq.heapify(heap)
+            self.top.append((self._okey(org), org))
+        heapq.heapify(self.top)
+
+    def _org(self, project: str) -> str:
+        return self.st.quotas.project(project).organisation
+
+    @staticmethod
+    def _fkey(h: _Head) -> tuple:
+        w = h.current
+        assert w is not None
         return (-w.priority, w.submitted_at, w.id)
-    org, proj = st.book.key(h.project)
-    return (_borrows(st, w), -w.priority, org, proj, w.submitted_at, w.id)
+
+    def _pkey(self, h: _Head) -> tuple:
+        w = h.current
+        assert w is not None
+        return (_borrows(self.st, w), -w.priority, self.st.book.key(h.project)[1],
+                w.submitted_at, w.id)
+
+    def _okey(self, org: str) -> tuple:
+        best = self.orgs[org][0][0]
+        org_share = self.st.book.org_share(org)
+        return (best[0], best[1], org_share, best[3], best[4])
+
+    def pop(self) -> _Head | None:
+        """The next head to decide, or ``None`` when every queue is done."""
+        if not self.fair:
+            return heapq.heappop(self.flat)[2] if self.flat else None
+        while self.top:
+            _, org = heapq.heappop(self.top)
+            heap = self.orgs[org]
+            if heap:
+                return heapq.heappop(heap)[2]
+        return None
+
+    def push(self, h: _Head, keep: bool) -> None:
+        """After deciding ``h``'s workload: queue the project's next head (if ``keep``) and re-key
+        its organisation."""
+        if not self.fair:
+            if keep and h.current is not None:
+                heapq.heappush(self.flat, (self._fkey(h), h.project, h))
+            return
+        org = self._org(h.project)
+        heap = self.orgs[org]
+        if keep and h.current is not None:
+            heapq.heappush(heap, (self._pkey(h), h.project, h))
+        if heap:
+            heapq.heappush(self.top, (self._okey(org), org))
+
+    def remaining(self) -> list[_Head]:
+        if not self.fair:
+            return [h for _, _, h in self.flat]
+        return [h for heap in self.orgs.values() for _, _, h in heap]
 
 
 def _borrows(st: CycleState, w: PendingWorkload) -> int:
@@ -90,45 +164,28 @@ def _borrows(st: CycleState, w: PendingWorkload) -> int:
     return 0 if fit in (QuotaFit.GUARANTEED, QuotaFit.RECLAIM) else 1
 
 
-def _heads(st: CycleState, queues: PendingQueues) -> list[tuple[tuple, str, _Head]]:
-    heap = []
-    for p in queues.projects():
-        h = _Head(p, queues.iter_project(p))
-        if h.current is not None:
-            heap.append((_key(st, h), p, h))
-    heapq.heapify(heap)
-    return heap
-
-
 # -- step 3: admit in order -----------------------------------------------------------------------
-def _admit_in_order(st: CycleState, queues: PendingQueues,
-                    heap: list[tuple[tuple, str, _Head]]) -> set[str]:
-    """Pop the best head, decide it, push the project's next head with a fresh key. A project's
-    key changes only when it is popped (its own admissions); the organisation share inside other
-    projects' keys may lag by the admissions of their siblings in this cycle, which only ever
-    serves those siblings a little early."""
+def _admit_in_order(st: CycleState, queues: PendingQueues, order: _Order) -> set[str]:
+    """Serve heads in order: decide one workload, then re-queue its project's next head."""
     examined: set[str] = set()
-    while heap:
-        _, p, h = heapq.heappop(heap)
+    while (h := order.pop()) is not None:
         w = h.current
         assert w is not None
         if _hopeless(st, queues, h):
             if st.options.explain_all:     # explain its head precisely, skip the rest
                 examined.add(w.id)
                 decide(st, w)
+            order.push(h, keep=False)
             continue
         examined.add(w.id)
         block = decide(st, w)
         if block is not Block.NONE and st.options.strict_fifo:
-            _fifo_block(st, w, heap, examined)
+            _fifo_block(st, w, order.remaining(), examined)
             return examined
         h.advance()
         if block is not Block.NONE:
             h.blocked += 1
-            if h.blocked >= st.options.lookahead:
-                continue
-        if h.current is not None:
-            heapq.heappush(heap, (_key(st, h), p, h))
+        order.push(h, keep=h.blocked < st.options.lookahead)
     return examined
 
 
@@ -151,11 +208,12 @@ def _hopeless(st: CycleState, queues: PendingQueues, h: _Head) -> bool:
     return True
 
 
-def _fifo_block(st: CycleState, head: PendingWorkload, heap: list, examined: set[str]) -> None:
+def _fifo_block(st: CycleState, head: PendingWorkload, heads: list[_Head],
+                examined: set[str]) -> None:
     """Strict FIFO: everything behind a blocked head waits for it."""
     reason = PendingReason(FIFO_BLOCKED, f"strict FIFO: waiting behind {head.id}",
                            {"head": head.id})
-    for _, _, h in heap:
+    for h in heads:
         while h.current is not None:
             examined.add(h.current.id)
             if st.options.explain_all:

@@ -100,3 +100,8 @@ class ShareBook:
                                self.org_weight.get(org, 1.0)),
                 dominant_share(self.project_vec.get(project, ZERO), self.capacity,
                                self.project_weight.get(project, 1.0)))
+
+    def org_share(self, org: str) -> float:
+        """Dominant share of organisation ``org`` over its weight."""
+        return dominant_share(self.org_vec.get(org, ZERO), self.capacity,
+                              self.org_weight.get(org, 1.0))
