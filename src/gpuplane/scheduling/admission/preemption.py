@@ -66,12 +66,23 @@ def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree
     cohort = quotas.project(w.project).cohort
     out: list[tuple[tuple, Victim]] = []
     if reclaim and cohort is not None:
-        for key, r in reclaim_pool(cohort, flavor):
+        pool = reclaim_pool(cohort, flavor)
+        kept: list[tuple[tuple, RunningWorkload]] = []
+        alive: dict[str, bool] = {}
+        n = 0
+        for key, r in pool:
             if len(out) >= limit:
                 break
-            if r.project != w.project and r.id not in taken and \
-                    ledger.borrowed(r.project, flavor) > 0:
+            n += 1
+            ok = alive.get(r.project)
+            if ok is None:
+                ok = alive[r.project] = ledger.borrowed(r.project, flavor) > 0
+            if not ok or r.id in taken:
+                continue     # for good: a member stops borrowing for the rest of the cycle
+            kept.append((key, r))
+            if r.project != w.project:
                 out.append((key, Victim(r, RECLAIM)))
+        pool[:n] = kept      # prune what was scanned, keep the order
     own = [((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY))
            for r in running_of(w.project)
            if r.preemptible and r.id not in taken and r.flavor == flavor
