@@ -230,3 +230,21 @@ def test_hierarchical_fair_share_serves_the_poorer_organisation_first():
     # a2 holds nothing, but its organisation A already holds 4 GPUs: B goes first.
     res = c.cycle([wl("y", "a2", 4, at=1), wl("z", "b1", 4, at=2)], q, now=1.0)
     assert admitted(res) == ["z"]
+
+
+def test_a_gang_that_must_share_a_host_lands_on_one_host_or_waits():
+    c = Cluster(hosts=2)
+    q = quotas(64, cohort=None)
+    c.cycle([wl("x", "p0", 4)], q)                    # h0 has 4 free, h1 has 8 free
+    gang = PendingWorkload("g", "p0", gang_tasks(4, 8) + gang_tasks(4, 8), topology="host",
+                           submitted_at=1.0)
+    res = c.cycle([gang], q, now=1.0)
+    pls = res.placements[0].placements
+    assert len({p.host for p in pls}) == 1 and sorted(pls[0].gpu_indices + pls[1].gpu_indices) == \
+        list(range(8))
+    big = PendingWorkload("b", "p0", gang_tasks(4, 8) * 3, topology="host", submitted_at=2.0)
+    res = c.cycle([big], q, now=2.0)
+    assert res.placements == [] and "b" in res.pending
+    loose = PendingWorkload("l", "p0", gang_tasks(2, 8) * 2, topology="host",
+                            topology_required=False, submitted_at=3.0)
+    assert [a.workload_id for a in c.cycle([loose], q, now=3.0).placements] == ["l"]

@@ -99,9 +99,19 @@ class CycleCapacity:
         slots = int((self.free_whole // g).sum())
         return slots >= len(need) and int(self.free_whole.sum()) >= sum(need)
 
-    def place_gang(self, tasks: Sequence[Any]) -> GangResult:
+    def place_gang(self, tasks: Sequence[Any], same_host: bool = False,
+                   required: bool = True) -> GangResult:
         """Place and book every task, or none: on the first failure every booking is undone and
-        the failing member's ``Unschedulable`` is returned."""
+        the failing member's ``Unschedulable`` is returned.
+
+        ``same_host`` (topology ``"host"``) places whole-GPU members together on one host: they are
+        placed as one task asking for all their GPUs, whose devices are then split between them
+        in order. With ``required=False`` it is a preference: members are placed one by one when
+        no single host fits them all."""
+        if same_host and len(tasks) > 1 and all(is_whole(t) for t in tasks):
+            r = self._place_together(tasks)
+            if r.placements is not None or required:
+                return r
         if not self.may_fit(tasks):
             return GangResult(None, None)
         undos: list[Undo] = []
@@ -122,9 +132,37 @@ class CycleCapacity:
 
         return GangResult(tuple(out), None, undo_all)
 
-    def fits(self, tasks: Sequence[Any]) -> bool:
+    def _place_together(self, tasks: Sequence[Any]) -> GangResult:
+        first = tasks[0]
+        total = sum(t.gpus for t in tasks)
+        if total > self.max_free:
+            return GangResult(None, None)
+        joint = TaskRequest(cpu_milli=sum(t.cpu_milli for t in tasks),
+                            memory_mib=sum(t.memory_mib for t in tasks), gpus=total,
+                            gpu_models=first.gpu_models, selector=first.selector,
+                            tolerations=first.tolerations)
+        self.place_calls += 1
+        r = self.place_fn(self.snap, joint, self.profile, self.rng)
+        if not isinstance(r, Placement):
+            return GangResult(None, r)
+        out: list[Placement] = []
+        undos: list[Undo] = []
+        k = 0
+        for t in tasks:
+            p = Placement(r.host, r.gpu_indices[k:k + t.gpus], MILLI_PER_GPU)
+            k += t.gpus
+            undos.append(self.assign(t, p))
+            out.append(p)
+
+        def undo_all() -> None:
+            for u in reversed(undos):
+                u()
+
+        return GangResult(tuple(out), None, undo_all)
+
+    def fits(self, tasks: Sequence[Any], same_host: bool = False, required: bool = True) -> bool:
         """Would the gang fit now? Leaves the snapshot unchanged."""
-        r = self.place_gang(tasks)
+        r = self.place_gang(tasks, same_host, required)
         if r.undo is not None:
             r.undo()
         return r.placements is not None

@@ -63,13 +63,13 @@ def decide(st: CycleState, w: PendingWorkload) -> Block:
 # -- placement and backfill -------------------------------------------------------------------
 def _place(st: CycleState, w: PendingWorkload) -> GangResult:
     cap = st.cap
-    placed = cap.place_gang(w.tasks)
+    placed = cap.place_gang(w.tasks, *_topology(w))
     if placed.placements is not None or not cap.holds or w.expected_duration is None:
         return placed
     if st.now + w.expected_duration > min(st.result.reservations.values()):
         return placed
     held = cap.lift_holds()            # it ends before every reservation starts: backfill it
-    placed = cap.place_gang(w.tasks)
+    placed = cap.place_gang(w.tasks, *_topology(w))
     cap.restore_holds(held)
     return placed
 
@@ -184,11 +184,12 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
                 and base.get((project, d.flavor), 0) > g)
 
     victims = preemption.select(w, d.flavor, d.gpu, cands, st.ledger, remove,
-                                lambda: cap.fits(w.tasks), borrowing, st.options.max_victims)
+                                lambda: cap.fits(w.tasks, *_topology(w)), borrowing,
+                                st.options.max_victims)
     if victims is None:
         st.preempt_failed[key] = d.gpu
         return False
-    placed = cap.place_gang(w.tasks)
+    placed = cap.place_gang(w.tasks, *_topology(w))
     if placed.placements is None:   # fits() just said yes on this very state
         raise RuntimeError(f"placement of {w.id} changed between trial and booking")
     after = _record_victims(st, w, victims)
@@ -215,3 +216,9 @@ def _record_victims(st: CycleState, w: PendingWorkload, victims: list[Victim]) -
 
 def _nothing(project: str) -> tuple:
     return ()
+
+
+def _topology(w: PendingWorkload) -> tuple[bool, bool]:
+    """``(same_host, required)`` for :meth:`CycleCapacity.place_gang`. Only ``"host"`` is
+    enforced; ``"nvlink"`` and ``"rack"`` need a placement filter that does not exist yet."""
+    return (w.topology == "host", w.topology_required)
