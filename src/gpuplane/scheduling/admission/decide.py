@@ -154,7 +154,14 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
     if not reclaim and not own:
         st.preempt_failed[key] = d.gpu
         return False
-    cands = preemption.candidates(w, d.flavor, reclaim, st.quotas, st.ledger,
+    base = st.running_usage
+
+    def borrowing(project: str) -> bool:
+        g = st.quotas.project(project).quota(d.flavor).guaranteed
+        return (st.ledger.borrowed(project, d.flavor) > 0
+                and base.get((project, d.flavor), 0) > g)
+
+    cands = preemption.candidates(w, d.flavor, reclaim, st.quotas, borrowing,
                                   st.running_of if own else _nothing, st.reclaim_pool,
                                   st.preempted, limit=4 * st.options.max_victims)
     if not cands:
@@ -162,8 +169,6 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
         return False
     cap = st.cap
     cands = preemption.group_by_host(cands, lambda h: int(cap.free_whole[cap.snap.index[h]]))
-
-    base = st.running_usage
 
     def remove(r: RunningWorkload) -> Callable[[], None]:
         undos = [cap.release(t.task, t.placement) for t in r.tasks]
@@ -177,11 +182,6 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
                 u()
 
         return undo
-
-    def borrowing(project: str) -> bool:
-        g = st.quotas.project(project).quota(d.flavor).guaranteed
-        return (st.ledger.borrowed(project, d.flavor) > 0
-                and base.get((project, d.flavor), 0) > g)
 
     victims = preemption.select(w, d.flavor, d.gpu, cands, st.ledger, remove,
                                 lambda: cap.fits(w.tasks, *_topology(w)), borrowing,

@@ -52,13 +52,15 @@ class Victim:
 
 
 def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree,
-               ledger: QuotaLedger, running_of: Callable[[str], Sequence[RunningWorkload]],
+               borrowing: Callable[[str], bool],
+               running_of: Callable[[str], Sequence[RunningWorkload]],
                reclaim_pool: Callable[[str, str], Sequence[tuple[tuple, RunningWorkload]]],
                taken: set[str], limit: int = 256) -> list[Victim]:
     """Victim candidates for ``w`` in preference order (see the module docstring).
 
-    ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee).
-    ``running_of(project)`` lists a project's running workloads; ``reclaim_pool(cohort, flavor)``
+    ``reclaim`` says whether ``w`` is entitled to reclaim (within its guarantee);
+    ``borrowing(project)`` whether a project's running work is still above its guarantee (once
+    false it stays false for the cycle). ``running_of(project)`` lists a project's running workloads; ``reclaim_pool(cohort, flavor)``
     lists, sorted by preference, the workloads of the cohort members that borrowed when the cycle
     began. ``taken`` holds workload ids already preempted this cycle (never offered twice). At
     most ``limit`` are returned.
@@ -76,7 +78,7 @@ def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree
             n += 1
             ok = alive.get(r.project)
             if ok is None:
-                ok = alive[r.project] = ledger.borrowed(r.project, flavor) > 0
+                ok = alive[r.project] = borrowing(r.project)
             if not ok or r.id in taken:
                 continue     # for good: a member stops borrowing for the rest of the cycle
             kept.append((key, r))
