@@ -59,8 +59,8 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
             chosen = {index_of[tid]: from_placement(p)
                       for tid, p in zip(item.task_ids, placements) if p is not None}
             hosts = {p.host for p in chosen.values()} - claimed
-            lifecycle.admit_workload(tx, w, chosen, now,
-                                     {h: host_generations[h] for h in sorted(hosts)})
+            lifecycle.admit_tasks(tx, w, chosen, now,
+                                  {h: host_generations[h] for h in sorted(hosts)})
             claimed |= hosts
             admitted += len(chosen)
         for wid, reason in decisions.pending.items():

@@ -11,7 +11,7 @@ Typical use by the control loop::
 
     with store.write() as tx:
         for admit in result.placements:
-            lifecycle.admit_workload(tx, workloads[admit.workload_id], placements, now)
+            lifecycle.admit_tasks(tx, workloads[admit.workload_id], placements, now)
     # after commit: driver.start(...) for each admitted task, then
     with store.write() as tx:
         lifecycle.mark_task_running(tx, task_id, seen_generation, now, handle)
@@ -20,44 +20,66 @@ Typical use by the control loop::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from gpuplane.domain.errors import Conflict
 from gpuplane.domain.workloads import (Phase, Task, TaskPlacement, Workload, aggregate_phase,
                                        check_task_transition)
 from gpuplane.governance import audit
-from gpuplane.store.records import UsageRecord
+from gpuplane.store.records import UsageRecord, WorkloadPhaseState
 
 
-def refresh_workload_phase(tx, workload_id: str, now: float) -> Workload:  # noqa: ANN001
-    """Recompute a workload's phase from its tasks and store it (with start/finish times)."""
-    wl = tx.workloads.get(workload_id)
-    phase = aggregate_phase((t.phase for t in wl.tasks), wl.cancel_requested)
-    if phase is wl.phase:
-        return wl
-    values: dict[str, Any] = {"phase": phase}
-    if phase is Phase.ADMITTED and wl.admitted_at is None:
+def _phase_values(state: WorkloadPhaseState, now: float) -> tuple[Phase, dict[str, Any]]:
+    """The phase a workload's tasks imply and the columns to write for it (empty: unchanged)."""
+    phase = aggregate_phase((Phase(p) for p in state.task_phases), state.cancel_requested)
+    values: dict[str, Any] = {}
+    if phase.value == state.phase:
+        return phase, values
+    values["phase"] = phase
+    if phase is Phase.ADMITTED and state.admitted_at is None:
         values["admitted_at"] = now
-    if phase is Phase.RUNNING and wl.started_at is None:
+    if phase is Phase.RUNNING and state.started_at is None:
         values["started_at"] = now
     if phase.terminal:
         values["finished_at"] = now
         values["pending_reason"] = None
-    tx.workloads.update(wl.id, wl.generation, **values)
-    tx.events.add(now, "Warning" if phase in (Phase.FAILED, Phase.LOST) else "Normal",
-                  phase.value, f"workload is {phase.value} (was {wl.phase.value})",
-                  workload_uid=wl.id)
+    return phase, values
+
+
+def _phase_event(tx, workload_id: str, old: str, new: Phase, now: float) -> None:  # noqa: ANN001
+    tx.events.add(now, "Warning" if new in (Phase.FAILED, Phase.LOST) else "Normal",
+                  new.value, f"workload is {new.value} (was {old})", workload_uid=workload_id)
+
+
+def _refresh_phase(tx, workload_id: str, now: float) -> Phase:  # noqa: ANN001
+    """Recompute and store a workload's phase from its tasks (generation-guarded against the
+    row just read); returns the phase. Reads only phases, never the whole workload."""
+    state = tx.workloads.phase_state(workload_id)
+    phase, values = _phase_values(state, now)
+    if values:
+        tx.workloads.update(workload_id, state.generation, **values)
+        _phase_event(tx, workload_id, state.phase, phase, now)
+    return phase
+
+
+def refresh_workload_phase(tx, workload_id: str, now: float) -> Workload:  # noqa: ANN001
+    """Recompute a workload's phase from its tasks and store it (with start/finish times)."""
+    _refresh_phase(tx, workload_id, now)
     return tx.workloads.get(workload_id)
 
 
-def admit_workload(tx, workload: Workload, placements: Mapping[int, TaskPlacement],  # noqa: ANN001
-                   now: float, host_generations: Mapping[str, int] | None = None) -> Workload:
-    """Bind tasks (by index) to placements: Pending -> Admitted, all in this transaction.
+def admit_tasks(tx, workload: Workload, placements: Mapping[int, TaskPlacement],  # noqa: ANN001
+                now: float, host_generations: Mapping[str, int] | None = None) -> Phase:
+    """Bind tasks (by index) to placements: Pending -> Admitted, all in this transaction;
+    returns the workload's new phase. What ``admit_workload`` does, without reading the
+    workload back (the control loop rereads the store on its next tick anyway).
 
-    ``workload`` is what the loop read; if it changed since (generation), Conflict. With
-    ``host_generations`` (host name -> generation the loop saw) each host is claimed with a
-    generation-guarded bump, so two writers can never both allocate from a stale view.
-    A gang is admitted whole: the caller passes every task of it."""
+    Guards (STYLE habit 7): each task update needs the task's generation in ``workload``;
+    the workload update needs ``workload.generation`` (so a cancel since the read is a
+    Conflict); with ``host_generations`` (host name -> generation the loop saw) each host is
+    claimed with a generation-guarded bump, so two writers can never both allocate from a
+    stale view. A gang is admitted whole: the caller passes every task of it."""
     tasks = {t.index: t for t in workload.tasks}
     for index, placement in placements.items():
         task = tasks.get(index)
@@ -70,20 +92,35 @@ def admit_workload(tx, workload: Workload, placements: Mapping[int, TaskPlacemen
                         reason=None, message=None, handle=None, not_before=None)
     for host, generation in (host_generations or {}).items():
         tx.hosts.bump_generation(host, generation)
-    tx.workloads.update(workload.id, workload.generation)  # guard: nobody changed it meanwhile
-    tx.workloads.set_pending_reason(workload.id, None)
+    state = tx.workloads.phase_state(workload.id)
+    phase, values = _phase_values(state, now)
+    # One guarded update against the generation the caller read: nobody changed it meanwhile.
+    tx.workloads.update(workload.id, workload.generation, **{**values, "pending_reason": None})
     hosts = sorted({p.host for p in placements.values()})
     tx.events.add(now, "Normal", "Admitted",
                   f"{len(placements)} task(s) placed on {', '.join(hosts)}",
                   workload_uid=workload.id)
-    project = tx.projects.get(workload.project)
     audit.record(tx, at=now, actor="scheduler", action="workload.admit", object_kind="workload",
-                 object_id=workload.id, project_id=project.id, org_id=project.org_id,
+                 object_id=workload.id, project_id=state.project_id, org_id=state.org_id,
                  detail={"placements": {str(i): {"host": p.host,
                                                  "gpu_indices": list(p.gpu_indices),
                                                  "gpu_milli": p.gpu_milli}
                                         for i, p in sorted(placements.items())}})
-    return refresh_workload_phase(tx, workload.id, now)
+    if values:
+        _phase_event(tx, workload.id, state.phase, phase, now)
+    return phase
+
+
+def admit_workload(tx, workload: Workload, placements: Mapping[int, TaskPlacement],  # noqa: ANN001
+                   now: float, host_generations: Mapping[str, int] | None = None) -> Workload:
+    """``admit_tasks``, then the workload as stored now.
+
+    ``workload`` is what the loop read; if it changed since (generation), Conflict. With
+    ``host_generations`` (host name -> generation the loop saw) each host is claimed with a
+    generation-guarded bump, so two writers can never both allocate from a stale view.
+    A gang is admitted whole: the caller passes every task of it."""
+    admit_tasks(tx, workload, placements, now, host_generations)
+    return tx.workloads.get(workload.id)
 
 
 def mark_task_running(tx, task_id: int, seen_generation: int, now: float,  # noqa: ANN001
@@ -91,14 +128,17 @@ def mark_task_running(tx, task_id: int, seen_generation: int, now: float,  # noq
     """A driver started the task: Admitted -> Running; ``handle`` is kept for adoption."""
     task = tx.tasks.get(task_id)
     check_task_transition(task.phase, Phase.RUNNING)
-    tx.tasks.update(task_id, seen_generation, phase=Phase.RUNNING, started_at=now,
-                    handle=dict(handle) if handle is not None else task.handle)
+    stored_handle = dict(handle) if handle is not None else task.handle
+    generation = tx.tasks.update(task_id, seen_generation, phase=Phase.RUNNING, started_at=now,
+                                 handle=stored_handle)
     tx.events.add(now, "Normal", "Started", f"task {task.index} started (attempt {task.attempt})"
                   + (f" on {task.placement.host}" if task.placement else ""),
                   workload_uid=task.workload_id, task_index=task.index,
                   host=task.placement.host if task.placement else None)
-    refresh_workload_phase(tx, task.workload_id, now)
-    return tx.tasks.get(task_id)
+    _refresh_phase(tx, task.workload_id, now)
+    # The guarded update proved the row was ``task`` (read in this transaction) until now.
+    return replace(task, phase=Phase.RUNNING, generation=generation, started_at=now,
+                   handle=stored_handle)
 
 
 def _account(tx, task: Task, now: float, outcome: str) -> None:  # noqa: ANN001
@@ -159,7 +199,7 @@ def finish_task(tx, task_id: int, seen_generation: int, phase: Phase, now: float
                       + (f" (exit {exit_code})" if exit_code is not None else "")
                       + (f": {message}" if message else ""),
                       workload_uid=wl.id, task_index=task.index)
-    refresh_workload_phase(tx, wl.id, now)
+    _refresh_phase(tx, wl.id, now)
     return tx.tasks.get(task_id)
 
 
@@ -183,5 +223,5 @@ def requeue_task(tx, task_id: int, seen_generation: int, now: float, reason: str
                      object_id=f"{task.workload_id}/{task.index}", project_id=project.id,
                      org_id=project.org_id, detail={"beneficiary": preempted_by,
                                                     "message": message})
-    refresh_workload_phase(tx, task.workload_id, now)
+    _refresh_phase(tx, task.workload_id, now)
     return tx.tasks.get(task_id)

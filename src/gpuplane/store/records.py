@@ -177,3 +177,19 @@ class AuditEntry:
     detail: Mapping[str, Any] = field(default_factory=dict)
     prev_hash: str = ""
     hash: str = ""
+
+
+@dataclass(frozen=True)
+class WorkloadPhaseState:
+    """What recomputing a workload's phase needs, read in two small queries (no spec, no
+    task conversion): the workload's generation, phase, cancel flag and phase times, the
+    phases of its tasks, and the ids of its project and organisation (for audit entries)."""
+
+    generation: int
+    phase: str
+    cancel_requested: bool
+    admitted_at: float | None
+    started_at: float | None
+    task_phases: tuple[str, ...]
+    project_id: int
+    org_id: int

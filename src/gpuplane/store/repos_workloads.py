@@ -17,7 +17,7 @@ from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPl
                                        WorkloadSpec)
 from gpuplane.store.generations import guarded_update
 from gpuplane.store.paging import Page, paginate
-from gpuplane.store.records import UsageRecord
+from gpuplane.store.records import UsageRecord, WorkloadPhaseState
 from gpuplane.store.tables import (EventRow, HostRow, OrganisationRow, ProjectRow, TaskRow,
                                    UsageRow, WorkloadRow)
 
@@ -90,6 +90,23 @@ class WorkloadRepo:
     # -- reads ------------------------------------------------------------------------------
     def get(self, uid: str) -> Workload:
         return self._convert([self._row(uid)])[0]
+
+    def phase_state(self, uid: str) -> WorkloadPhaseState:
+        """The inputs of a phase recomputation, without converting the workload."""
+        row = self.s.execute(select(WorkloadRow.pk, WorkloadRow.generation, WorkloadRow.phase,
+                                    WorkloadRow.cancel_requested, WorkloadRow.admitted_at,
+                                    WorkloadRow.started_at, WorkloadRow.project_id,
+                                    ProjectRow.org_id)
+                             .join(ProjectRow, ProjectRow.id == WorkloadRow.project_id)
+                             .where(WorkloadRow.uid == uid)).first()
+        if row is None:
+            raise NotFound(f"no workload {uid!r}", code="gpuplane.workload.not_found")
+        phases = self.s.execute(select(TaskRow.phase).where(TaskRow.workload_pk == row.pk)
+                                .order_by(TaskRow.idx)).scalars().all()
+        return WorkloadPhaseState(
+            generation=row.generation, phase=row.phase, cancel_requested=row.cancel_requested,
+            admitted_at=row.admitted_at, started_at=row.started_at, task_phases=tuple(phases),
+            project_id=row.project_id, org_id=row.org_id)
 
     def pk_of(self, uid: str) -> int:
         return self._row(uid).pk
