@@ -150,6 +150,55 @@ def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
     return out
 
 
+def mig_as_now(hosts: Sequence[Host], running: Sequence[RunningTask]
+               ) -> tuple[list[Host], list[RunningTask]]:
+    """Hosts and running tasks as the snapshot must see MIG (docs/mig.md, live loop): each MIG
+    GPU's layout as it is now, and the running tasks' MIG entries as plain reuse
+    (``created=False, reclaims=()``) of the instances they hold.
+
+    The layout now is the stored (registered) one where, for every instance a running task
+    holds, idle instances overlapping it are dropped and the instance is added if missing.
+    The stored placements keep what was decided (created / reclaims) for the drivers; replaying
+    those against the stored layout would fail, and stop all scheduling, as soon as that
+    layout changed under running tasks (a host re-registered or updated)."""
+    held: dict[tuple[str, int], list[Any]] = {}
+    for r in running:
+        for m in r.placement.mig:
+            held.setdefault((r.placement.host, m.gpu_index), []).append(m)
+    if not held:
+        return list(hosts), list(running)
+    out_hosts = []
+    for h in hosts:
+        gpus = tuple(dataclasses.replace(g, mig_layout=_layout_now(g.mig_layout, refs))
+                     if g.mig_layout is not None and (refs := held.get((h.name, g.index)))
+                     else g for g in h.gpus)
+        out_hosts.append(h if gpus == h.gpus else dataclasses.replace(h, gpus=gpus))
+    out_running = [r if not r.placement.mig else dataclasses.replace(
+        r, placement=dataclasses.replace(r.placement, mig=tuple(
+            dataclasses.replace(m, created=False, reclaims=()) for m in r.placement.mig)))
+        for r in running]
+    return out_hosts, out_running
+
+
+def _layout_now(layout: Any, refs: Sequence[Any]) -> Any:
+    from gpuplane.domain.mig import MigInstance, MigLayout
+    from gpuplane.domain.mig_profiles import get_profile
+
+    def mask(profile: str, start: int) -> int:
+        return get_profile(layout.model, profile).mask(start)
+
+    kept = [MigInstance(i.start, i.profile) for i in layout.instances]
+    claimed: set[int] = set()
+    for ref in refs:
+        name = get_profile(layout.model, ref.profile).name
+        if not any(i.start == ref.start and i.profile == name for i in kept):
+            need = mask(name, ref.start)
+            kept = [i for i in kept if i.start in claimed or not mask(i.profile, i.start) & need]
+            kept.append(MigInstance(ref.start, name))
+        claimed.add(ref.start)
+    return MigLayout(model=layout.model, instances=tuple(kept))
+
+
 def choose_jurisdiction(workload: Workload, free_by_jurisdiction: Mapping[str, int]
                         ) -> str | None:
     """Among the jurisdictions ``workload`` allows, the one with the most free GPU capacity

@@ -34,8 +34,8 @@ import numpy as np
 
 from gpuplane.control import apply as store_apply
 from gpuplane.control.convert import (choose_jurisdiction, free_gpu_by_jurisdiction,
-                                      load_quotas, schedulable_view, to_host, to_pending,
-                                      to_placement, to_running)
+                                      load_quotas, mig_as_now, schedulable_view, to_host,
+                                      to_pending, to_placement, to_running)
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
                                         STOP_REASONS, outcome, task_spec)
@@ -185,8 +185,7 @@ class ControlLoop:
             quotas = load_quotas(tx)
         if not waiting:
             return
-        domain_hosts = [to_host(h) for h in hosts]
-        running = to_running(active)
+        domain_hosts, running = mig_as_now([to_host(h) for h in hosts], to_running(active))
         snap = ClusterSnapshot.build(schedulable_view(domain_hosts, hosts),
                                      [(r.task, r.placement) for r in running])
         free = free_gpu_by_jurisdiction(snap, hosts)
