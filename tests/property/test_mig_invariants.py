@@ -26,6 +26,7 @@ from gpuplane.domain.mig import (
     without_instance,
 )
 from gpuplane.domain.requests import Placement, TaskRequest
+from gpuplane.scheduling.placement import profiles
 from gpuplane.scheduling.placement.framework import CycleState, pick_host
 from gpuplane.scheduling.placement.plugins.mig import mig_plugins
 from gpuplane.scheduling.snapshot import ClusterSnapshot
@@ -231,18 +232,6 @@ def test_placements_never_overallocate_and_miss_nothing(
 _MIXED_POLICIES = ("random", "bestfit", "fgd", "gpuplane")
 
 
-def _with_mig(policy: str):
-    """A registered profile with the MIG filter, score and chooser added (as profiles should)."""
-    import dataclasses
-
-    from gpuplane.scheduling.placement import profiles
-    base = profiles.get(policy)
-    fit, pack, choose = mig_plugins()
-    return dataclasses.replace(base, filters=base.filters + (fit,),
-                               scores=base.scores + ((pack, 1),),
-                               choosers=(choose,) + base.choosers)
-
-
 @st.composite
 def _mixed_fleet(draw) -> list[Host]:
     out = []
@@ -300,37 +289,39 @@ def _books(snap: ClusterSnapshot, booked: list[tuple[TaskRequest, Placement]]) -
         assert {i.start for i in lay.instances if i.occupied} == held.get((h, g), set())
 
 
-@settings(max_examples=100, deadline=None)
-@given(hosts=_mixed_fleet(), stream=st.lists(_any_task(), min_size=1, max_size=25),
-       policy=st.sampled_from(_MIXED_POLICIES), seed=st.integers(0, 2**32 - 1))
-def test_mixed_fleets_never_overallocate_any_resource(hosts, stream, policy, seed) -> None:
+def _place_each(snap, tasks, prof, rng, check: bool = False) -> list[tuple[TaskRequest, Placement]]:
+    """Place and book each task in turn (skipping unplaceable ones); with ``check``, verify the
+    books after every task. Returns what was booked."""
     from gpuplane.scheduling.placement import place
-    snap = ClusterSnapshot.build(hosts)
-    prof = _with_mig(policy)
-    rng = np.random.default_rng(seed)
     booked: list[tuple[TaskRequest, Placement]] = []
-    for task in stream:
+    for task in tasks:
         out = place(snap, task, prof, rng)
         if isinstance(out, Placement):
             snap.assign(task, out)
             booked.append((task, out))
-        _books(snap, booked)
+        if check:
+            _books(snap, booked)
+    return booked
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts=_mixed_fleet(), stream=st.lists(_any_task(), min_size=1, max_size=25),
+       policy=st.sampled_from(_MIXED_POLICIES), seed=st.integers(0, 2**32 - 1))
+def test_mixed_fleets_never_overallocate_any_resource(hosts, stream, policy, seed) -> None:
+    snap = ClusterSnapshot.build(hosts)
+    prof = profiles.get(policy)  # every profile has the MIG filter and chooser
+    _place_each(snap, stream, prof, np.random.default_rng(seed), check=True)
 
 
 @settings(max_examples=100, deadline=None)
 @given(hosts=_mixed_fleet(), background=st.lists(_any_task(), max_size=10),
        gang=st.lists(_any_task(), min_size=2, max_size=6), seed=st.integers(0, 2**32 - 1))
 def test_gangs_with_mig_members_are_whole_or_nothing(hosts, background, gang, seed) -> None:
-    from gpuplane.scheduling.placement import place, place_gang
+    from gpuplane.scheduling.placement import place_gang
     snap = ClusterSnapshot.build(hosts)
-    prof = _with_mig("gpuplane")
+    prof = profiles.get("gpuplane")
     rng = np.random.default_rng(seed)
-    booked: list[tuple[TaskRequest, Placement]] = []
-    for task in background:
-        out = place(snap, task, prof, rng)
-        if isinstance(out, Placement):
-            snap.assign(task, out)
-            booked.append((task, out))
+    booked = _place_each(snap, background, prof, rng)
     before = snap.copy()
     out = place_gang(snap, gang, prof, rng, keep=True)
     if isinstance(out, list):

@@ -6,9 +6,10 @@ unknown fields. Lists are pages: ``{"items": [...], "next_cursor": "..." | null}
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from dataclasses import fields
+from typing import Any, Generic, TypeVar, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from gpuplane.domain.workloads import Event, Task, Workload, WorkloadSpec
 from gpuplane.store import records as r
@@ -338,26 +339,19 @@ class UsageOut(BaseModel):
     now: UsageNowOut
 
 
-class AuditEntryOut(BaseModel):
-    seq: int
-    at: float
-    actor: str
-    action: str
-    object_kind: str
-    object_id: str
-    project_id: int | None
-    org_id: int | None
-    outcome: str
-    detail: dict[str, Any]
-    prev_hash: str
-    hash: str
+class _RecordOut(BaseModel):
+    """A response body with exactly the fields of a store record; ``of`` copies them."""
 
     @classmethod
-    def of(cls, e: r.AuditEntry) -> AuditEntryOut:
-        return cls(seq=e.seq, at=e.at, actor=e.actor, action=e.action,
-                   object_kind=e.object_kind, object_id=e.object_id, project_id=e.project_id,
-                   org_id=e.org_id, outcome=e.outcome, detail=dict(e.detail),
-                   prev_hash=e.prev_hash, hash=e.hash)
+    def of(cls, rec: Any) -> Any:
+        return cls(**{name: getattr(rec, name) for name in cls.model_fields})
+
+
+#: One audit chain entry: the fields of ``store.records.AuditEntry`` (what ``audit verify``
+#: hashes), so the API can never drop or add one the chain has.
+AuditEntryOut = create_model(
+    "AuditEntryOut", __base__=_RecordOut, __module__=__name__,
+    **{f.name: (get_type_hints(r.AuditEntry)[f.name], ...) for f in fields(r.AuditEntry)})
 
 
 class AuditVerifyOut(BaseModel):

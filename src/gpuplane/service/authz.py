@@ -77,14 +77,7 @@ class Principal:
 
     def may(self, action: str, *, project_id: int | None = None, org_id: int | None = None) -> bool:
         """True if a binding grants ``action`` on the project (and its org) or on the org."""
-        for g in self._grants_for(action):
-            if g.scope_kind == "global":
-                return True
-            if g.scope_kind == "organisation" and org_id is not None and g.scope_id == org_id:
-                return True
-            if g.scope_kind == "project" and project_id is not None and g.scope_id == project_id:
-                return True
-        return False
+        return any(_covers(g, project_id, org_id) for g in self._grants_for(action))
 
     def may_anywhere(self, action: str) -> bool:
         return bool(self._grants_for(action))
@@ -92,11 +85,7 @@ class Principal:
     def sees(self, *, project_id: int | None = None, org_id: int | None = None) -> bool:
         """True if any binding at all covers the project/org (then 403, not 404, applies)."""
         for g in self.grants:
-            if g.scope_kind == "global":
-                return True
-            if g.scope_kind == "organisation" and org_id is not None and g.scope_id == org_id:
-                return True
-            if g.scope_kind == "project" and project_id is not None and g.scope_id == project_id:
+            if _covers(g, project_id, org_id):
                 return True
             if g.scope_kind == "project" and project_id is None and org_id is not None \
                     and g.org_id == org_id:
@@ -115,6 +104,15 @@ class Principal:
             else:
                 projects.add(g.scope_id)
         return projects, orgs
+
+
+def _covers(g: Grant, project_id: int | None, org_id: int | None) -> bool:
+    """True if binding ``g`` reaches the project (and its org) or the org."""
+    if g.scope_kind == "global":
+        return True
+    if g.scope_kind == "organisation" and org_id is not None and g.scope_id == org_id:
+        return True
+    return g.scope_kind == "project" and project_id is not None and g.scope_id == project_id
 
 
 def require(principal: Principal, action: str, *, project_id: int | None = None,

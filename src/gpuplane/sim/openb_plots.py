@@ -37,6 +37,19 @@ def write_plots(results: Sequence[dict], out: Path) -> list[Path]:
         return _write_plots(results, out)
 
 
+def _finish(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:  # noqa: ANN001
+    """Labels, grid and legend of a line plot, then save and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _write_plots(results: Sequence[dict], out: Path) -> list[Path]:
     plt = _plt()
     out = Path(out)
@@ -57,32 +70,18 @@ def _write_plots(results: Sequence[dict], out: Path) -> list[Path]:
             if len(runs) > 1:
                 ax.fill_between(xs, np.nanpercentile(y, 25, axis=0),
                                 np.nanpercentile(y, 75, axis=0), alpha=0.2)
-        ax.set_xlabel("arriving GPU demand (% of capacity)")
-        ax.set_ylabel("unallocated GPU (%)")
-        ax.set_title(f"openb {t}: unallocated GPU vs arrival")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / f"alloc_{t}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, "arriving GPU demand (% of capacity)",
+                               "unallocated GPU (%)", f"openb {t}: unallocated GPU vs arrival",
+                               out / f"alloc_{t}.png"))
         xs = list(range(0, 131))
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for p in policies:
             runs = [r for r in results if r["trace"] == t and r["policy"] == p and r.get("frag_ratio")]
             if runs:
                 ax.plot(xs, np.nanmean(_series(runs, "frag_ratio", xs), axis=0), label=p)
-        ax.set_xlabel("arriving GPU demand (% of capacity)")
-        ax.set_ylabel("fragmentation ratio (% of idle GPU)")
-        ax.set_title(f"openb {t}: fragmentation vs arrival")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / f"frag_{t}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, "arriving GPU demand (% of capacity)",
+                               "fragmentation ratio (% of idle GPU)",
+                               f"openb {t}: fragmentation vs arrival", out / f"frag_{t}.png"))
     for col in ("100", "130"):
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(traces)), 4.5))
         width = 0.8 / max(1, len(policies))

@@ -92,13 +92,7 @@ class HostRepo:
                       generation=1, created_at=now)
         self.s.add(row)
         self.s.flush()
-        for g in gpus:
-            self.s.add(GpuRow(host_id=row.id, idx=g.index, model=g.model, memory_mib=g.memory_mib,
-                              numa=g.numa, nvlink_domain=g.nvlink_domain, mode=g.mode,
-                              mig_layout=list(g.mig_layout) if g.mig_layout is not None else None,
-                              uuid=g.uuid))
-        self.s.flush()
-        return self.get(name)
+        return self._with_gpus(row, name, gpus)
 
     def replace(self, name: str, seen_generation: int, cpu_milli: int, memory_mib: int,
                 gpus: Sequence[Gpu], **values: object) -> HostRecord:
@@ -117,6 +111,10 @@ class HostRepo:
         guarded_update(self.s, HostRow, HostRow.id, row.id, seen_generation, f"host {name!r}",
                        cpu_milli=cpu_milli, memory_mib=memory_mib, **values)
         self.s.execute(delete(GpuRow).where(GpuRow.host_id == row.id))
+        return self._with_gpus(row, name, gpus)
+
+    def _with_gpus(self, row: HostRow, name: str, gpus: Sequence[Gpu]) -> HostRecord:
+        """Store ``gpus`` as the GPUs of host ``row`` and return the host as stored."""
         for g in gpus:
             self.s.add(GpuRow(host_id=row.id, idx=g.index, model=g.model, memory_mib=g.memory_mib,
                               numa=g.numa, nvlink_domain=g.nvlink_domain, mode=g.mode,

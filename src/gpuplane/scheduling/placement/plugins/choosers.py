@@ -38,43 +38,46 @@ def cpu_only(snap: ClusterSnapshot, host: int) -> Placement:
     return Placement(host=snap.names[host])
 
 
-class BestFitGpus:
+class _GpuChooser:
+    """Common part: CPU-only and whole-GPU requests (lowest free indices); ``_share_gpus``
+    picks the GPU(s) for a share. Not MIG."""
+
+    def handles(self, task: TaskRequest) -> bool:
+        return task.mig_profile is None
+
+    def choose(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
+               host: int) -> Placement:
+        if task.gpus == 0:
+            return cpu_only(snap, host)
+        row = state.gpu_view(snap, task)[host]
+        if task.gpu_milli >= 1000:
+            idx = lowest_free(row, task.gpus)
+        else:
+            idx = self._share_gpus(state, row, task)
+        return Placement(host=snap.names[host], gpu_indices=idx, gpu_milli=task.gpu_milli)
+
+    def _share_gpus(self, state: CycleState, row: np.ndarray,
+                    task: TaskRequest) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+class BestFitGpus(_GpuChooser):
     """Best-fit device choice (tightest fitting GPU; lowest free indices for whole GPUs)."""
 
     name: ClassVar[str] = "bestfit_gpus"
 
-    def handles(self, task: TaskRequest) -> bool:
-        return task.mig_profile is None
-
-    def choose(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
-               host: int) -> Placement:
-        if task.gpus == 0:
-            return cpu_only(snap, host)
-        row = state.gpu_view(snap, task)[host]
-        if task.gpu_milli >= 1000:
-            idx = lowest_free(row, task.gpus)
-        else:
-            idx = tightest(row, task.gpu_milli, task.gpus)
-        return Placement(host=snap.names[host], gpu_indices=idx, gpu_milli=task.gpu_milli)
+    def _share_gpus(self, state: CycleState, row: np.ndarray,
+                    task: TaskRequest) -> tuple[int, ...]:
+        return tightest(row, task.gpu_milli, task.gpus)
 
 
-class RandomGpus:
+class RandomGpus(_GpuChooser):
     """Uniformly random fitting GPU for a single share; otherwise as best-fit."""
 
     name: ClassVar[str] = "random_gpus"
 
-    def handles(self, task: TaskRequest) -> bool:
-        return task.mig_profile is None
-
-    def choose(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
-               host: int) -> Placement:
-        if task.gpus == 0:
-            return cpu_only(snap, host)
-        row = state.gpu_view(snap, task)[host]
-        if task.gpu_milli >= 1000:
-            idx = lowest_free(row, task.gpus)
-        else:
-            fits = np.flatnonzero(row >= task.gpu_milli)
-            pick = state.rng.choice(fits, size=task.gpus, replace=False)
-            idx = tuple(sorted(int(i) for i in pick))
-        return Placement(host=snap.names[host], gpu_indices=idx, gpu_milli=task.gpu_milli)
+    def _share_gpus(self, state: CycleState, row: np.ndarray,
+                    task: TaskRequest) -> tuple[int, ...]:
+        fits = np.flatnonzero(row >= task.gpu_milli)
+        pick = state.rng.choice(fits, size=task.gpus, replace=False)
+        return tuple(sorted(int(i) for i in pick))
