@@ -46,17 +46,22 @@ def test_replay_runs_every_job_and_accounts_preemption_loss():
     js = [SimJob(f"a{i}", "a", 0.0, 1000.0, gang_tasks(2, 8)) for i in range(4)]
     js += [SimJob("b0", "b", 100.0, 50.0, gang_tasks(4, 8))]
     r = replay(js, hosts, q, ReplayConfig(CycleOptions(profile="bestfit"), cycle_s=10.0,
-                                          checkpoint_s=None))
+                                          checkpoint_s=None, grace_s=30.0))
     assert all(o.end is not None for o in r.outcomes.values())
     assert r.preemptions == 2                       # b reclaims its 4 GPUs from two borrowers
+    assert (r.acks, r.timeouts) == (0, 2)           # no checkpoint on signal: grace times out
     assert r.lost_gpu_s == pytest.approx(2 * 2 * 100.0)
     b = r.outcomes["b0"]
-    assert b.first_start == 100.0                    # reclaimed within the cycle it arrived
+    assert b.first_start == 130.0      # reclaimed in the cycle it arrived, starts after the grace
+    acked = replay(js, hosts, q, ReplayConfig(CycleOptions(profile="bestfit"), cycle_s=10.0,
+                                              checkpoint_s=None, checkpoint_on_signal=True))
+    assert (acked.acks, acked.lost_gpu_s) == (2, 0.0)
 
 
 def test_three_modes_on_a_small_trace():
     setup = prepare(jobs(), [TeamQuota("a", 4), TeamQuota("b", 4)], gpus_per_host=8)
-    res = {m: run_mode(m, setup, mode_config(m)) for m in ("dedicated", "fifo", "gpuplane")}
+    res = {m: run_mode(m, setup, mode_config(m, grace_s=0.0))
+           for m in ("dedicated", "fifo", "gpuplane")}
     assert res["dedicated"]["unservable_jobs"] == 1            # 16 GPUs never fit 4
     assert res["gpuplane"]["unservable_jobs"] == 1              # nor the 8-GPU pool
     for m in res.values():

@@ -100,6 +100,11 @@ def sharing(
     checkpoint_s: float = typer.Option(3600.0, "--checkpoint-s", help="Jobs checkpoint every "
                                        "this many seconds of run time (0: never)."),
     cycle_s: float = typer.Option(10.0, "--cycle-s", help="Scheduling period (virtual s)."),
+    grace_s: float = typer.Option(30.0, "--grace-s", help="Grace period of a preempted job; "
+                                  "its beneficiary starts after it."),
+    checkpoint_on_signal: bool = typer.Option(False, "--checkpoint-on-signal",
+                                              help="Preempted jobs checkpoint within the grace "
+                                              "period (acknowledge) and lose no work."),
     half_life_s: float = typer.Option(7 * 86400.0, "--half-life-s",
                                       help="Half-life of the usage history in fair share."),
     placement: str = typer.Option("bestfit", "--placement", help="Placement profile."),
@@ -129,7 +134,8 @@ def sharing(
             out = run_all(setup, wanted, fewer_gpus=fewer_gpus,
                           progress=lambda m: bar.for_mode(m, setup.window[0]), seed=seed,
                           cycle_s=cycle_s, checkpoint_s=checkpoint_s or None,
-                          half_life_s=half_life_s, profile=placement)
+                          half_life_s=half_life_s, grace_s=grace_s,
+                          checkpoint_on_signal=checkpoint_on_signal, profile=placement)
     except GpuplaneError as e:
         _fail(e)
         return

@@ -5,9 +5,13 @@ tasks, the snapshot, decayed usage) and calls the same :func:`gpuplane.schedulin
 as the live loop. Cycles run on a fixed virtual period (``cycle_s``) whenever something changed
 (an arrival or a completion), like a control loop that wakes on events but at most once a period.
 
-Preemption model: a preempted job stops at once; the work since its last checkpoint is lost
-(checkpoints every ``checkpoint_s`` of run time; ``None`` = never, all its progress is lost) and it
-returns to its queue with its original submit time, needing the rest of its work.
+Preemption protocol: the victim is signalled and given ``grace_s`` to checkpoint and exit; the
+beneficiary starts when the grace period is over. With ``checkpoint_on_signal`` the victim
+acknowledges (checkpoints within the grace) and loses nothing; otherwise the grace times out and
+the work since its last periodic checkpoint is lost (checkpoints every ``checkpoint_s`` of run
+time; ``None`` = never, all its progress is lost). Acknowledgements, timeouts and lost GPU-time are
+recorded. The victim returns to its queue with its original submit time, needing the rest of its
+work. (The victim's GPUs are counted as free from the signal on.)
 
 The scheduler is told each job's remaining run time as its ``expected_duration`` (as if users
 declared exact maximum run times); only backfill uses it.
@@ -62,6 +66,8 @@ class ReplayConfig:
     options: CycleOptions = field(default_factory=CycleOptions)
     cycle_s: float = 10.0
     checkpoint_s: float | None = 3600.0
+    grace_s: float = 30.0
+    checkpoint_on_signal: bool = False
     half_life_s: float = 7 * 24 * 3600.0
     sample_s: float = 3600.0
     seed: int = 0
@@ -76,6 +82,8 @@ class ReplayResult:
     wall_s: float = 0.0
     preemptions: int = 0
     lost_gpu_s: float = 0.0
+    acks: int = 0
+    timeouts: int = 0
 
 
 def replay(jobs: Sequence[SimJob], hosts: Sequence[Any], quotas: QuotaTree, config: ReplayConfig,
@@ -111,6 +119,8 @@ class _Sim:
         self.samples: list[tuple[float, float, dict[str, float]]] = []
         self.next_sample = window[0] if window is not None else self.t_acc
         self.cycles = 0
+        self.acks = 0
+        self.timeouts = 0
         self.profile = self._profile()
 
     def _profile(self) -> Any:
@@ -175,7 +185,8 @@ class _Sim:
             progress(last_arrival, last_arrival)
         return ReplayResult(self.out, self.samples, self.alloc_gpu_s, self.cycles,
                             preemptions=sum(o.preemptions for o in self.out.values()),
-                            lost_gpu_s=sum(o.lost_gpu_s for o in self.out.values()))
+                            lost_gpu_s=sum(o.lost_gpu_s for o in self.out.values()),
+                            acks=self.acks, timeouts=self.timeouts)
 
     def _workload(self, o: JobOutcome) -> PendingWorkload:
         j = o.job
@@ -218,16 +229,21 @@ class _Sim:
         for wid in sorted({p.workload_id for p in result.preemptions}):
             self._preempted(wid, t)
         for a in result.placements:
-            self._started(a.workload_id, a.placements, t)
+            # a beneficiary of preemption starts once its victims' grace period is over
+            self._started(a.workload_id, a.placements, t + (self.cfg.grace_s if a.after else 0.0))
 
     def _preempted(self, jid: str, t: float) -> None:
         o = self.out[jid]
         self.running.pop(jid)          # run_cycle already released its tasks in the snapshot
         self.epoch[jid] = self.epoch.get(jid, 0) + 1
-        ran = t - o.run_start
+        ran = max(0.0, t - o.run_start)
         ck = self.cfg.checkpoint_s
-        kept = math.floor(ran / ck) * ck if ck else 0.0
-        kept = min(kept, ran)
+        if self.cfg.checkpoint_on_signal:
+            kept = ran                      # acknowledged: checkpointed within the grace
+            self.acks += 1
+        else:
+            kept = min(math.floor(ran / ck) * ck if ck else 0.0, ran)
+            self.timeouts += 1
         o.lost_gpu_s += (ran - kept) * o.job.gpus
         o.done_s += kept
         o.preemptions += 1

@@ -114,6 +114,7 @@ def servable(job: SimJob, hosts: Sequence[Host]) -> bool:
 
 def mode_config(mode: str, seed: int = 0, cycle_s: float = 10.0,
                 checkpoint_s: float | None = 3600.0, half_life_s: float = 7 * 86400.0,
+                grace_s: float = 30.0, checkpoint_on_signal: bool = False,
                 profile: str | None = "bestfit") -> ReplayConfig:
     """The cycle policy of each mode (see the module docstring). ``profile`` is the placement
     profile (default ``bestfit``: whole-GPU jobs packed onto the fullest host that fits, which
@@ -130,7 +131,7 @@ def mode_config(mode: str, seed: int = 0, cycle_s: float = 10.0,
     else:
         raise InvalidInput(f"unknown mode {mode!r}", [FieldError("mode", "valid: " + ", ".join(MODES))])
     return ReplayConfig(opts, cycle_s=cycle_s, checkpoint_s=checkpoint_s, half_life_s=half_life_s,
-                        seed=seed)
+                        grace_s=grace_s, checkpoint_on_signal=checkpoint_on_signal, seed=seed)
 
 
 def run_mode(mode: str, setup: SharingSetup, config: ReplayConfig,
@@ -181,7 +182,9 @@ def _merge(results: list[ReplayResult]) -> ReplayResult:
     return ReplayResult(outcomes, [(t, v[0], v[1]) for t, v in sorted(samples.items())], alloc,
                         sum(r.cycles for r in results),
                         preemptions=sum(r.preemptions for r in results),
-                        lost_gpu_s=sum(r.lost_gpu_s for r in results))
+                        lost_gpu_s=sum(r.lost_gpu_s for r in results),
+                        acks=sum(r.acks for r in results),
+                        timeouts=sum(r.timeouts for r in results))
 
 
 def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
@@ -226,6 +229,8 @@ def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
         "served_per_gpu_owned": max(0.0, alloc_s - lost_s) / 3600.0 / owned,
         "jain_index": jain,
         "preemptions": r.preemptions,
+        "preemption_acks": r.acks,
+        "preemption_timeouts": r.timeouts,
         "lost_gpu_hours": lost_s / 3600.0,
         "unservable_jobs": len(unservable),
         "cycles": r.cycles,
