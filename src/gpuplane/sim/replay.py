@@ -84,6 +84,7 @@ class ReplayResult:
     lost_gpu_s: float = 0.0
     acks: int = 0
     timeouts: int = 0
+    grace_gpu_s: float = 0.0    # GPU-time booked for beneficiaries while their victims' grace ran
 
 
 def replay(jobs: Sequence[SimJob], hosts: Sequence[Any], quotas: QuotaTree, config: ReplayConfig,
@@ -121,6 +122,7 @@ class _Sim:
         self.cycles = 0
         self.acks = 0
         self.timeouts = 0
+        self.grace_gpu_s = 0.0
         self.profile = self._profile()
 
     def _profile(self) -> Any:
@@ -186,7 +188,8 @@ class _Sim:
         return ReplayResult(self.out, self.samples, self.alloc_gpu_s, self.cycles,
                             preemptions=sum(o.preemptions for o in self.out.values()),
                             lost_gpu_s=sum(o.lost_gpu_s for o in self.out.values()),
-                            acks=self.acks, timeouts=self.timeouts)
+                            acks=self.acks, timeouts=self.timeouts,
+                            grace_gpu_s=self.grace_gpu_s)
 
     def _workload(self, o: JobOutcome) -> PendingWorkload:
         j = o.job
@@ -230,7 +233,9 @@ class _Sim:
             self._preempted(wid, t)
         for a in result.placements:
             # a beneficiary of preemption starts once its victims' grace period is over
-            self._started(a.workload_id, a.placements, t + (self.cfg.grace_s if a.after else 0.0))
+            wait = self.cfg.grace_s if a.after else 0.0
+            self.grace_gpu_s += wait * self.out[a.workload_id].job.gpus
+            self._started(a.workload_id, a.placements, t + wait)
 
     def _preempted(self, jid: str, t: float) -> None:
         o = self.out[jid]

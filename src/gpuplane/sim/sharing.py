@@ -184,7 +184,8 @@ def _merge(results: list[ReplayResult]) -> ReplayResult:
                         preemptions=sum(r.preemptions for r in results),
                         lost_gpu_s=sum(r.lost_gpu_s for r in results),
                         acks=sum(r.acks for r in results),
-                        timeouts=sum(r.timeouts for r in results))
+                        timeouts=sum(r.timeouts for r in results),
+                        grace_gpu_s=sum(r.grace_gpu_s for r in results))
 
 
 def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
@@ -193,7 +194,7 @@ def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
     span = hi - lo
     owned = setup.owned_gpus
     alloc_s = sum(r.alloc_gpu_s.values())
-    lost_s = r.lost_gpu_s
+    lost_s = r.lost_gpu_s + r.grace_gpu_s    # work lost, and GPUs booked but idle in a grace
     teams: dict[str, dict] = {}
     xs = []
     for team in setup.teams:
@@ -231,7 +232,8 @@ def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
         "preemptions": r.preemptions,
         "preemption_acks": r.acks,
         "preemption_timeouts": r.timeouts,
-        "lost_gpu_hours": lost_s / 3600.0,
+        "lost_gpu_hours": r.lost_gpu_s / 3600.0,
+        "grace_gpu_hours": r.grace_gpu_s / 3600.0,
         "unservable_jobs": len(unservable),
         "cycles": r.cycles,
         "seconds": r.wall_s,
