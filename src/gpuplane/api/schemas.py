@@ -229,6 +229,7 @@ class TaskOut(BaseModel):
     not_before: float | None
     started_at: float | None
     finished_at: float | None
+    preemption: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, t: Task) -> TaskOut:
@@ -240,7 +241,8 @@ class TaskOut(BaseModel):
                        mig=[dict(m) for m in p.mig]),
                    simulated=t.simulated, exit_code=t.exit_code, reason=t.reason,
                    message=t.message, not_before=t.not_before, started_at=t.started_at,
-                   finished_at=t.finished_at)
+                   finished_at=t.finished_at,
+                   preemption=dict(t.preemption) if t.preemption else None)
 
 
 class PendingReasonOut(BaseModel):

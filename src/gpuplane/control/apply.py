@@ -67,14 +67,24 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
             old = workloads[wid].pending_reason if wid in workloads else None
             if old is None or (old.code, old.message) != (reason.code, reason.message):
                 tx.workloads.set_pending_reason(wid, reason)
-        for task_id, why in decisions.preempt:
-            t = tx.tasks.get(int(task_id))
+        for v in decisions.preempt:
+            t = tx.tasks.get(int(v.task_id))
+            ben = workloads.get(v.beneficiary)
+            record = {"beneficiary": v.beneficiary,
+                      "beneficiary_name": f"{ben.project}/{ben.name}" if ben else v.beneficiary,
+                      "code": v.code, "reason": v.message, "grace_s": v.grace_s,
+                      "decided_at": now}
+            why = f"{v.message} (for {record['beneficiary_name']})"
             if t.phase == Phase.ADMITTED and not t.handle:
                 lifecycle.requeue_task(tx, t.id, t.generation, now, "Preempted", why,
-                                       preempted_by=why)
+                                       preemption={**record, "outcome": "not_started",
+                                                   "lost_gpu_s": 0.0})
             elif t.phase == Phase.RUNNING:
-                tx.tasks.update(t.id, t.generation, reason=REASON_PREEMPTED, message=why)
-                tx.events.add(now, "Warning", "Preempting", f"task {t.index}: {why}",
+                tx.tasks.update(t.id, t.generation, reason=REASON_PREEMPTED, message=why,
+                                preemption=record)
+                tx.events.add(now, "Warning", "Preempting",
+                              f"task {t.index}: signalled, {v.grace_s:g} s grace to checkpoint "
+                              f"and exit: {why}",
                               workload_uid=t.workload_id, task_index=t.index)
     return admitted
 
@@ -139,7 +149,8 @@ def record_observations(store: Any, changes: Sequence[tuple[Any, Any, DriverHand
             lifecycle.requeue_task(tx, t.id, t.generation, now, change.reason or "Preempted",
                                    change.message,
                                    preempted_by=(t.message or "preemption")
-                                   if change.reason == REASON_PREEMPTED else None)
+                                   if change.reason == REASON_PREEMPTED else None,
+                                   preemption=change.preemption)
         else:
             lifecycle.finish_task(tx, t.id, t.generation, change.phase, now,
                                   exit_code=change.exit_code, reason=change.reason,

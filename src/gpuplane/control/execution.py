@@ -92,17 +92,60 @@ class Outcome:
     reason: str | None = None
     message: str = ""
     adopted: bool = False
+    preemption: dict[str, object] | None = None
 
 
-def outcome(task: Task, obs: TaskObservation) -> Outcome | None:
-    """What ``obs`` means for ``task``; ``None`` when nothing changes."""
+def preemption_record(task: Task, obs: TaskObservation, now: float) -> dict[str, object]:
+    """How the preemption of ``task`` ended, from the driver's observation of its stop:
+    the decision stored on the task (beneficiary, grace) plus ``outcome`` (``acknowledged``:
+    it exited within the grace period; ``timeout``: it was killed when the grace ran out;
+    ``unknown``: the driver cannot tell), the times, and the work lost: ``lost_s`` seconds and
+    ``lost_gpu_s`` GPU-seconds since its last checkpoint (or its start when it reported
+    none), up to its end (``now`` when the driver does not know the end)."""
+    ended = obs.ended_at if obs.ended_at is not None else now
+    since = task.started_at if task.started_at is not None else ended
+    checkpoint = obs.checkpointed_at
+    if checkpoint is not None and checkpoint > since:
+        since = min(checkpoint, ended)
+    lost_s = max(0.0, ended - since)
+    gpus = task.placement.total_milli / 1000 if task.placement is not None else 0.0
+    return {**dict(task.preemption or {}),
+            "outcome": ("unknown" if obs.forced is None
+                        else "timeout" if obs.forced else "acknowledged"),
+            "signalled_at": obs.signalled_at, "ended_at": ended, "exit_code": obs.exit_code,
+            "checkpointed_at": checkpoint,
+            "lost_since": "checkpoint" if checkpoint is not None and since == checkpoint
+            else "start",
+            "lost_s": round(lost_s, 3), "lost_gpu_s": round(lost_s * gpus, 3)}
+
+
+def _preempted_message(task: Task, record: dict[str, object]) -> str:
+    grace = record.get("grace_s")
+    how = {"acknowledged": f"exited within its {grace:g} s grace period"
+           if isinstance(grace, (int, float)) else "exited after the signal",
+           "timeout": f"killed after its {grace:g} s grace period ran out"
+           if isinstance(grace, (int, float)) else "killed after its grace period",
+           }.get(str(record["outcome"]), "stopped")
+    return (f"preempted for {record.get('beneficiary_name') or record.get('beneficiary') or '?'}"
+            f": {how}; lost {record['lost_gpu_s']:g} GPU-s since its last "
+            f"{record['lost_since']} ({task.message or 'no reason given'})")
+
+
+def outcome(task: Task, obs: TaskObservation, now: float | None = None) -> Outcome | None:
+    """What ``obs`` means for ``task``; ``None`` when nothing changes. ``now`` (wall clock)
+    dates the end of a preempted task when the driver does not."""
     if obs.state == TaskState.RUNNING:
         if obs.adopted or task.phase != Phase.RUNNING:
             return Outcome("running", Phase.RUNNING, message=obs.message, adopted=obs.adopted)
         return None
     if obs.state == TaskState.CANCELLED and task.reason == REASON_PREEMPTED:
+        if task.preemption is None:   # marked before the protocol was recorded
+            return Outcome("requeue", Phase.PENDING, reason="Preempted",
+                           message=f"preempted: {task.message or 'no reason given'}")
+        record = preemption_record(task, obs, now if now is not None else
+                                   (obs.ended_at or task.started_at or 0.0))
         return Outcome("requeue", Phase.PENDING, reason="Preempted",
-                       message=f"preempted: {task.message or 'no reason given'}")
+                       message=_preempted_message(task, record), preemption=record)
     if obs.state == TaskState.CANCELLED and task.reason == REASON_DRAINED:
         return Outcome("requeue", Phase.PENDING, reason=REASON_DRAINED,
                        message=task.message or "its host was drained")

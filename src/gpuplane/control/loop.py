@@ -38,10 +38,12 @@ from gpuplane.control.convert import (choose_jurisdiction, free_gpu_by_jurisdict
                                       to_pending, to_placement, to_running)
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
-                                        STOP_REASONS, outcome, task_spec)
+                                        REASON_PREEMPTED, STOP_REASONS, outcome, task_spec)
 from gpuplane.domain.errors import Conflict
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverError, DriverHandle
+from gpuplane.scheduling.cycle import CycleOptions
+from gpuplane.scheduling.placement import profiles
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 log = logging.getLogger("gpuplane.control")
@@ -63,7 +65,9 @@ class ControlLoop:
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
     ``local`` driver runs tasks on (tasks of other ``local`` hosts belong to another process).
-    ``clock`` returns wall-clock seconds; ``rng`` seeds tie-breaks.
+    ``clock`` returns wall-clock seconds; ``rng`` seeds tie-breaks. ``stop_grace_s`` is the
+    grace period of cancels and deadlines; ``preempt_grace_s`` the one preempted tasks get
+    (signal, grace, then kill; the outcome and the work lost are recorded).
     """
 
     def __init__(self, store: Any, drivers: Mapping[str, Any], *, holder: str,
@@ -71,7 +75,7 @@ class ControlLoop:
                  local_host: str | None = None, stop_grace_s: float = 10.0,
                  clock: Callable[[], float] = time.time,
                  rng: np.random.Generator | None = None,
-                 lease_log: Path | None = None) -> None:
+                 lease_log: Path | None = None, preempt_grace_s: float = 30.0) -> None:
         self.store = store
         self.drivers = dict(drivers)
         self.holder = holder
@@ -82,6 +86,9 @@ class ControlLoop:
         self.clock = clock
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.lease_log = lease_log
+        # one placement profile for every cycle (plugins keep their caches in it); the grace
+        # period each preempted task gets to checkpoint and exit after its SIGTERM
+        self.cycle_options = CycleOptions(grace_s=preempt_grace_s, profile=profiles.get())
         self.leader_until = 0.0
         self._stopping: set[str] = set()
         self._stop_lock = threading.Lock()
@@ -193,7 +200,8 @@ class ControlLoop:
                  if p is not None]
         if not items:
             return
-        decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng)
+        decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng,
+                           self.cycle_options)
         if not self.is_leader:
             return
         report.admitted += store_apply.apply_decisions(
@@ -256,8 +264,11 @@ class ControlLoop:
         marks = [(t, reason, message) for t, (reason, message) in due if t.reason != reason]
         if marks:
             store_apply.mark_stopping(self.store, marks)
-        for t, _ in due:
-            if self._stop_async(DriverHandle.from_dict(t.handle), self.stop_grace_s):
+        for t, (reason, _) in due:
+            grace = self.stop_grace_s
+            if reason == REASON_PREEMPTED and t.preemption and "grace_s" in t.preemption:
+                grace = float(t.preemption["grace_s"])  # type: ignore[arg-type]
+            if self._stop_async(DriverHandle.from_dict(t.handle), grace):
                 report.stops += 1
 
     def _stop_async(self, handle: DriverHandle, grace_s: float) -> bool:
@@ -298,10 +309,11 @@ class ControlLoop:
                 h = DriverHandle.from_dict(t.handle)
                 by_driver.setdefault(h.driver, []).append((w, t, h))
         changes = []
+        now = self.clock()
         for name, entries in by_driver.items():
             observations = self.drivers[name].observe([h for _, _, h in entries])
             for (w, t, h), obs in zip(entries, observations):
-                change = outcome(t, obs)
+                change = outcome(t, obs, now)
                 if change is not None:
                     changes.append((w, t, h, change))
         if not changes:

@@ -341,6 +341,9 @@ class Task:
     not_before: float | None
     started_at: float | None
     finished_at: float | None
+    #: The task's last preemption: beneficiary, grace_s, outcome ("acknowledged" / "timeout" /
+    #: "not_started"), lost_gpu_s, signalled/ended times (``None``: never preempted).
+    preemption: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

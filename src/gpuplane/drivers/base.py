@@ -120,13 +120,24 @@ class TaskObservation:
     """One observation of one task. ``exit_code`` is set for ended tasks that
     returned one (a signal ``n`` reads as ``128 + n``); ``message`` is a short
     human sentence ("exited with code 3", "adopted after restart",
-    "process 4242 is gone; no exit status recorded")."""
+    "process 4242 is gone; no exit status recorded").
+
+    For tasks ended by ``stop`` (``CANCELLED``): ``forced`` is True when the task did not exit
+    within its grace period and was killed, False when it exited by itself after the signal
+    (``None``: the driver cannot tell). ``signalled_at`` / ``ended_at`` are wall-clock seconds of
+    the stop signal and the end, when known. ``checkpointed_at`` is the wall-clock time of the
+    task's last checkpoint as the task reported it (local driver: the modification time of
+    ``$GPUPLANE_CHECKPOINT_FILE``), or ``None``."""
 
     task_id: str
     state: TaskState
     exit_code: int | None = None
     message: str = ""
     adopted: bool = False
+    forced: bool | None = None
+    signalled_at: float | None = None
+    ended_at: float | None = None
+    checkpointed_at: float | None = None
 
 
 class Driver(Protocol):
@@ -137,8 +148,10 @@ class Driver(Protocol):
       ``DriverError`` if the task could not be started at all; it is called at
       most once per task id.
     - ``stop`` is idempotent: stopping an ended or unknown task returns silently.
-      It asks the task to end, waits up to ``grace_s`` seconds, then forces it.
-      It may block for up to ``grace_s``.
+      It asks the task to end (the local driver: SIGTERM to its process group), waits up
+      to ``grace_s`` seconds, then forces it (SIGKILL). It may block for up to ``grace_s``.
+      Whether the task exited within the grace or was forced is reported by ``observe``
+      (``TaskObservation.forced``), so it survives a restart of the loop.
     - ``observe`` never raises for an individual task: a task it cannot find is
       reported ``LOST``. It returns one observation per handle, in order, and
       may be called with handles from a previous process (adoption).

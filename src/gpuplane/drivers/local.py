@@ -117,7 +117,34 @@ class LocalDriver:
         return h if self._is_alive(h) or self._exit_code(h) is not None else None
 
     def _stopped_file(self, task_id: str) -> Path:
+        """Written by ``stop`` before it signals: JSON ``signalled_at``, ``grace_s``,
+        ``deadline``; ``forced``/``killed_at`` are added before a SIGKILL at the deadline.
+        The task can read it (``$GPUPLANE_STOP_FILE``) to learn how long it has left."""
         return log_path(self.state_dir, task_id).with_suffix(".stopped")
+
+    def _checkpoint_file(self, task_id: str) -> Path:
+        """The task touches it (``$GPUPLANE_CHECKPOINT_FILE``) whenever it has saved a
+        checkpoint; its modification time is the task's last checkpoint."""
+        return log_path(self.state_dir, task_id).with_suffix(".checkpoint")
+
+    def _write_stop(self, task_id: str, **values: Any) -> None:
+        path = self._stopped_file(task_id)
+        tmp = path.with_suffix(".stopped-tmp")
+        tmp.write_text(json.dumps(values))
+        os.replace(tmp, path)
+
+    def _read_stop(self, task_id: str) -> dict[str, Any]:
+        try:
+            raw = json.loads(self._stopped_file(task_id).read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def _mtime(self, path: Path) -> float | None:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
 
     # -- environment -------------------------------------------------------
     def _visible_devices(self, dev: PlacedDevices) -> list[str]:
@@ -159,6 +186,8 @@ class LocalDriver:
         env["GPUPLANE_WORLD_SIZE"] = str(task.world_size)
         env["GPUPLANE_HOST"] = dev.host
         env["GPUPLANE_GPU_MILLI"] = str(dev.gpu_milli if visible else 0)
+        env["GPUPLANE_CHECKPOINT_FILE"] = str(self._checkpoint_file(task.task_id))
+        env["GPUPLANE_STOP_FILE"] = str(self._stopped_file(task.task_id))
         if task.world_size > 1 or task.master_addr:
             env["GPUPLANE_MASTER_ADDR"] = task.master_addr or self.master_addr
             env["GPUPLANE_MASTER_PORT"] = str(task.master_port or 29500)
@@ -176,6 +205,7 @@ class LocalDriver:
         exit_file = self._exit_file(task.task_id)
         exit_file.unlink(missing_ok=True)
         self._stopped_file(task.task_id).unlink(missing_ok=True)
+        self._checkpoint_file(task.task_id).unlink(missing_ok=True)
         logf = log_path(self.log_dir, task.task_id)
         cwd = task.working_dir or str(self.home)
         argv = [sys.executable, "-m", "gpuplane.drivers._runner", str(exit_file), "--",
@@ -202,18 +232,29 @@ class LocalDriver:
         pid = int(handle.data.get("pid", 0) or 0)
         if pid <= 0:
             return
-        self._stopped_file(handle.task_id).touch()
+        if self._stopped_file(handle.task_id).exists():
+            signalled = self._read_stop(handle.task_id)   # a stop already under way (restart)
+        else:
+            at = time.time()
+            signalled = {"signalled_at": at, "grace_s": max(0.0, grace_s),
+                         "deadline": at + max(0.0, grace_s), "forced": False}
+            self._write_stop(handle.task_id, **signalled)
         if not self._is_alive(handle):
             return
         try:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             return
-        deadline = time.monotonic() + max(0.0, grace_s)
+        remaining = float(signalled.get("deadline", time.time() + grace_s)) - time.time()
+        deadline = time.monotonic() + max(0.0, min(remaining, grace_s))
         while time.monotonic() < deadline:
             if not self._is_alive(handle):
                 return
             time.sleep(0.05)
+        if not self._is_alive(handle):
+            return
+        # recorded before the kill, so an observer never sees the end without the timeout
+        self._write_stop(handle.task_id, **{**signalled, "forced": True, "killed_at": time.time()})
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -284,7 +325,14 @@ class LocalDriver:
         if code is None and wrapper_rc is not None:
             code = 128 - wrapper_rc if wrapper_rc < 0 else wrapper_rc
         if stopped:
-            return TaskObservation(tid, TaskState.CANCELLED, exit_code=code, message="stopped")
+            info = self._read_stop(tid)
+            forced = bool(info.get("forced", False))
+            ended = info.get("killed_at") if forced else self._mtime(self._exit_file(tid))
+            return TaskObservation(
+                tid, TaskState.CANCELLED, exit_code=code,
+                message=("killed after its grace period" if forced else "stopped"),
+                forced=forced, signalled_at=info.get("signalled_at"), ended_at=ended,
+                checkpointed_at=self._mtime(self._checkpoint_file(tid)))
         if code is None:
             return TaskObservation(tid, TaskState.LOST,
                                    message=f"process {handle.data['pid']} is gone and recorded "
@@ -300,5 +348,6 @@ class LocalDriver:
             self._reap(h.task_id, wait=True)
             self._exit_file(h.task_id).unlink(missing_ok=True)
             self._stopped_file(h.task_id).unlink(missing_ok=True)
+            self._checkpoint_file(h.task_id).unlink(missing_ok=True)
             self._handle_file(h.task_id).unlink(missing_ok=True)
 

@@ -66,10 +66,12 @@ class SimDriver:
                                            message="simulated task has no start time"))
                 continue
             with self._lock:
-                stopped = h.task_id in self._stopped
+                stopped_at = self._stopped.get(h.task_id)
             dur = h.data.get("duration_s")
-            if stopped:
-                out.append(TaskObservation(h.task_id, TaskState.CANCELLED, message="stopped"))
+            if stopped_at is not None:   # a simulated task exits at once when signalled
+                out.append(TaskObservation(h.task_id, TaskState.CANCELLED, message="stopped",
+                                           forced=False, signalled_at=stopped_at,
+                                           ended_at=stopped_at))
             elif dur is not None and now >= float(h.data["started_at"]) + float(dur):
                 out.append(TaskObservation(h.task_id, TaskState.SUCCEEDED, exit_code=0,
                                            message=f"simulated run of {float(dur):g}s ended"))

@@ -10,7 +10,7 @@ Actions recorded (stable strings): ``workload.submit``, ``workload.cancel``, ``w
 ``quota.set``, ``quota.delete``, ``auth.login_failed``, ``token.create``, ``token.revoke``,
 ``role.grant``, ``role.revoke``, ``organisation.*``, ``project.*``, ``user.*``, ``host.*``,
 ``site.*``, ``priority_class.*``, and from the control loop ``workload.admit``,
-``task.preempt``, ``task.finish``.
+``task.preempt``, ``workload.preempt`` (beneficiary, grace, outcome, lost GPU-time), ``task.finish``.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def mark_task_running(tx, task_id: int, seen_generation: int, now: float,  # noq
                    handle=stored_handle)
 
 
-def _account(tx, task: Task, now: float, outcome: str) -> None:  # noqa: ANN001
+def _account(tx, task: Task, now: float, outcome: str,  # noqa: ANN001
+             lost_gpu_s: float = 0.0) -> None:
     if task.placement is None or not task.phase.holds_resources:
         return
     start = task.started_at if task.started_at is not None and task.phase is Phase.RUNNING else None
@@ -163,7 +164,8 @@ def _account(tx, task: Task, now: float, outcome: str) -> None:  # noqa: ANN001
         simulated=bool(host.simulated) if host else task.simulated,
         gpu_milli=task.placement.total_milli,
         cpu_milli=task.cpu_milli, memory_mib=task.memory_mib, started_at=start,
-        finished_at=max(now, start), outcome=outcome))
+        finished_at=max(now, start), outcome=outcome,
+        lost_gpu_s=lost_gpu_s))
 
 
 def finish_task(tx, task_id: int, seen_generation: int, phase: Phase, now: float,  # noqa: ANN001
@@ -204,24 +206,39 @@ def finish_task(tx, task_id: int, seen_generation: int, phase: Phase, now: float
 
 
 def requeue_task(tx, task_id: int, seen_generation: int, now: float, reason: str,  # noqa: ANN001
-                 message: str, preempted_by: str | None = None) -> Task:
+                 message: str, preempted_by: str | None = None,
+                 preemption: Mapping[str, Any] | None = None) -> Task:
     """Take a task's allocation away and put it back in the queue (preemption, drain, a host
-    that went down before the task started). Does not count as a retry."""
+    that went down before the task started). Does not count as a retry.
+
+    ``preemption`` (the control loop's record of a finished preemption: ``beneficiary``,
+    ``grace_s``, ``outcome``, ``lost_gpu_s`` ...) is stored on the task, its ``lost_gpu_s`` on
+    the attempt's usage record, and it goes to the audit chain as ``workload.preempt``; a bare
+    ``preempted_by`` (no protocol details) is audited as ``task.preempt``."""
     task = tx.tasks.get(task_id)
     check_task_transition(task.phase, Phase.PENDING)
-    _account(tx, task, now, "Preempted" if preempted_by else reason)
+    lost = float((preemption or {}).get("lost_gpu_s") or 0.0)
+    _account(tx, task, now, "Preempted" if preempted_by or preemption else reason, lost)
+    extra: dict[str, Any] = {"preemption": dict(preemption)} if preemption is not None else {}
     tx.tasks.update(task_id, seen_generation, phase=Phase.PENDING, placement=None, host=None,
                     reason=reason, message=message, started_at=None, handle=None,
                     attempt=max(0, task.attempt - 1) if task.phase is Phase.ADMITTED
-                    else task.attempt)
+                    else task.attempt, **extra)
     tx.events.add(now, "Warning", reason, f"task {task.index}: {message}",
                   workload_uid=task.workload_id, task_index=task.index)
-    if preempted_by is not None:
+    if preempted_by is not None or preemption is not None:
         wl = tx.workloads.get(task.workload_id)
         project = tx.projects.get(wl.project)
-        audit.record(tx, at=now, actor="scheduler", action="task.preempt", object_kind="task",
-                     object_id=f"{task.workload_id}/{task.index}", project_id=project.id,
-                     org_id=project.org_id, detail={"beneficiary": preempted_by,
-                                                    "message": message})
+        if preemption is not None:
+            audit.record(tx, at=now, actor="scheduler", action="workload.preempt",
+                         object_kind="workload", object_id=task.workload_id,
+                         project_id=project.id, org_id=project.org_id,
+                         detail={"task": task.index, "attempt": task.attempt,
+                                 "message": message, **dict(preemption)})
+        else:
+            audit.record(tx, at=now, actor="scheduler", action="task.preempt",
+                         object_kind="task", object_id=f"{task.workload_id}/{task.index}",
+                         project_id=project.id, org_id=project.org_id,
+                         detail={"beneficiary": preempted_by, "message": message})
     _refresh_phase(tx, task.workload_id, now)
     return tx.tasks.get(task_id)

@@ -161,6 +161,7 @@ class UsageRecord:
     started_at: float
     finished_at: float
     outcome: str
+    lost_gpu_s: float = 0.0   # preempted attempts: GPU-seconds since the last checkpoint (or start)
 
 
 @dataclass(frozen=True)

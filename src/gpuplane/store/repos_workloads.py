@@ -216,7 +216,7 @@ def task_from_row(t: TaskRow, workload_uid: str, simulated: bool) -> Task:
         gpu_models=tuple(t.gpu_models or ()), placement=_placement(t.placement),
         simulated=simulated, handle=t.handle, exit_code=t.exit_code, reason=t.reason,
         message=t.message, not_before=t.not_before, started_at=t.started_at,
-        finished_at=t.finished_at)
+        finished_at=t.finished_at, preemption=t.preemption)
 
 
 class TaskRepo:
@@ -309,7 +309,8 @@ class UsageRepo:
                             gpu_model=rec.gpu_model, simulated=rec.simulated,
                             gpu_milli=rec.gpu_milli, cpu_milli=rec.cpu_milli,
                             memory_mib=rec.memory_mib, started_at=rec.started_at,
-                            finished_at=rec.finished_at, outcome=rec.outcome))
+                            finished_at=rec.finished_at, outcome=rec.outcome,
+                            lost_gpu_s=rec.lost_gpu_s or None))
         self.s.flush()
 
     def list(self, project_ids: Iterable[int] | None, since: float | None = None,
@@ -323,5 +324,5 @@ class UsageRepo:
             stmt = stmt.where(UsageRow.started_at <= until)
         return [UsageRecord(r.project_id, r.workload_uid, r.task_idx, r.attempt, r.host_name,
                             r.gpu_model, r.simulated, r.gpu_milli, r.cpu_milli, r.memory_mib,
-                            r.started_at, r.finished_at, r.outcome)
+                            r.started_at, r.finished_at, r.outcome, r.lost_gpu_s or 0.0)
                 for r in self.s.execute(stmt.order_by(UsageRow.id)).scalars()]

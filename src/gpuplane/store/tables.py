@@ -207,6 +207,7 @@ class TaskRow(Base):
                                                 nullable=True, index=True)
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    preemption: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -248,6 +249,7 @@ class UsageRow(Base):
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float] = mapped_column(Float, index=True)
     outcome: Mapped[str] = mapped_column(String(16))
+    lost_gpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AuditRow(Base):
