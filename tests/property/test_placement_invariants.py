@@ -4,7 +4,8 @@
    placement the snapshot's free amounts equal capacity minus what the accepted
    tasks asked for, and none is negative.
 2. A gang is placed whole or not at all; a rolled-back trial leaves the
-   snapshot exactly as before.
+   snapshot exactly as before; a gang with a required topology (host, NVLink
+   domain, rack) is wholly inside one domain or not placed.
 """
 
 import numpy as np
@@ -15,6 +16,7 @@ from gpuplane.domain.inventory import GpuDevice, Host
 from gpuplane.domain.requests import Placement, TaskRequest
 from gpuplane.scheduling.placement import Unschedulable, place, place_gang, profiles
 from gpuplane.scheduling.placement.fragmentation import TypicalWorkload
+from gpuplane.scheduling.placement.topology import domain_of, place_gang_within
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 MODELS = ("G2", "T4", "A10")
@@ -145,3 +147,57 @@ def test_a_rolled_back_trial_leaves_the_snapshot_equal_to_before(hs, stream, see
     for u in reversed(undos):
         u()
     assert snap.state_equal(before)
+
+
+# -- gangs with a topology (placement.topology) ---------------------------------------------------
+@st.composite
+def topo_hosts(draw):
+    """Hosts with racks (some without) and NVLink domains: none, one per host, two halves per
+    host, or one domain spanning hosts (multi-node NVLink)."""
+    n = draw(st.integers(1, 6))
+    out = []
+    for i in range(n):
+        g = draw(st.sampled_from([0, 2, 4, 8]))
+        model = draw(st.sampled_from(MODELS[:2]))
+        mode = draw(st.sampled_from(["shared", "whole"]))
+        scheme = draw(st.sampled_from(["none", "host", "halves", "shared"]))
+        nv = {"none": lambda j: None, "host": lambda j: f"h{i}",
+              "halves": lambda j: f"h{i}-{j * 2 // max(g, 1)}", "shared": lambda j: "nvl"}[scheme]
+        out.append(Host(f"h{i}", draw(st.integers(0, 64)) * 1000, draw(st.integers(0, 64)) * 1024,
+                        gpus=tuple(GpuDevice(j, model, mode=mode, nvlink_domain=nv(j))
+                                   for j in range(g)),
+                        rack=draw(st.sampled_from(["", "r0", "r1", "r2"]))))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topo_hosts(), st.lists(requests(), max_size=8),
+       st.lists(requests(), min_size=1, max_size=5), st.sampled_from(["host", "nvlink", "rack"]),
+       st.booleans(), st.sampled_from(POLICIES), st.integers(0, 2**32 - 1))
+def test_a_required_topology_gang_is_inside_one_domain_or_not_placed(
+        hs, background, gang, level, required, policy, seed):
+    snap = ClusterSnapshot.build(hs)
+    rng = np.random.default_rng(seed)
+    prof = profiles.get(policy)
+    booked = []
+    for task in background:
+        res = place(snap, task, prof, rng)
+        if isinstance(res, Placement):
+            snap.assign(task, res)
+            booked.append((task, res))
+    before = snap.copy()
+    res = place_gang_within(snap, gang, prof, rng, level, required)
+    assert snap.state_equal(before)              # trials rolled back either way
+    if isinstance(res, Unschedulable):
+        return
+    assert len(res) == len(gang)
+    if required:
+        doms = domain_of(snap, level, res)
+        if level == "nvlink" and all(t.gpus == 0 for t in gang):
+            assert doms == set()                  # CPU-only members use no NVLink
+        else:
+            assert len(doms) == 1 and None not in doms, doms
+    for task, p in zip(gang, res):                # every member fits together
+        snap.assign(task, p)
+        booked.append((task, p))
+    check_books(snap, booked)

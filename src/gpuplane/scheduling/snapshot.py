@@ -22,7 +22,15 @@ name               shape      meaning
 ``task_count``     (H,)       tasks on the host (any kind)
 ``version``        (H,)       bumped on every change of the host (caches key on it)
 ``tie_rank``       (H,)       fixed tie-break rank (a permutation; lowest wins)
+``host_rack``      (H,)       index into ``rack_names``; -1 = no rack (lazy)
+``gpu_nvlink``     (H, G)     index into ``nvlink_names``; -1 = no NVLink
+                              domain or no such GPU (lazy)
 =================  =========  ===============================================
+
+``host_rack`` / ``rack_names`` and ``gpu_nvlink`` / ``nvlink_names`` are computed on first use
+(topology-constrained gangs only) and never change: hosts and devices are fixed for the life of
+a snapshot. NVLink domain names are global: GPUs with the same ``nvlink_domain`` string share
+one domain, on one host or on several (multi-node NVLink such as GB200 NVL72).
 
 ``mig_layouts[(h, g)]`` holds the ``MigLayout`` (``gpuplane.domain.mig``) of every
 MIG-mode GPU (``None`` = no instances yet). ``assign`` applies each
@@ -163,6 +171,47 @@ class ClusterSnapshot:
         new.cache = {}
         new.uid = next(_uid)
         return new
+
+    # -- topology (lazy: only topology-constrained gangs read it) --------------------------
+    @property
+    def host_rack(self) -> np.ndarray:
+        """(H,) int32 index of each host's rack in :attr:`rack_names`; -1 = no rack."""
+        if "_host_rack" not in self.__dict__:
+            names = sorted({h.rack for h in self.hosts if h.rack})
+            idx = {r: i for i, r in enumerate(names)}
+            self._rack_names = names
+            self._host_rack = np.array([idx.get(h.rack, -1) if h.rack else -1
+                                        for h in self.hosts], dtype=np.int32)
+        return self._host_rack
+
+    @property
+    def rack_names(self) -> list[str]:
+        """Sorted distinct rack names (``host_rack`` indexes into it)."""
+        self.host_rack
+        return self._rack_names
+
+    @property
+    def gpu_nvlink(self) -> np.ndarray:
+        """(H, G) int32 index of each GPU's NVLink domain in :attr:`nvlink_names`; -1 = none."""
+        if "_gpu_nvlink" not in self.__dict__:
+            names = sorted({d.nvlink_domain for h in self.hosts for d in h.gpus
+                            if d.nvlink_domain})
+            idx = {n: i for i, n in enumerate(names)}
+            arr = np.full((self.n_hosts, self.max_gpus), -1, dtype=np.int32)
+            if names:
+                for h, host in enumerate(self.hosts):
+                    for d in host.gpus:
+                        if d.nvlink_domain:
+                            arr[h, d.index] = idx[d.nvlink_domain]
+            self._nvlink_names = names
+            self._gpu_nvlink = arr
+        return self._gpu_nvlink
+
+    @property
+    def nvlink_names(self) -> list[str]:
+        """Sorted distinct NVLink domain names (``gpu_nvlink`` indexes into it)."""
+        self.gpu_nvlink
+        return self._nvlink_names
 
     # -- comparison -----------------------------------------------------------------------
     def state_equal(self, other: ClusterSnapshot) -> bool:

@@ -30,20 +30,22 @@ from gpuplane.scheduling.placement.framework import (
     Status,
     Tally,
     Unschedulable,
+    Within,
     pick_host,
 )
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 __all__ = ["place", "place_gang", "feasible_hosts", "CycleState", "FilterPlugin", "FilterResult",
            "GpuChooser", "Profile", "Reason", "ScorePlugin", "Status", "Unschedulable",
-           "Placement", "GangUnschedulable"]
+           "Placement", "GangUnschedulable", "Within"]
 
 
 def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
-                   state: CycleState) -> tuple[np.ndarray, Tally]:
+                   state: CycleState, within: Within | None = None) -> tuple[np.ndarray, Tally]:
     """Run the profile's filters; return the (H,) mask of feasible hosts and the tally
-    of rejections. Stops early once no host is left."""
-    cand = np.ones(snap.n_hosts, dtype=bool)
+    of rejections. Stops early once no host is left. With ``within``, only its hosts are
+    candidates (hosts outside it are not counted as rejected)."""
+    cand = np.ones(snap.n_hosts, dtype=bool) if within is None else within.hosts.copy()
     tally = Tally()
     for f in profile.filters:
         state.candidates = cand
@@ -61,22 +63,28 @@ def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
 
 
 def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
-          rng: np.random.Generator, explain: bool = True) -> Placement | Unschedulable:
+          rng: np.random.Generator, explain: bool = True,
+          within: Within | None = None) -> Placement | Unschedulable:
     """Choose a host and devices for ``task`` (pure: the snapshot is not changed).
 
     Steps: filters -> (none left: ``Unschedulable`` with counts per reason) ->
     weighted integer scores -> best total, ties by ``snap.tie_rank`` (or random,
     per ``profile.tie_break``) -> the profile's GPU chooser for the task kind.
     ``explain=False`` skips counting reasons (the ``Unschedulable`` then has none;
-    simulators that only count failures use it).
+    simulators that only count failures use it). ``within`` restricts the decision to a
+    topology domain (:class:`Within`: its hosts, and its devices for whole/shared requests);
+    an ``Unschedulable`` then counts the domain's hosts only.
     """
     state = CycleState(rng=rng)
-    cand, tally = feasible_hosts(snap, task, profile, state)
+    if within is not None and within.gpus is not None and task.gpus and not task.is_mig:
+        state.data["gpu_view"] = np.where(within.gpus, snap.gpu_view(task), -1)
+    cand, tally = feasible_hosts(snap, task, profile, state, within)
     hosts = np.flatnonzero(cand)
     if len(hosts) == 0:
+        total = snap.n_hosts if within is None else int(within.hosts.sum())
         if not explain:
-            return Unschedulable(snap.n_hosts, [], [], [])
-        return tally.unschedulable(snap.n_hosts)
+            return Unschedulable(total, [], [], [])
+        return tally.unschedulable(total)
     chooser = profile.chooser_for(task)
     if chooser is None:
         kind = "MIG" if task.is_mig else "GPU"

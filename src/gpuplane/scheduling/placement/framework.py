@@ -99,6 +99,21 @@ class CycleState:
         return v
 
 
+@dataclass(frozen=True)
+class Within:
+    """Restricts one :func:`~gpuplane.scheduling.placement.place` call to part of the cluster
+    (a topology domain: one rack, one NVLink domain, one host).
+
+    ``hosts`` (H,) bool: the only hosts the decision may use. ``gpus`` (H, G) bool or ``None``:
+    the only devices it may use (whole and shared requests; ``None`` = every device of those
+    hosts). MIG requests honour ``hosts`` only. ``label`` names the domain in explanations
+    (``"rack r3"``)."""
+
+    hosts: np.ndarray
+    gpus: np.ndarray | None = None
+    label: str = ""
+
+
 @runtime_checkable
 class FilterPlugin(Protocol):
     """Decides feasibility per host, vectorised.

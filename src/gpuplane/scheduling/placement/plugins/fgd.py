@@ -225,6 +225,8 @@ class Fgd:
             key = self._keys(snap, np.array([host]), elig)
             _score, best = self._evaluate(fm, key, task, shape)[0]
             fits = [j for j, v in enumerate(row.tolist()) if v >= m and (not best or v in best)]
+            if not fits:   # the view is restricted (a topology domain): tightest fit in it
+                fits = list(tightest(row, m, 1))
             idx = (fits[0],)
         else:
             idx = tightest(row, m, task.gpus)
