@@ -8,7 +8,9 @@ entry point ``place(snap, task, profile, rng)``. Every booking goes through ``sn
   step with every booking it makes, and its maximum. A whole-GPU task asking ``g`` GPUs cannot fit
   when ``max_free < g``; the cycle then skips ``place`` (a necessary condition only: when it passes,
   ``place`` decides).
-- gang booking: every member is placed and assigned; the first failure undoes them all.
+- gang booking: every member is placed and assigned; the first failure undoes them all. A gang
+  with a topology (``"host"``, ``"nvlink"``, ``"rack"``) stays inside one domain of that level
+  (``placement.topology``), required or preferred.
 - holds: capacity reserved for a blocked workload (backfill) is booked as placeholder tasks and
   can be lifted and restored around a backfill trial.
 """
@@ -99,19 +101,27 @@ class CycleCapacity:
         slots = int((self.free_whole // g).sum())
         return slots >= len(need) and int(self.free_whole.sum()) >= sum(need)
 
-    def place_gang(self, tasks: Sequence[Any], same_host: bool = False,
+    def place_gang(self, tasks: Sequence[Any], topology: str | bool | None = None,
                    required: bool = True) -> GangResult:
         """Place and book every task, or none: on the first failure every booking is undone and
         the failing member's ``Unschedulable`` is returned.
 
-        ``same_host`` (topology ``"host"``) places whole-GPU members together on one host: they are
-        placed as one task asking for all their GPUs, whose devices are then split between them
-        in order. With ``required=False`` it is a preference: members are placed one by one when
-        no single host fits them all."""
-        if same_host and len(tasks) > 1 and all(is_whole(t) for t in tasks):
+        ``topology`` (``"host"``, ``"nvlink"``, ``"rack"``; ``True`` means ``"host"``) keeps the
+        members inside one domain of that level; ``required=False`` makes it a preference
+        (members are placed anywhere when no domain holds them all). Whole-GPU members of a
+        ``"host"`` gang are placed as one task asking for all their GPUs, whose devices are then
+        split between them in order; every other case goes through
+        ``placement.topology.place_gang_within`` (``place_fn`` must then accept the keywords
+        ``explain`` and ``within``), whose failure is a ``TopologyUnschedulable``."""
+        level = "host" if topology is True else (topology or None)
+        if level == "host" and len(tasks) > 1 and all(is_whole(t) for t in tasks):
             r = self._place_together(tasks)
             if r.placements is not None or required:
                 return r
+        elif level in ("nvlink", "rack") or (level == "host" and len(tasks) > 1):
+            if required and not self.may_fit(tasks):
+                return GangResult(None, None)
+            return self._place_within(tasks, level, required)
         if not self.may_fit(tasks):
             return GangResult(None, None)
         undos: list[Undo] = []
@@ -131,6 +141,25 @@ class CycleCapacity:
                 u()
 
         return GangResult(tuple(out), None, undo_all)
+
+    def _place_within(self, tasks: Sequence[Any], level: str, required: bool) -> GangResult:
+        from gpuplane.scheduling.placement.topology import place_gang_within  # lazy: numpy plugins
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            self.place_calls += 1
+            return self.place_fn(*args, **kw)
+
+        r = place_gang_within(self.snap, tasks, self.profile, self.rng, level, required,
+                              keep=False, place_fn=counted)
+        if not isinstance(r, list):
+            return GangResult(None, r)
+        undos = [self.assign(t, p) for t, p in zip(tasks, r)]
+
+        def undo_all() -> None:
+            for u in reversed(undos):
+                u()
+
+        return GangResult(tuple(r), None, undo_all)
 
     def _place_together(self, tasks: Sequence[Any]) -> GangResult:
         first = tasks[0]
@@ -160,9 +189,10 @@ class CycleCapacity:
 
         return GangResult(tuple(out), None, undo_all)
 
-    def fits(self, tasks: Sequence[Any], same_host: bool = False, required: bool = True) -> bool:
+    def fits(self, tasks: Sequence[Any], topology: str | bool | None = None,
+             required: bool = True) -> bool:
         """Would the gang fit now? Leaves the snapshot unchanged."""
-        r = self.place_gang(tasks, same_host, required)
+        r = self.place_gang(tasks, topology, required)
         if r.undo is not None:
             r.undo()
         return r.placements is not None

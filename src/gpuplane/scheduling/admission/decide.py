@@ -16,7 +16,8 @@ from gpuplane.scheduling.admission.capacity import GangResult, is_whole
 from gpuplane.scheduling.admission.preemption import RunningWorkload, Victim
 from gpuplane.scheduling.admission.quota import QuotaCheck, QuotaFit
 from gpuplane.scheduling.admission.reasons import (
-    COHORT_FULL, NO_CAPACITY, OVER_QUOTA, RESERVED, WAITING_RECLAIM, Admit, PendingReason, Preempt)
+    COHORT_FULL, NO_CAPACITY, NO_TOPOLOGY, OVER_QUOTA, RESERVED, WAITING_RECLAIM, Admit,
+    PendingReason, Preempt)
 from gpuplane.scheduling.admission.state import CycleState
 from gpuplane.scheduling.queueing import Demand, PendingWorkload
 
@@ -53,7 +54,7 @@ def decide(st: CycleState, w: PendingWorkload) -> Block:
         return Block.NONE
     reason = st.result.pending[w.id] = _quota_reason(st, w, d, chk)
     st.quota_blocked[memo_key] = (d.gpu, reason)
-    if chk.fit is QuotaFit.COHORT_FULL:
+    if chk.fit is QuotaFit.COHORT_FULL and not _topology_blocked(w):
         # The cohort lends all it has: like a full cluster, later (lower-ordered) borrowers
         # must not starve this one, so it may get a reservation too.
         _reserve(st, w)
@@ -101,7 +102,17 @@ def _reserve(st: CycleState, w: PendingWorkload) -> float | None:
 
 
 def _capacity_reason(st: CycleState, w: PendingWorkload, placed: GangResult) -> None:
-    t = _reserve(st, w)
+    if placed.reason is not None and getattr(placed.reason, "level", None):
+        r = placed.reason      # a TopologyUnschedulable: no domain holds the gang whole
+        code = NO_TOPOLOGY
+        detail = {"gang": len(w.tasks), "topology": r.level, "domains": r.domains,
+                  "tried": r.tried, "closest": r.closest}
+        if st.cap.holds:
+            first = min(st.result.reservations, key=lambda k: (st.result.reservations[k], k))
+            detail["reserved_for"] = first
+        st.result.pending[w.id] = PendingReason(code, str(r), detail)
+        return
+    t = _reserve(st, w) if not _topology_blocked(w) else None
     if t is not None:
         st.result.pending[w.id] = PendingReason(
             NO_CAPACITY, f"no capacity now; capacity is reserved for it from t={t:.0f}s",
@@ -218,7 +229,13 @@ def _nothing(project: str) -> tuple:
     return ()
 
 
-def _topology(w: PendingWorkload) -> tuple[bool, bool]:
-    """``(same_host, required)`` for :meth:`CycleCapacity.place_gang`. Only ``"host"`` is
-    enforced; ``"nvlink"`` and ``"rack"`` need a placement filter that does not exist yet."""
-    return (w.topology == "host", w.topology_required)
+def _topology(w: PendingWorkload) -> tuple[str | None, bool]:
+    """``(level, required)`` for :meth:`CycleCapacity.place_gang`: ``"host"``, ``"nvlink"`` or
+    ``"rack"`` (``placement.topology``), or ``None``."""
+    return (w.topology, w.topology_required)
+
+
+def _topology_blocked(w: PendingWorkload) -> bool:
+    """A required NVLink/rack gang: a reservation (which holds hosts by GPU count, not by
+    domain) would not guarantee it a domain, so it gets none."""
+    return w.topology in ("nvlink", "rack") and w.topology_required

@@ -15,6 +15,7 @@ COHORT_FULL = "quota.cohort_full"          # over guarantee and the cohort has n
 NO_CAPACITY = "capacity.unschedulable"     # no host fits now (message from placement)
 WAITING_RECLAIM = "capacity.waiting_reclaim"  # entitled, but reclaim could not free enough
 RESERVED = "capacity.reserved"             # would delay a reservation held by a larger job
+NO_TOPOLOGY = "capacity.topology"         # no host/NVLink domain/rack holds the whole gang now
 WAITING_GANG = "gang.incomplete"           # not every member of the gang could be placed
 QUEUED = "queue.behind_head"               # not examined: queued behind the head of its project
 FIFO_BLOCKED = "queue.fifo_blocked"        # strict FIFO: an older workload is still waiting
