@@ -33,6 +33,7 @@ GRACE_S = 2.0
 #   "exit"       - exits at once (acknowledges);
 #   "trap"       - ignores it (times out and is killed);
 #   "checkpoint" - touches $GPUPLANE_CHECKPOINT_FILE, then exits (loses nothing before it).
+# Every mode also checkpoints once when the file argv[1] + ".go" appears.
 TASK = r"""
 import os, pathlib, signal, sys, time
 mode = sys.argv[2]
@@ -44,7 +45,12 @@ def on_term(*_):
     sys.exit(0)
 signal.signal(signal.SIGTERM, on_term)
 pathlib.Path(sys.argv[1]).touch()
+go = pathlib.Path(sys.argv[1] + ".go")
+saved = False
 while True:
+    if not saved and go.exists():
+        pathlib.Path(os.environ["GPUPLANE_CHECKPOINT_FILE"]).touch()
+        saved = True
     time.sleep(0.05)
 """
 
@@ -186,3 +192,21 @@ def test_a_task_that_checkpoints_on_the_signal_loses_only_the_time_since(cluster
     assert p["outcome"] == "acknowledged" and p["lost_since"] == "checkpoint", p
     assert p["checkpointed_at"] is not None
     assert p["lost_gpu_s"] < 0.5, p       # ran for over a second, checkpointed on the signal
+
+
+def test_the_victim_is_the_borrower_that_loses_least_since_its_last_checkpoint(cluster,
+                                                                               tmp_path):
+    (older,) = borrow(cluster, tmp_path, ["exit"])
+    time.sleep(0.5)
+    (newer,) = borrow(cluster, tmp_path, ["trap"])
+    time.sleep(0.5)
+    # the older one checkpoints now: it would lose less than the newer one, which never did
+    (tmp_path / "ready-exit.go").touch()
+    cluster.run_until(lambda: cluster.get(older.id).tasks[0].checkpointed_at is not None,
+                      what="checkpoint observed")
+    owner = cluster.submit("owner", "eval", [PY, "-c", "import time; time.sleep(600)"], gpus=1)
+    cluster.run_until(lambda: cluster.get(owner.id).phase == Phase.RUNNING, what="owner runs")
+    assert cluster.get(newer.id).phase == Phase.RUNNING        # spared
+    p = dict(cluster.get(older.id).tasks[0].preemption or {})
+    assert p["outcome"] == "acknowledged" and p["lost_since"] == "checkpoint", p
+    assert p["beneficiary_name"] == "owner/eval"

@@ -230,6 +230,7 @@ class TaskOut(BaseModel):
     started_at: float | None
     finished_at: float | None
     preemption: dict[str, Any] | None = None
+    checkpointed_at: float | None = None
 
     @classmethod
     def of(cls, t: Task) -> TaskOut:
@@ -242,7 +243,8 @@ class TaskOut(BaseModel):
                    simulated=t.simulated, exit_code=t.exit_code, reason=t.reason,
                    message=t.message, not_before=t.not_before, started_at=t.started_at,
                    finished_at=t.finished_at,
-                   preemption=dict(t.preemption) if t.preemption else None)
+                   preemption=dict(t.preemption) if t.preemption else None,
+                   checkpointed_at=t.checkpointed_at)
 
 
 class PendingReasonOut(BaseModel):

@@ -145,6 +145,8 @@ def record_observations(store: Any, changes: Sequence[tuple[Any, Any, DriverHand
             if change.adopted:
                 tx.events.add(now, "Normal", "Adopted", f"task {t.index}: {change.message}",
                               workload_uid=w.id, host=handle.host, task_index=t.index)
+        elif change.action == "checkpoint":
+            tx.tasks.update(t.id, t.generation, checkpointed_at=change.checkpointed_at)
         elif change.action == "requeue":
             lifecycle.requeue_task(tx, t.id, t.generation, now, change.reason or "Preempted",
                                    change.message,
@@ -157,4 +159,5 @@ def record_observations(store: Any, changes: Sequence[tuple[Any, Any, DriverHand
                                   message=change.message)
 
     failed = {id(e) for e in _each(store, changes, one)}
-    return [e[2] for e in changes if id(e) not in failed and e[3].action != "running"]
+    return [e[2] for e in changes
+            if id(e) not in failed and e[3].action not in ("running", "checkpoint")]

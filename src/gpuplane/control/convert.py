@@ -145,9 +145,17 @@ def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
                     task=to_request(w, t),
                     placement=to_placement(t.placement), started_at=t.started_at or w.submitted_at,
                     priority=w.priority, preemptible=w.preemptible,
+                    checkpointed_at=_checkpoint(t),
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
                                   if w.spec.max_runtime_s and t.started_at else None)))
     return out
+
+
+def _checkpoint(t: Task) -> float | None:
+    """The task's last checkpoint if it belongs to the current attempt (after its start)."""
+    if t.checkpointed_at is None or t.started_at is None or t.checkpointed_at < t.started_at:
+        return None
+    return t.checkpointed_at
 
 
 def mig_as_now(hosts: Sequence[Host], running: Sequence[RunningTask]

@@ -83,7 +83,8 @@ class Outcome:
 
     ``action``: ``"running"`` (Admitted -> Running, or an adopted task: event only),
     ``"finish"`` (the attempt ended in ``phase``; the store applies the retry policy) or
-    ``"requeue"`` (preempted: back to the queue without counting as a retry).
+    ``"requeue"`` (preempted: back to the queue without counting as a retry) or
+    ``"checkpoint"`` (a running task reported a newer checkpoint: ``checkpointed_at``).
     """
 
     action: str
@@ -93,6 +94,7 @@ class Outcome:
     message: str = ""
     adopted: bool = False
     preemption: dict[str, object] | None = None
+    checkpointed_at: float | None = None
 
 
 def preemption_record(task: Task, obs: TaskObservation, now: float) -> dict[str, object]:
@@ -137,6 +139,9 @@ def outcome(task: Task, obs: TaskObservation, now: float | None = None) -> Outco
     if obs.state == TaskState.RUNNING:
         if obs.adopted or task.phase != Phase.RUNNING:
             return Outcome("running", Phase.RUNNING, message=obs.message, adopted=obs.adopted)
+        cp = obs.checkpointed_at
+        if cp is not None and (task.checkpointed_at is None or cp > task.checkpointed_at):
+            return Outcome("checkpoint", Phase.RUNNING, checkpointed_at=cp)
         return None
     if obs.state == TaskState.CANCELLED and task.reason == REASON_PREEMPTED:
         if task.preemption is None:   # marked before the protocol was recorded

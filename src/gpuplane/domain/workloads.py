@@ -344,6 +344,8 @@ class Task:
     #: The task's last preemption: beneficiary, grace_s, outcome ("acknowledged" / "timeout" /
     #: "not_started"), lost_gpu_s, signalled/ended times (``None``: never preempted).
     preemption: Mapping[str, object] | None = None
+    #: Wall-clock time of the last checkpoint the running task reported (``None``: none).
+    checkpointed_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,8 @@ class LocalDriver:
                 self._adopted.add(tid)
                 return TaskObservation(tid, TaskState.RUNNING, adopted=True,
                                        message=f"adopted process {handle.data['pid']} after restart")
-            return TaskObservation(tid, TaskState.RUNNING)
+            return TaskObservation(tid, TaskState.RUNNING,
+                                   checkpointed_at=self._mtime(self._checkpoint_file(tid)))
         self._adopted.discard(tid)
         stopped = self._stopped_file(tid).exists()
         if code is None and wrapper_rc is not None:

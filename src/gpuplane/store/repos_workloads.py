@@ -216,7 +216,8 @@ def task_from_row(t: TaskRow, workload_uid: str, simulated: bool) -> Task:
         gpu_models=tuple(t.gpu_models or ()), placement=_placement(t.placement),
         simulated=simulated, handle=t.handle, exit_code=t.exit_code, reason=t.reason,
         message=t.message, not_before=t.not_before, started_at=t.started_at,
-        finished_at=t.finished_at, preemption=t.preemption)
+        finished_at=t.finished_at, preemption=t.preemption,
+        checkpointed_at=t.checkpointed_at)
 
 
 class TaskRepo:

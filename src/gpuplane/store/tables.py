@@ -208,6 +208,7 @@ class TaskRow(Base):
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     preemption: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    checkpointed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,5 +1,6 @@
 """Preemption protocol: a task's last preemption (beneficiary, grace, outcome, lost time) and
-the GPU-time each usage record lost since its last checkpoint.
+the GPU-time each usage record lost since its last checkpoint; the last checkpoint a running
+task reported.
 
 Revision ID: 0002
 Revises: 0001
@@ -20,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.add_column(sa.Column('preemption', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('checkpointed_at', sa.Float(), nullable=True))
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lost_gpu_s', sa.Float(), nullable=True))
 
@@ -28,4 +30,5 @@ def downgrade() -> None:
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
         batch_op.drop_column('lost_gpu_s')
     with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.drop_column('checkpointed_at')
         batch_op.drop_column('preemption')
