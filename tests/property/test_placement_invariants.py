@@ -9,7 +9,7 @@
 """
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gpuplane.domain.inventory import GpuDevice, Host
@@ -157,29 +157,47 @@ def topo_hosts(draw):
     n = draw(st.integers(1, 6))
     out = []
     for i in range(n):
-        g = draw(st.sampled_from([0, 2, 4, 8]))
+        g = draw(st.sampled_from([0, 2, 4, 8, 8]))
         model = draw(st.sampled_from(MODELS[:2]))
         mode = draw(st.sampled_from(["shared", "whole"]))
-        scheme = draw(st.sampled_from(["none", "host", "halves", "shared"]))
+        scheme = draw(st.sampled_from(["none", "host", "halves", "halves", "shared"]))
         nv = {"none": lambda j: None, "host": lambda j: f"h{i}",
               "halves": lambda j: f"h{i}-{j * 2 // max(g, 1)}", "shared": lambda j: "nvl"}[scheme]
-        out.append(Host(f"h{i}", draw(st.integers(0, 64)) * 1000, draw(st.integers(0, 64)) * 1024,
+        out.append(Host(f"h{i}", draw(st.integers(0, 96)) * 1000, draw(st.integers(0, 96)) * 1024,
                         gpus=tuple(GpuDevice(j, model, mode=mode, nvlink_domain=nv(j))
                                    for j in range(g)),
                         rack=draw(st.sampled_from(["", "r0", "r1", "r2"]))))
     return out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(topo_hosts(), st.lists(requests(), max_size=8),
-       st.lists(requests(), min_size=1, max_size=5), st.sampled_from(["host", "nvlink", "rack"]),
+def gangs():
+    """Identical members (the usual gang) or a mix."""
+    same = st.builds(lambda r, n: [r] * n, requests(), st.integers(1, 4))
+    return st.one_of(same, st.lists(requests(), min_size=1, max_size=5))
+
+
+_HALVES = [Host("h0", 64_000, 65_536, gpus=tuple(
+    GpuDevice(j, "T4", mode="whole", nvlink_domain=f"h0-{j // 4}") for j in range(8)), rack="r0")]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(_HALVES, [(0, 0), (0, 1), (0, 2)], [], [TaskRequest(0, 0, gpus=2)], "nvlink", True,
+         "bestfit", 0)                            # the tighter domain h0-0 has 1 GPU free
+@given(topo_hosts(), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), max_size=16),
+       st.lists(requests(), max_size=8), gangs(), st.sampled_from(["host", "nvlink", "rack"]),
        st.booleans(), st.sampled_from(POLICIES), st.integers(0, 2**32 - 1))
 def test_a_required_topology_gang_is_inside_one_domain_or_not_placed(
-        hs, background, gang, level, required, policy, seed):
+        hs, used, background, gang, level, required, policy, seed):
     snap = ClusterSnapshot.build(hs)
     rng = np.random.default_rng(seed)
     prof = profiles.get(policy)
     booked = []
+    one = TaskRequest(0, 0, gpus=1)
+    for h, g in used:                             # scattered busy GPUs fragment the domains
+        if h < len(hs) and g < hs[h].gpu_count and snap.gpu_free[h, g] == 1000:
+            p = Placement(hs[h].name, (g,), 1000)
+            snap.assign(one, p)
+            booked.append((one, p))
     for task in background:
         res = place(snap, task, prof, rng)
         if isinstance(res, Placement):
