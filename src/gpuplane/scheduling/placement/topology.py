@@ -93,6 +93,8 @@ class _Domains:
     pd: np.ndarray          # domain of each pair
     ph: np.ndarray          # host of each pair
     gpu_dom: np.ndarray | None   # (H, G) domain of each GPU (nvlink only)
+    gpu_in: np.ndarray | None = None    # (H, G) GPU has a domain (nvlink only)
+    gpu_pair: np.ndarray | None = None  # pair index of each GPU in gpu_in order (nvlink only)
 
     def hosts_of(self, d: int, n_hosts: int) -> np.ndarray:
         m = np.zeros(n_hosts, dtype=bool)
@@ -101,6 +103,15 @@ class _Domains:
 
 
 def _domains(snap: ClusterSnapshot, level: str) -> _Domains:
+    """The level's (domain, host) pairs; inventory only, so cached on the snapshot."""
+    key = ("placement.topology", level)
+    got = snap.cache.get(key)
+    if got is None:
+        got = snap.cache[key] = _build_domains(snap, level)
+    return got
+
+
+def _build_domains(snap: ClusterSnapshot, level: str) -> _Domains:
     H = snap.n_hosts
     if level == "rack":
         r = snap.host_rack
@@ -111,8 +122,10 @@ def _domains(snap: ClusterSnapshot, level: str) -> _Domains:
     D = snap.gpu_nvlink
     m = D >= 0
     hh = np.broadcast_to(np.arange(H)[:, None], D.shape)
-    keys = np.unique(D[m].astype(np.int64) * H + hh[m])
-    return _Domains(list(snap.nvlink_names), keys // H, keys % H, D)
+    gkeys = D[m].astype(np.int64) * H + hh[m]
+    keys = np.unique(gkeys)
+    return _Domains(list(snap.nvlink_names), keys // H, keys % H, D, m,
+                    np.searchsorted(keys, gkeys))
 
 
 def _validate(level: str, tasks: Sequence[TaskRequest]) -> None:
@@ -228,14 +241,11 @@ def _candidates(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pr
         milli_pair = np.where(not_mig & (gf > 0), gf, 0).sum(axis=1)[dom.ph]
         whole_pair = (not_mig & (gf >= MILLI_PER_GPU)).sum(axis=1)[dom.ph]
     else:
-        key = dom.pd * H + dom.ph                       # sorted (np.unique in _domains)
-        gkey = dom.gpu_dom.astype(np.int64) * H + np.arange(H)[:, None]
-        in_dom = dom.gpu_dom >= 0
-        pos = np.searchsorted(key, gkey[in_dom])
+        in_dom, pos, n_pairs = dom.gpu_in, dom.gpu_pair, len(dom.pd)
         milli_pair = np.bincount(pos, weights=np.where(not_mig & (gf > 0), gf, 0)[in_dom],
-                                 minlength=len(key))
+                                 minlength=n_pairs)
         whole_pair = np.bincount(pos, weights=(not_mig & (gf >= MILLI_PER_GPU))[in_dom],
-                                 minlength=len(key))
+                                 minlength=n_pairs)
     milli_pair = np.where(usable, milli_pair, 0)
     whole_pair = np.where(usable, whole_pair, 0).astype(np.int64)
     milli = np.bincount(dom.pd, weights=milli_pair, minlength=n_dom)
@@ -255,12 +265,13 @@ def _candidates(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pr
         room = np.minimum(room, len(tasks))
     rank = np.full(n_dom, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(rank, dom.pd, snap.tie_rank[dom.ph])
-    idx = np.flatnonzero(ok)
-    order = sorted(idx.tolist(), key=lambda d: (milli[d], cpu[d], rank[d], dom.names[d]))
-    present = np.bincount(dom.pd, minlength=n_dom) > 0
-    cand = np.flatnonzero(present)
-    closest = (int(max(cand.tolist(), key=lambda d: (room[d], milli[d], -rank[d])))
-               if len(cand) else None)
+    idx = np.flatnonzero(ok)       # names are sorted (host level: snapshot order): index = name
+    order = idx[np.lexsort((idx, rank[idx], cpu[idx], milli[idx]))].tolist()
+    cand = np.flatnonzero(np.bincount(dom.pd, minlength=n_dom) > 0)
+    closest = None
+    if len(cand):                  # most room, then most free milli, then lowest rank, index
+        pick = np.lexsort((cand, rank[cand], -milli[cand], -room[cand]))[0]
+        closest = int(cand[pick])
     return order, closest, room
 
 
