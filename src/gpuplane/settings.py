@@ -35,6 +35,9 @@ class Settings(BaseSettings):
                                description="Scheduler leader lease lifetime; renewed at ttl/3.")
     cycle_interval_s: float = Field(1.0, gt=0, le=3600,
                                     description="Seconds between scheduling cycles.")
+    preempt_grace_s: float = Field(30.0, ge=0, le=86400,
+                                   description="Seconds a preempted task gets after SIGTERM to "
+                                               "checkpoint and exit before it is killed.")
     demo: bool = Field(True, description="`gpuplane up` loads the demo fleet.")
     log_level: str = Field("info", description="Log level of the server process.")
 

@@ -152,7 +152,8 @@ def test_the_owner_reclaims_borrowed_gpus_and_each_outcome_is_recorded(cluster, 
             assert p["lost_s"] >= GRACE_S - 0.2, p   # it kept running until killed
         events = cluster.events(w.id)
         signalled = [e for e in events if e.reason == "Preempting"]
-        assert signalled and "owner/train" in signalled[0].message
+        assert len(signalled) == 1, [e.message for e in signalled]   # signalled once
+        assert "owner/train" in signalled[0].message
         assert f"{GRACE_S:g} s grace" in signalled[0].message
         done = [e for e in events if e.reason == "Preempted"]
         assert done and "owner/train" in done[-1].message, [e.message for e in events]
@@ -210,3 +211,17 @@ def test_the_victim_is_the_borrower_that_loses_least_since_its_last_checkpoint(c
     p = dict(cluster.get(older.id).tasks[0].preemption or {})
     assert p["outcome"] == "acknowledged" and p["lost_since"] == "checkpoint", p
     assert p["beneficiary_name"] == "owner/eval"
+
+
+def test_lost_gpu_time_shows_in_the_usage_report(cluster, tmp_path):
+    from gpuplane.service.usage import UsageService
+
+    (victim,) = borrow(cluster, tmp_path, ["exit"])
+    time.sleep(0.5)
+    owner = cluster.submit("owner", "train", [PY, "-c", "import time; time.sleep(600)"], gpus=2)
+    cluster.run_until(lambda: cluster.get(owner.id).phase == Phase.RUNNING, what="owner runs")
+    lost = dict(cluster.get(victim.id).tasks[0].preemption or {})["lost_gpu_s"]
+    rows = {r["project"]: r for r in UsageService(cluster.store).usage(SYSTEM)}
+    assert rows["borrower"]["real"]["lost_gpu_hours"] == pytest.approx(lost / 3600, abs=1e-6)
+    assert rows["borrower"]["real"]["lost_gpu_hours"] > 0
+    assert rows["owner"]["real"]["lost_gpu_hours"] == 0

@@ -327,6 +327,7 @@ class UsageBlockOut(BaseModel):
     cpu_core_hours: float
     memory_gib_hours: float
     gpu_hours_by_model: dict[str, float]
+    lost_gpu_hours: float = 0.0   # preempted attempts: GPU-time since their last checkpoint
 
 
 class UsageNowOut(BaseModel):

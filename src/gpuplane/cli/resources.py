@@ -228,6 +228,13 @@ def _describe(kind_name: str, name: str, project: str | None, url: str, token: s
                                 ("GPU_MILLI", "placement.gpu_milli"), ("SIMULATED", "simulated"),
                                 ("ATTEMPT", "attempt"), ("EXIT", "exit_code"),
                                 ("MESSAGE", "message")), title="Tasks")
+        preempted = [t for t in status["tasks"] if t.get("preemption")]
+        if preempted:
+            typer.echo("")
+            table([{"index": t["index"], **t["preemption"]} for t in preempted],
+                  (("TASK", "index"), ("FOR", "beneficiary_name"), ("GRACE_S", "grace_s"),
+                   ("OUTCOME", "outcome"), ("LOST_GPU_S", "lost_gpu_s"),
+                   ("SINCE_LAST", "lost_since")), title="Last preemption")
     if obj.get("spec"):
         typer.echo("")
         typer.echo("Spec:")

@@ -79,6 +79,8 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
                 lifecycle.requeue_task(tx, t.id, t.generation, now, "Preempted", why,
                                        preemption={**record, "outcome": "not_started",
                                                    "lost_gpu_s": 0.0})
+            elif t.phase == Phase.RUNNING and t.reason == REASON_PREEMPTED and t.preemption:
+                continue   # already signalled by an earlier cycle: its grace period runs on
             elif t.phase == Phase.RUNNING:
                 tx.tasks.update(t.id, t.generation, reason=REASON_PREEMPTED, message=why,
                                 preemption=record)

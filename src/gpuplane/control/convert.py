@@ -14,7 +14,7 @@ from typing import Any
 
 from gpuplane.domain.inventory import GpuDevice, Host, Taint
 from gpuplane.domain.requests import Placement, TaskRequest, Toleration
-from gpuplane.domain.workloads import Task, TaskGroup, TaskPlacement, Workload
+from gpuplane.domain.workloads import Phase, Task, TaskGroup, TaskPlacement, Workload
 from gpuplane.scheduling.queueing import PendingWorkload, RunningTask
 
 #: Labels every host carries so selectors can tell real from simulated capacity.
@@ -135,7 +135,10 @@ def to_pending(workload: Workload, now: float,
     return PendingItem(work, tuple(t.id for t in waiting), workload.generation)
 
 
-def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
+def to_running(workloads: Iterable[Workload], now: float | None = None) -> list[RunningTask]:
+    """Tasks holding resources, as the cycle sees them. A task already being preempted (in its
+    grace period) counts as checkpointed ``now``: stopping it costs nothing more, so a cycle
+    that still needs its resources picks it again rather than a further victim."""
     out = []
     for w in workloads:
         for t in w.tasks:
@@ -145,7 +148,8 @@ def to_running(workloads: Iterable[Workload]) -> list[RunningTask]:
                     task=to_request(w, t),
                     placement=to_placement(t.placement), started_at=t.started_at or w.submitted_at,
                     priority=w.priority, preemptible=w.preemptible,
-                    checkpointed_at=_checkpoint(t),
+                    checkpointed_at=(now if now is not None and t.reason == "Preempted"
+                                     and t.phase is Phase.RUNNING else _checkpoint(t)),
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
                                   if w.spec.max_runtime_s and t.started_at else None)))
     return out

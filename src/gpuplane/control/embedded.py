@@ -85,6 +85,7 @@ class Embedded:
         self.loop = ControlLoop(self.store, self.drivers, holder=holder_id(self.host, port),
                                 lease_ttl_s=settings.lease_ttl_s,
                                 interval_s=settings.cycle_interval_s, local_host=self.host,
+                                preempt_grace_s=settings.preempt_grace_s,
                                 lease_log=self.home / "lease.log")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -130,7 +130,7 @@ def _preempted_message(task: Task, record: dict[str, object]) -> str:
            }.get(str(record["outcome"]), "stopped")
     return (f"preempted for {record.get('beneficiary_name') or record.get('beneficiary') or '?'}"
             f": {how}; lost {record['lost_gpu_s']:g} GPU-s since its last "
-            f"{record['lost_since']} ({task.message or 'no reason given'})")
+            f"{record['lost_since']} ({record.get('reason') or task.message or 'no reason given'})")
 
 
 def outcome(task: Task, obs: TaskObservation, now: float | None = None) -> Outcome | None:

@@ -192,7 +192,7 @@ class ControlLoop:
             quotas = load_quotas(tx)
         if not waiting:
             return
-        domain_hosts, running = mig_as_now([to_host(h) for h in hosts], to_running(active))
+        domain_hosts, running = mig_as_now([to_host(h) for h in hosts], to_running(active, now))
         snap = ClusterSnapshot.build(schedulable_view(domain_hosts, hosts),
                                      [(r.task, r.placement) for r in running])
         free = free_gpu_by_jurisdiction(snap, hosts)

@@ -13,7 +13,9 @@ class UsageService(ServiceBase):
     def usage(self, principal: Principal, project: str | None = None,
               since: float | None = None, until: float | None = None) -> list[dict]:
         """Per visible project: GPU-, CPU-core- and memory-GiB-hours in [since, until] (clipped),
-        by GPU model, real and simulated apart, plus what it holds right now."""
+        by GPU model, real and simulated apart, plus what it holds right now.
+        ``lost_gpu_hours``: GPU-time of preempted attempts since their last checkpoint (or
+        start), i.e. work that must be redone (attempts that ended in [since, until])."""
         now = self.now()
         until = now if until is None else until
         with self.store.read() as tx:
@@ -45,6 +47,10 @@ class UsageService(ServiceBase):
                 a["gpu_hours_by_model"][model or "unknown"] += gpu_milli / 1000 * hours
 
         for r in rows:
+            if r.lost_gpu_s and r.project_id in acc and (since is None or r.finished_at >= since) \
+                    and r.finished_at <= until:
+                acc[r.project_id]["simulated" if r.simulated else "real"]["lost_gpu_hours"] += \
+                    r.lost_gpu_s / 3600.0
             add(r.project_id, r.gpu_model, r.simulated, r.gpu_milli, r.cpu_milli, r.memory_mib,
                 r.started_at, r.finished_at)
         name_to_id = {p.name: pid for pid, p in projects.items()}
@@ -68,7 +74,7 @@ class UsageService(ServiceBase):
             for key in ("real", "simulated"):
                 a[key]["gpu_hours_by_model"] = {k: round(v, 6) for k, v in
                                                 sorted(a[key]["gpu_hours_by_model"].items())}
-                for f in ("gpu_hours", "cpu_core_hours", "memory_gib_hours"):
+                for f in ("gpu_hours", "cpu_core_hours", "memory_gib_hours", "lost_gpu_hours"):
                     a[key][f] = round(a[key][f], 6)
             out.append(a)
         return out
@@ -77,6 +83,7 @@ class UsageService(ServiceBase):
 def _empty(name: str) -> dict:
     def block() -> dict:
         return {"gpu_hours": 0.0, "cpu_core_hours": 0.0, "memory_gib_hours": 0.0,
+                "lost_gpu_hours": 0.0,
                 "gpu_hours_by_model": defaultdict(float)}
     return {"project": name, "real": block(), "simulated": block(),
             "now": {"tasks": 0, "gpus": 0.0, "cpu_cores": 0.0, "memory_mib": 0}}
