@@ -283,7 +283,9 @@ def _failure(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], level: str, do
     shape = member_summary(tasks)
     whole_only = all(t.gpus and not t.is_mig and t.gpu_milli >= MILLI_PER_GPU for t in tasks)
     if n == 0:
-        msg = f"no {one} can hold the gang whole ({shape}): no host has a {one} set"
+        unset = {"rack": "no host has a rack set", "nvlink": "no GPU has an NVLink domain set",
+                 "host": "there are no hosts"}[level]
+        msg = f"no {one} can hold the gang whole ({shape}): {unset}"
         return TopologyUnschedulable(snap.n_hosts, [("topology", NO_DOMAIN, 0)], [msg],
                                      [Status.UNRESOLVABLE], [], member=-1, level=level)
     msg = f"no {one} can hold the gang whole ({shape}): {n} {many if n != 1 else one}"
