@@ -101,7 +101,8 @@ def test_required_nvlink_stays_inside_one_domain_of_a_host():
 
 
 def test_required_nvlink_may_span_hosts_of_one_multi_node_domain():
-    snap = ClusterSnapshot.build([host("a", nvlink=lambda g: "nvl72"), host("b", nvlink=lambda g: "nvl72"),
+    nvl72 = lambda g: "nvl72"  # noqa: E731
+    snap = ClusterSnapshot.build([host("a", nvlink=nvl72), host("b", nvlink=nvl72),
                                   host("c", nvlink=lambda g: "c")])
     res = place_gang_within(snap, [whole(8)] * 2, profiles.get("bestfit"), rng(), "nvlink")
     assert {p.host for p in res} == {"a", "b"} and domain_of(snap, "nvlink", res) == {"nvl72"}
@@ -115,6 +116,19 @@ def test_shared_gpu_members_use_only_devices_of_the_domain():
     for policy in ("fgd", "gpuplane", "bestfit", "random"):
         res = place_gang_within(snap, [share] * 3, profiles.get(policy), rng(), "nvlink")
         assert isinstance(res, list) and len(domain_of(snap, "nvlink", res)) == 1
+
+
+@pytest.mark.parametrize("level", ["rack", "nvlink", "host"])
+def test_same_inputs_same_placements(level):
+    hs = [host(f"r{i % 3}h{i}", rack=f"r{i % 3}", nvlink=lambda g, i=i: f"{i}-{g // 4}")
+          for i in range(9)]
+    gang = [whole(2), whole(1), TaskRequest(500, 64, gpus=0)]
+    runs = []
+    for _ in range(2):
+        snap = ClusterSnapshot.build(hs, tie_rank=[(7 * i) % 9 for i in range(9)])
+        fill(snap, "r0h0", [0, 5])
+        runs.append(place_gang_within(snap, gang, profiles.get("gpuplane"), rng(), level))
+    assert isinstance(runs[0], list) and runs[0] == runs[1]
 
 
 def test_mig_members_cannot_be_inside_an_nvlink_domain():
