@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "openb"))
     ap.add_argument("--expected",
                     default=str(ROOT.parent / "shared" / "benchmarks" / "fgd_expected_summary.csv"))
-    ap.add_argument("--out", default=str(ROOT / "results" / "openb_fidelity.json"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "openb_fidelity.json"),
+                    help="JSON file to write (a directory gets openb_fidelity.json inside)")
     ap.add_argument("--frag-check", action="store_true",
                     help="only compare fragmentation curves on the default trace with §5.5")
     a = ap.parse_args(argv)
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['mean_abs_diff_pt']} pt, max {summary['max_abs_diff_pt']} pt; "
           f"{len(runs)} runs in {wall:.0f} s with {a.jobs} jobs")
     out = Path(a.out)
+    if out.is_dir():
+        out = out / "openb_fidelity.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "cells": cells}, indent=1))
     print(f"wrote {out}")
