@@ -13,8 +13,9 @@ Public API (stable; see docs/placement.md)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,18 +122,32 @@ def place_gang(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pro
     success the trials are undone too unless ``keep`` is true, so by default the
     snapshot is unchanged either way and the caller assigns.
     """
+    placed, member, failure = trial_members(snap, tasks, lambda t: place(snap, t, profile, rng), keep)
+    if failure is None:
+        return placed
+    return GangUnschedulable(failure.total_hosts, failure.reasons, failure.messages,
+                             failure.statuses, failure.hints, member=member)
+
+
+def trial_members(snap: ClusterSnapshot, tasks: Sequence[TaskRequest],
+                  place_one: Callable[[TaskRequest], object], keep: bool
+                  ) -> tuple[list[Placement], int, Any]:
+    """Place ``tasks`` in order with ``place_one``, trial-assigning each so later
+    members see the earlier ones: all or nothing.
+
+    Returns ``(placements, -1, None)`` on success (the trials undone unless
+    ``keep``), or ``([], i, result)`` with the first member ``i`` whose result was
+    not a ``Placement``, every trial undone (LIFO). An exception also undoes them.
+    """
     undos = []
     placements: list[Placement] = []
     try:
         for i, task in enumerate(tasks):
-            res = place(snap, task, profile, rng)
+            res = place_one(task)
             if not isinstance(res, Placement):
-                failed = GangUnschedulable(res.total_hosts, res.reasons, res.messages,
-                                           res.statuses, res.hints, member=i)
                 for u in reversed(undos):
                     u()
-                undos.clear()
-                return failed
+                return [], i, res
             undos.append(snap.assign(task, res))
             placements.append(res)
     except BaseException:
@@ -142,4 +157,4 @@ def place_gang(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Pro
     if not keep:
         for u in reversed(undos):
             u()
-    return placements
+    return placements, -1, None

@@ -37,7 +37,8 @@ import numpy as np
 
 from gpuplane.domain.errors import FieldError, InvalidInput
 from gpuplane.domain.requests import MILLI_PER_GPU, Placement, TaskRequest
-from gpuplane.scheduling.placement import GangUnschedulable, feasible_hosts, place, place_gang
+from gpuplane.scheduling.placement import (GangUnschedulable, feasible_hosts, place, place_gang,
+                                           trial_members)
 from gpuplane.scheduling.placement.framework import CycleState, Profile, Status, Within
 from gpuplane.scheduling.snapshot import MODE_MIG, ClusterSnapshot
 
@@ -188,26 +189,14 @@ def _anywhere(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Prof
 def _trial(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Profile,
            rng: np.random.Generator, w: Within | None, keep: bool, pf: PlaceFn,
            explain: bool) -> list[Placement] | Any:
-    undos = []
-    out: list[Placement] = []
-    try:
-        for t in tasks:
-            r = (pf(snap, t, profile, rng, explain=explain, within=w) if w is not None
-                 else pf(snap, t, profile, rng))
-            if not isinstance(r, Placement):
-                for u in reversed(undos):
-                    u()
-                return r
-            undos.append(snap.assign(t, r))
-            out.append(r)
-    except BaseException:
-        for u in reversed(undos):
-            u()
-        raise
-    if not keep:
-        for u in reversed(undos):
-            u()
-    return out
+    if w is None:
+        def one(t: TaskRequest) -> Any:
+            return pf(snap, t, profile, rng)
+    else:
+        def one(t: TaskRequest) -> Any:
+            return pf(snap, t, profile, rng, explain=explain, within=w)
+    placed, _, failure = trial_members(snap, tasks, one, keep)
+    return placed if failure is None else failure
 
 
 def _candidates(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile: Profile,
