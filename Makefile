@@ -2,13 +2,14 @@
 #   make run    create .venv, install, start `gpuplane up` (API + scheduler + local driver + dashboard)
 #   make test   create .venv with test extras, run the whole suite on SQLite and PostgreSQL
 #               (a throwaway PostgreSQL is started unless GPUPLANE_TEST_PG_URL is given)
+#   Both install bubblewrap (the task sandbox) with apt-get when bwrap is missing and root.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600
 
-.PHONY: run test venv test-sqlite clean
+.PHONY: run test venv test-sqlite clean sandbox
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { scripts/apt-install.sh python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
@@ -25,15 +26,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 venv: $(VENV)/.installed
 
-run: venv
+# The task sandbox (docs/runtime.md, "Trust boundary"): bubblewrap from Debian when bwrap is
+# missing. Without it (not root, no apt-get) gpuplane runs only the `default` project's tasks
+# and the sandbox tests skip.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || [ -x /usr/bin/bwrap ] || scripts/apt-install.sh bubblewrap \
+	  || echo "warning: bubblewrap is not installed: local tasks of other projects than 'default' will be refused" >&2
+
+run: venv sandbox
 	$(VENV)/bin/gpuplane up $(ARGS)
 
 # One pytest run: tests parametrized over databases get both SQLite and PostgreSQL.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test sandbox
 	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Without PostgreSQL (the PostgreSQL cases are skipped).
-test-sqlite: $(VENV)/.installed-test
+test-sqlite: $(VENV)/.installed-test sandbox
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -38,8 +38,42 @@ class Settings(BaseSettings):
     preempt_grace_s: float = Field(30.0, ge=0, le=86400,
                                    description="Seconds a preempted task gets after SIGTERM to "
                                                "checkpoint and exit before it is killed.")
+    auth_fail_limit: int = Field(10, ge=1, le=1_000_000,
+                                 description="Failed authentications one source address may "
+                                             "make per window before it gets 429.")
+    auth_fail_window_s: float = Field(60.0, gt=0, le=86400,
+                                      description="Window of auth_fail_limit, in seconds.")
+    auth_throttle_delay_s: float = Field(1.0, ge=0, le=60,
+                                         description="A throttled source's 429 is sent after "
+                                                     "this delay (at most its Retry-After), "
+                                                     "so a client that ignores Retry-After is "
+                                                     "slowed down; no thread is held.")
+    log_follow_per_user: int = Field(4, ge=1, le=10_000,
+                                     description="Concurrent `logs?follow=true` streams per "
+                                                 "user (all its tokens together); 429 above.")
+    log_follow_max: int = Field(32, ge=1, le=100_000,
+                                description="Concurrent follow streams per API process; 429 "
+                                            "above.")
+    log_follow_idle_s: float = Field(300.0, gt=0, le=86400,
+                                     description="A follow stream ends after this many seconds "
+                                                 "without new log bytes.")
+    log_follow_max_s: float = Field(3600.0, gt=0, le=7 * 86400,
+                                    description="A follow stream ends after this many seconds.")
+    trusted_proxies: str = Field("", description=(
+        "Comma-separated addresses of reverse proxies whose X-Forwarded-For `gpuplane up` "
+        "believes (uvicorn's forwarded_allow_ips). Empty: the header is ignored and the peer "
+        "address is the source that failed logins are throttled by."))
     demo: bool = Field(True, description="`gpuplane up` loads the demo fleet.")
     log_level: str = Field("info", description="Log level of the server process.")
+    unsandboxed: bool = Field(False, description=(
+        "`gpuplane up --unsandboxed`: run local tasks of every project without bubblewrap, "
+        "as the server's user; the host, each task's start event and audit say so. Without "
+        "it and without bubblewrap only the `default` project's tasks run."))
+    task_uid_base: int = Field(200_000, ge=1000, le=2**31 - 2**24, description=(
+        "First uid of the range a root-run server runs local tasks as (one uid per project: "
+        "base + a hash of the project name modulo task_uid_count; gid = uid)."))
+    task_uid_count: int = Field(65_536, ge=1, le=2**24,
+                                description="Size of the task uid range.")
 
     @property
     def database_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 
@@ -60,6 +62,42 @@ def test_absurd_replica_counts_and_names(world):
     assert _locs(p) == {"name"}
 
 
+@pytest.mark.parametrize(("group", "loc", "words"), [
+    ({"command": ["echo", "a\x00b"]}, "tasks[0].command", "U+0000"),
+    ({"args": ["\x1b[2J"]}, "tasks[0].args", "U+001B"),
+    ({"env": {"X": "a\x00b"}}, "tasks[0].env", "U+0000"),
+    ({"selector": {"k": "a\nb"}}, "tasks[0].selector", "U+000A"),
+    ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "tasks[0].env", "reserved"),
+    ({"env": {"PATH": "/tmp"}}, "tasks[0].env", "reserved"),
+    ({"env": {"GPUPLANE_HOME": "/"}}, "tasks[0].env", "reserved"),
+    ({"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "tasks[0].env", "reserved"),
+    ({"env": {"CUDA_VISIBLE_DEVICES": "0"}}, "tasks[0].env", "reserved"),
+    ({"env": {"A=B": "x"}}, "tasks[0].env", "not an environment variable name"),
+    ({"tolerations": [{"key": "gpuplane.io/unschedulable"}]}, "tasks[0].tolerations[0].key",
+     "cannot be tolerated"),
+], ids=["nul in command", "escape in args", "nul in env value", "newline in selector",
+        "LD_PRELOAD", "PATH", "GPUPLANE_*", "NVIDIA_*", "CUDA_VISIBLE_DEVICES", "not a name",
+        "reserved taint"])
+def test_control_characters_and_runtime_env_names_are_refused(world, group, loc, words):
+    p = _problem(_submit(world, wl(tasks=[{"command": ["true"], **group}])), 422,
+                 "gpuplane.input.invalid")
+    assert _locs(p) == {loc} and words in p["errors"][0]["msg"], p
+
+
+def test_reserved_labels_and_unbounded_integers(world):
+    c, A = world.client, world.h("admin")
+    p = _problem(_submit(world, wl(labels={"gpuplane.io/in.CH": "true"})), 422,
+                 "gpuplane.input.invalid")
+    assert _locs(p) == {"labels"} and "set by gpuplane" in p["errors"][0]["msg"]
+    p = _problem(c.put("/v1/quotas", headers=A, json={
+        "project": "proj-alpha", "resource": "gpu", "guaranteed": 1, "generation": 2**64}),
+        422, "gpuplane.input.invalid")
+    assert _locs(p) == {"generation"}
+    p = _problem(_submit(world, wl(tasks=[{"resources": {"memory": 10**400}}])), 422,
+                 "gpuplane.input.invalid")
+    assert _locs(p) == {"tasks[0].resources.memory"}
+
+
 def test_unknown_gpu_model_names_the_field(world):
     body = wl(tasks=[{"resources": {"gpus": 1, "gpu_models": ["H100-80G"]}}])
     p = _problem(_submit(world, body), 422, "gpuplane.workload.unsatisfiable")
@@ -94,6 +132,10 @@ def test_wrong_types_in_query_and_path(world):
     p = _problem(c.get("/v1/workloads?limit=0", headers=A), 422, "gpuplane.input.invalid")
     assert _locs(p) == {"query.limit"}
     p = _problem(c.get("/v1/workloads?cursor=garbage!", headers=A), 422,
+                 "gpuplane.input.invalid")
+    assert _locs(p) == {"query.cursor"}
+    beyond = base64.urlsafe_b64encode(f"v1:{2**64}".encode()).decode()
+    p = _problem(c.get(f"/v1/workloads?cursor={beyond}", headers=A), 422,
                  "gpuplane.input.invalid")
     assert _locs(p) == {"query.cursor"}
     p = _problem(c.get("/v1/quotas/abc", headers=A), 422, "gpuplane.input.invalid")

@@ -108,6 +108,60 @@ def test_org_admin_manages_its_org_only(svc, admin):
     assert orgs == ["a"]
 
 
+def test_no_escalation_through_a_user_holding_more_than_you(svc, admin):
+    """An org admin may not act for a user of its organisation who holds a global binding (or
+    one elsewhere): no token, no binding, no revoking, no deletion."""
+    who = _tenants(svc, admin)
+    for role in ("admin", "operator", "viewer"):
+        staff = f"a-staff-{role}"
+        svc.tenancy.create_user(admin, UserSpec(name=staff, organisation="a"))
+        bound = svc.tenancy.grant_role(admin, RoleBindingSpec(user=staff, role="member",
+                                                              scope="project", scope_name="pa"))
+        svc.tenancy.grant_role(admin, RoleBindingSpec(user=staff, role=role, scope="global"))
+        rec, _ = svc.tenancy.create_token(admin, TokenSpec(user=staff))
+        for attempt in (
+                lambda: svc.tenancy.create_token(who["a-admin"], TokenSpec(user=staff)),
+                lambda: svc.tenancy.grant_role(who["a-admin"], RoleBindingSpec(
+                    user=staff, role="viewer", scope="project", scope_name="pa")),
+                lambda: svc.tenancy.revoke_role(who["a-admin"], bound.id),
+                lambda: svc.tenancy.revoke_token(who["a-admin"], rec.id),
+                lambda: svc.tenancy.delete_user(who["a-admin"], staff)):
+            with pytest.raises(Forbidden, match="holds roles beyond yours"):
+                attempt()
+        assert len(svc.tenancy.get_user(admin, staff).roles) == 2
+    # a user of org a bound into org b by a global admin is out of a's reach as well
+    svc.tenancy.grant_role(admin, RoleBindingSpec(user="a-viewer", role="viewer",
+                                                  scope="project", scope_name="pb"))
+    with pytest.raises(Forbidden):
+        svc.tenancy.create_token(who["a-admin"], TokenSpec(user="a-viewer"))
+    # inside its organisation the org admin manages as before
+    svc.tenancy.create_token(who["a-admin"], TokenSpec(user="a-member"))
+    svc.tenancy.grant_role(who["a-admin"], RoleBindingSpec(user="a-member", role="operator",
+                                                           scope="organisation", scope_name="a"))
+
+
+def test_users_of_other_orgs_and_without_one_are_unknown_to_tenants(svc, admin):
+    who = _tenants(svc, admin)
+    svc.tenancy.create_user(admin, UserSpec(name="staff"))  # no organisation
+    svc.tenancy.grant_role(admin, RoleBindingSpec(user="staff", role="viewer",
+                                                  scope="project", scope_name="pa"))
+    for name in ("b-member", "staff", "nobody"):
+        for attempt in (
+                lambda: svc.tenancy.grant_role(who["a-admin"], RoleBindingSpec(
+                    user=name, role="viewer", scope="project", scope_name="pa")),
+                lambda: svc.tenancy.create_token(who["a-admin"], TokenSpec(user=name)),
+                lambda: svc.tenancy.delete_user(who["a-admin"], name),
+                lambda: svc.tenancy.get_user(who["a-admin"], name)):
+            with pytest.raises(NotFound) as err:
+                attempt()
+            assert (err.value.code, err.value.detail) == ("gpuplane.user.not_found",
+                                                          f"user {name!r} not found")
+    # a global admin names and binds anyone, anywhere
+    svc.tenancy.grant_role(admin, RoleBindingSpec(user="b-member", role="viewer",
+                                                  scope="project", scope_name="pa"))
+    svc.tenancy.create_token(admin, TokenSpec(user="staff"))
+
+
 def test_bad_tokens_are_refused_and_audited(svc, admin, clock):
     who = _tenants(svc, admin)
     rec, token = svc.tenancy.create_token(who["a-member"], TokenSpec(name="short",

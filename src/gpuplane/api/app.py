@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpuplane import __version__
-from gpuplane.api import problems
+from gpuplane.api import docs, problems
+from gpuplane.api.follow import FollowSlots
 from gpuplane.api.limits import BodySizeLimit
 from gpuplane.api.metrics import Metrics, MetricsMiddleware
 from gpuplane.api.routers import accounting, inventory, policy, tenancy, workloads
 from gpuplane.api.schemas import HealthOut
+from gpuplane.api.security_headers import SecurityHeaders
 from gpuplane.service import LogSource, Services
+from gpuplane.service.login_failures import FailedLogins
 from gpuplane.settings import Settings
 from gpuplane.store import Store
 
@@ -32,8 +36,10 @@ ROUTERS = (inventory.router, tenancy.router, policy.router, workloads.router, ac
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
                services: Services | None = None, log_source: LogSource | None = None,
                clock: Callable[[], float] = time.time, migrate: bool = True,
-               leader: Callable[[], str | None] | None = None) -> FastAPI:
-    """Build the API. Creates the store from ``settings`` unless one is given; migrates it."""
+               leader: Callable[[], str | None] | None = None,
+               loop_stats: Any = None) -> FastAPI:
+    """Build the API. Creates the store from ``settings`` unless one is given; migrates it.
+    ``loop_stats``: the ``LoopStats`` of the control loop of this process, for ``/metrics``."""
     settings = settings or Settings()
     if services is not None:
         store = services.store
@@ -44,13 +50,18 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     if services is None:
         services = Services(store, clock=clock, log_source=log_source)
 
-    app = FastAPI(title="gpuplane", version=__version__,
+    app = FastAPI(title="gpuplane", version=__version__, docs_url=None, redoc_url=None,
                   description="An open, sovereign control plane for shared GPU infrastructure. "
                               "Errors are RFC 9457 problem+json with stable `code`s.")
     app.state.settings = settings
     app.state.store = store
     app.state.services = services
+    services.auth.failures = FailedLogins(settings.auth_fail_limit, settings.auth_fail_window_s)
+    app.state.log_follow = FollowSlots(settings.log_follow_per_user, settings.log_follow_max)
+    app.router.on_startup.append(services.auth.start_flusher)  # failed-login audit rows
+    app.router.on_shutdown.append(services.auth.stop_flusher)
     problems.install(app)
+    docs.install(app)  # /docs from the installed Swagger UI files, never a CDN
     for router in ROUTERS:
         app.include_router(router)
 
@@ -63,7 +74,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         return HealthOut(status="ok" if ok else "degraded", database=ok, version=__version__,
                          leader=leader() if leader else None)
 
-    metrics = Metrics(store)
+    metrics = Metrics(store, loop_stats)
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -86,4 +97,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer, a 413 included
     return app

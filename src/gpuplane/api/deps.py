@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gpuplane.domain.errors import FieldError, InvalidInput
 from gpuplane.service import Principal, Services
+from gpuplane.service.specs import MAX_GENERATION
+from gpuplane.service.login_failures import source_key
 from gpuplane.store.paging import Page
 
 bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer gpp_...`")
@@ -22,11 +25,34 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(request: Request,
-              creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """Authenticate the bearer token (401 problem+json if missing or invalid)."""
+def client_source(request: Request) -> str:
+    """The caller's address as the server sees it (the TCP peer; X-Forwarded-For only when
+    uvicorn was told to trust the proxy that sent it, see GPUPLANE_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def principal(request: Request,
+                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                    ) -> Principal:
+    """Authenticate the bearer token (401 problem+json if missing or invalid; 429 with
+    Retry-After while the caller's address is throttled for failed authentications).
+
+    The throttle check runs on the event loop, before any thread or database is used, and a
+    throttled answer waits GPUPLANE_AUTH_THROTTLE_DELAY_S first, so a flood from one address
+    costs the server almost nothing once it is throttled."""
     svc: Services = request.app.state.services
-    return svc.auth.authenticate(creds.credentials if creds else None)
+    token = creds.credentials if creds else None
+    source = client_source(request)
+    if token:
+        key = source_key(source)
+        wait, row = svc.auth.throttle(key)
+        if row is not None:
+            await run_in_threadpool(svc.auth.write_failures, row)
+        if wait is not None:
+            # tarpit: a client that ignores Retry-After gets its 429s slowly (no thread held)
+            await asyncio.sleep(min(wait, request.app.state.settings.auth_throttle_delay_s))
+            raise svc.auth.throttled_error(key, wait)
+    return await run_in_threadpool(svc.auth.authenticate, token, source)
 
 
 def encode_cursor(after: int | None) -> str | None:
@@ -44,7 +70,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         if version != "v1":
             raise ValueError
         after = int(value)
-        if after < 0:
+        if not 0 <= after <= MAX_GENERATION:
             raise ValueError
         return after
     except (ValueError, UnicodeDecodeError):

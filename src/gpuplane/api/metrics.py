@@ -3,6 +3,9 @@
 Each app has its own ``CollectorRegistry`` (several apps in one test process never clash).
 The collector reads the store at scrape time: workloads by phase, tasks holding resources,
 GPUs registered and allocated (milli-GPU sum), hosts by state. No tenant names are exposed.
+Where the control loop runs in this process, ``LoopCollector`` adds what it contained
+(``gpuplane_loop_task_failures_total{stage}``, ``gpuplane_loop_step_failures_total{step}``,
+``gpuplane_loop_hosts_quarantined{host}``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -50,14 +53,44 @@ class StoreCollector:
         yield from (phases, hosts, gpus, alloc, tasks)
 
 
+class LoopCollector:
+    """The control loop's contained failures, read at scrape time from its ``LoopStats``
+    (duck-typed: ``read()`` -> (failures by stage, step failures by step, quarantined hosts))."""
+
+    def __init__(self, stats) -> None:  # noqa: ANN001
+        self.stats = stats
+
+    def collect(self):  # noqa: ANN201
+        failures, steps, quarantined = self.stats.read()
+        tasks = CounterMetricFamily(
+            "gpuplane_loop_task_failures",
+            "Failures the control loop contained to one task or host, by stage "
+            "(launch, observe, stop, snapshot)", labels=["stage"])
+        for stage, n in sorted(failures.items()):
+            tasks.add_metric([stage], n)
+        whole = CounterMetricFamily("gpuplane_loop_step_failures",
+                                    "Control loop steps that failed as a whole (the others ran)",
+                                    labels=["step"])
+        for step, n in sorted(steps.items()):
+            whole.add_metric([step], n)
+        hosts = GaugeMetricFamily("gpuplane_loop_hosts_quarantined",
+                                  "Hosts taking no new tasks because their running tasks do not "
+                                  "fit them (1 per quarantined host)", labels=["host"])
+        for host in sorted(quarantined):
+            hosts.add_metric([host], 1)
+        yield from (tasks, whole, hosts)
+
+
 class Metrics:
-    def __init__(self, store) -> None:  # noqa: ANN001
+    def __init__(self, store, loop_stats=None) -> None:  # noqa: ANN001
         self.registry = CollectorRegistry()
         self.requests = Counter("gpuplane_http_requests", "HTTP requests",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("gpuplane_http_request_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry)
         self.registry.register(StoreCollector(store))
+        if loop_stats is not None:
+            self.registry.register(LoopCollector(loop_stats))
 
 
 class MetricsMiddleware:

@@ -11,6 +11,7 @@ unreadable JSON is ``gpuplane.input.malformed`` (400).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from gpuplane.domain.errors import Conflict, GpuplaneError, InvalidInput, NotFound
+from gpuplane.domain.errors import Conflict, GpuplaneError, InvalidInput, NotFound, TooManyRequests
 
 log = logging.getLogger("gpuplane.api")
 MEDIA_TYPE = "application/problem+json"
@@ -43,13 +44,17 @@ STATUS_BY_CODE: dict[str, int] = {
     "gpuplane.workload.finished": 409,
     "gpuplane.workload.ambiguous": 409,
     "gpuplane.task.invalid_transition": 409,
+    "gpuplane.rate_limited": 429,
+    "gpuplane.auth.throttled": 429,
+    "gpuplane.logs.follow_limit": 429,
     "gpuplane.store.unavailable": 503,
     "gpuplane.internal": 500,
 }
 
 TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
           405: "Method not allowed", 409: "Conflict", 413: "Request too large",
-          415: "Unsupported media type", 422: "Invalid input", 500: "Internal error",
+          415: "Unsupported media type", 422: "Invalid input", 429: "Too many requests",
+          500: "Internal error",
           503: "Service unavailable"}
 
 
@@ -79,6 +84,8 @@ def status_of(exc: GpuplaneError) -> int:
         return 409
     if isinstance(exc, InvalidInput):
         return 422
+    if isinstance(exc, TooManyRequests):
+        return 429
     return 400
 
 
@@ -139,6 +146,8 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else (
             {"Retry-After": "2"} if status == 503 else None)
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return problem_response(status, exc.code, exc.detail, request.url.path,
                                 [(e.loc, e.msg) for e in exc.errors], headers)
 

@@ -7,6 +7,7 @@ API + control loop + local driver (+ sim driver for the demo fleet) + dashboard,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,35 +46,43 @@ def up(
                                               help="Jurisdiction of this machine, e.g. EU/DE."
                                               )] = "",
     log_level: Annotated[str, typer.Option("--log-level", envvar="GPUPLANE_LOG_LEVEL")] = "info",
+    unsandboxed: Annotated[bool, typer.Option(
+        "--unsandboxed", envvar="GPUPLANE_UNSANDBOXED",
+        help="Run local tasks of every project without the bubblewrap sandbox, as the "
+             "server's user (the host, events and audit say so).")] = False,
 ) -> None:
     """Run API + scheduler + local driver + dashboard in one process."""
-    _up(host, port, home, db_url, demo, demo_file, host_name, local_gpus, jurisdiction, log_level)
+    _up(host, port, home, db_url, demo, demo_file, host_name, local_gpus, jurisdiction, log_level,
+        unsandboxed)
 
 
 @guarded
 def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
         demo_file: Path | None, host_name: str | None, local_gpus: str | None,
-        jurisdiction: str, log_level: str) -> None:
+        jurisdiction: str, log_level: str, unsandboxed: bool = False) -> None:
     import uvicorn
 
     from gpuplane.api.app import create_app
-    from gpuplane.control.embedded import Embedded
+    from gpuplane.control.embedded import STATE_UMASK, Embedded
     from gpuplane.settings import Settings
     from gpuplane.web import mount_dashboard
 
     level = getattr(logging, log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
-    overrides: dict[str, object] = {"bind_host": host, "bind_port": port, "demo": demo}
+    overrides: dict[str, object] = {"bind_host": host, "bind_port": port, "demo": demo,
+                                    "unsandboxed": unsandboxed}
     if home is not None:
         overrides["home"] = home
     if db_url is not None:
         overrides["db_url"] = db_url
     settings = Settings(**overrides)
     _check_port_free(host, port)
+    os.umask(STATE_UMASK)  # state files 0600, folders 0700, from here on (docs/runtime.md)
     plane = Embedded(settings, demo=demo, demo_file=demo_file, host_name=host_name,
                      local_gpus=local_gpus, jurisdiction=jurisdiction, port=port)
-    app = create_app(settings, services=plane.services, migrate=False, leader=plane.leader)
+    app = create_app(settings, services=plane.services, migrate=False, leader=plane.leader,
+                     loop_stats=plane.loop.stats)
     mount_dashboard(app)
     where = "SQLite " + str(Path(settings.home) / "gpuplane.db") if not settings.db_url else \
         settings.db_url.split("@")[-1]
@@ -83,13 +92,20 @@ def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
     typer.echo(f"gpuplane up: local host {plane.host!r} ({plane.inventory.source}: "
                f"{len(plane.inventory.gpus)} GPU(s)); demo fleet: "
                f"{'on' if demo else 'off'}")
+    local = plane.drivers["local"]
+    typer.echo(f"gpuplane up: local tasks: sandbox {local.mode}, cgroups {local.cgroups.mode}")
+    for note in local.notes:
+        typer.echo(f"  note: {note}")
     typer.echo(f"  export GPUPLANE_URL=http://{host}:{port} "
                f"GPUPLANE_TOKEN=$(cat {plane.token_path})")
     sys.stdout.flush()
     plane.start_loop()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower(),
-                    access_log=level <= logging.DEBUG)
+                    access_log=level <= logging.DEBUG,
+                    # X-Forwarded-For only from the configured proxies (it keys the throttle)
+                    proxy_headers=bool(settings.trusted_proxies),
+                    forwarded_allow_ips=settings.trusted_proxies or None)
     finally:
         plane.stop()
 

@@ -27,6 +27,9 @@ LABEL_JURISDICTION = "gpuplane.io/jurisdiction"
 LABEL_IN = "gpuplane.io/in."
 LABEL_CONFIDENTIAL = "gpuplane.io/confidential"
 UNSCHEDULABLE_TAINT = "gpuplane.io/unschedulable"
+#: Taint on a quarantined host (its running tasks hold more than it has, or cannot be read):
+#: it keeps its tasks and takes no new one (see ``build_snapshot``).
+QUARANTINE_TAINT = "gpuplane.io/quarantined"
 
 
 def _mig_layout(model: str, raw: Sequence[Mapping[str, Any]] | None) -> Any:
@@ -264,14 +267,153 @@ def schedulable_view(hosts: Sequence[Host], records: Sequence[Any]) -> list[Host
     return out
 
 
-def free_gpu_by_jurisdiction(snap: Any, records: Sequence[Any]) -> dict[str, int]:
+def free_gpu_by_jurisdiction(snap: Any, records: Sequence[Any],
+                             skip: Iterable[str] = ()) -> dict[str, int]:
     """Free milli-GPU per jurisdiction over schedulable hosts (where residency-bound work that
-    may go to several jurisdictions is tried)."""
+    may go to several jurisdictions is tried); hosts named in ``skip`` (quarantined) count
+    for nothing."""
     import numpy as np
 
+    skipped = set(skip)
     free = np.clip(snap.gpu_free, 0, None).sum(axis=1) if snap.gpu_free.size else None
     out: dict[str, int] = {}
     for i, rec in enumerate(records):
-        if rec.schedulable and free is not None:
+        if rec.schedulable and free is not None and rec.name not in skipped:
             out[rec.jurisdiction] = out.get(rec.jurisdiction, 0) + int(free[i])
     return out
+
+
+# -- the cycle's snapshot, contained per host ---------------------------------------------------
+@dataclass
+class SnapshotBuild:
+    """What ``build_snapshot`` made of the store: the snapshot, the running tasks booked in it,
+    the host records in snapshot order, and the hosts it quarantined with why (host -> one
+    sentence naming no tenant). ``dropped`` maps a workload id to why some of its running tasks
+    are not in the snapshot (for the server log only: it names the workload)."""
+
+    snap: Any
+    running: list[RunningTask]
+    records: list[Any]
+    quarantined: dict[str, str]
+    dropped: dict[str, str]
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def build_snapshot(records: Sequence[Any], active: Sequence[Workload],
+                   now: float) -> SnapshotBuild:
+    """The cycle's snapshot of ``records`` (store hosts) with the tasks of ``active`` holding
+    resources, where no single host or task can make the build fail (DESIGN invariant 8).
+
+    A host is *quarantined* (tainted ``gpuplane.io/quarantined``: it keeps its running tasks,
+    takes no new one) when its running tasks hold more CPU or memory than it has (it was
+    shrunk under them: its capacity in the snapshot is raised to what they hold, so they are
+    still counted for quotas and preemption), when one of its tasks cannot be booked at all (a
+    GPU or MIG instance it holds is gone: that task is left out of the snapshot), or when a
+    running workload there cannot be read. A host whose record cannot be read is left out with
+    its tasks. The usual path (nothing wrong) books every task once, as
+    ``ClusterSnapshot.build`` does."""
+    from gpuplane.scheduling.snapshot import ClusterSnapshot
+
+    quarantined: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    # 1. hosts, one at a time
+    hosts: list[Host] = []
+    kept: list[Any] = []
+    for rec in records:
+        try:
+            hosts.append(to_host(rec))
+            kept.append(rec)
+        except Exception as exc:  # noqa: BLE001 - one unreadable host must not stop the cycle
+            quarantined[rec.name] = f"its inventory record cannot be read ({type(exc).__name__})"
+    names = {h.name for h in hosts}
+    # 2. running tasks, one workload at a time
+    running: list[RunningTask] = []
+    for w in active:
+        try:
+            for r in to_running([w], now):
+                if r.placement.host in names:
+                    running.append(r)
+                else:
+                    dropped[w.id] = f"its task {r.id} holds host {r.placement.host!r}, " \
+                                    "which is not in the inventory"
+        except Exception as exc:  # noqa: BLE001
+            for t in w.tasks:
+                if t.phase.holds_resources and t.placement is not None:
+                    quarantined.setdefault(t.placement.host,
+                                           "a task running there cannot be read "
+                                           f"({type(exc).__name__})")
+            dropped[w.id] = _why(exc)
+    # 3. MIG layouts as they are now (host by host only when the whole set fails)
+    try:
+        hosts, running = mig_as_now(hosts, running)
+    except Exception:  # noqa: BLE001
+        hosts, running = _mig_as_now_per_host(hosts, running, quarantined, dropped)
+    # 4. hosts shrunk under their tasks: capacity raised to what the tasks hold
+    cpu: dict[str, int] = {}
+    mem: dict[str, int] = {}
+    for r in running:
+        cpu[r.placement.host] = cpu.get(r.placement.host, 0) + r.task.cpu_milli
+        mem[r.placement.host] = mem.get(r.placement.host, 0) + r.task.memory_mib
+    for i, h in enumerate(hosts):
+        c, m = cpu.get(h.name, 0), mem.get(h.name, 0)
+        if c > h.cpu_milli or m > h.memory_mib:
+            quarantined[h.name] = (
+                f"its running tasks hold {c / 1000:g} cores and {m} MiB, more than its "
+                f"{h.cpu_milli / 1000:g} cores and {h.memory_mib} MiB")
+            hosts[i] = dataclasses.replace(h, cpu_milli=max(c, h.cpu_milli),
+                                           memory_mib=max(m, h.memory_mib))
+    # 5. book every task; one that does not fit is left out and quarantines its host
+    for _ in range(2):
+        view = _quarantine_view(schedulable_view(hosts, kept), quarantined)
+        snap = ClusterSnapshot(view)
+        booked: list[RunningTask] = []
+        fresh = False
+        for r in running:
+            try:
+                snap.assign(r.task, r.placement)
+                booked.append(r)
+            except Exception as exc:  # noqa: BLE001 - Conflict (overcommit) or a broken placement
+                dropped[r.workload_id] = _why(exc)
+                if r.placement.host not in quarantined:
+                    quarantined[r.placement.host] = ("a task running there no longer fits "
+                                                     "its inventory (a GPU or MIG instance it "
+                                                     "holds is gone)")
+                    fresh = True
+        running = booked
+        if not fresh:
+            break
+    return SnapshotBuild(snap, running, kept, quarantined, dropped)
+
+
+def _quarantine_view(hosts: Sequence[Host], quarantined: Mapping[str, str]) -> list[Host]:
+    return [dataclasses.replace(h, taints=(*h.taints, Taint(QUARANTINE_TAINT, "true",
+                                                            "NoSchedule")))
+            if h.name in quarantined else h for h in hosts]
+
+
+def _mig_as_now_per_host(hosts: Sequence[Host], running: Sequence[RunningTask],
+                         quarantined: dict[str, str], dropped: dict[str, str]
+                         ) -> tuple[list[Host], list[RunningTask]]:
+    """``mig_as_now`` host by host: a host whose MIG state cannot be rebuilt keeps its stored
+    layout, is quarantined, and its MIG tasks are left out of the snapshot."""
+    out_hosts: list[Host] = []
+    out_running: list[RunningTask] = []
+    for h in hosts:
+        mine = [r for r in running if r.placement.host == h.name]
+        try:
+            hs, rs = mig_as_now([h], mine)
+            out_hosts.extend(hs)
+            out_running.extend(rs)
+        except Exception as exc:  # noqa: BLE001
+            quarantined[h.name] = f"the MIG instances its tasks hold cannot be read " \
+                                  f"({type(exc).__name__})"
+            out_hosts.append(h)
+            for r in mine:
+                if r.placement.mig:
+                    dropped[r.workload_id] = _why(exc)
+                else:
+                    out_running.append(r)
+    return out_hosts, out_running

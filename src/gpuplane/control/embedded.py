@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,61 @@ def write_token(path: Path, token: str) -> None:
     os.replace(tmp, path)
 
 
+#: The umask ``gpuplane up`` runs under: whatever it (or a task it starts) creates later, the
+#: database, its -wal/-shm files, logs/, local/, lease.log, task logs, is its owner's only.
+STATE_UMASK = 0o077
+
+
+def secure_home(home: Path) -> list[str]:
+    """Make ``home`` and what it holds owner-only: folders 0700, files without group and
+    other bits (0600 for ordinary files). Only entries owned by this process's user are
+    changed (a task's folder handed to another uid keeps its owner's choice), and links are
+    not followed. A shared folder (world-writable or sticky, such as /tmp) used as home is
+    left as it is, and its contents too. Returns what was left alone, for a warning."""
+    me = os.geteuid()
+    st = os.lstat(home)
+    if st.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+        return [f"{home} is a shared folder (world-writable or sticky): its modes are left "
+                "as they are; use a folder of its own as GPUPLANE_HOME"]
+
+    def tighten(path: str, is_dir: bool) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != me:
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        want = (mode & 0o700) | (0o700 if is_dir else 0o600)
+        if want != mode:
+            os.chmod(path, want)
+
+    tighten(str(home), True)
+    for root, dirs, files in os.walk(home):
+        for d in list(dirs):
+            full = os.path.join(root, d)
+            tighten(full, True)
+            if os.lstat(full).st_uid != me:
+                dirs.remove(d)  # not ours: do not walk into it
+        for f in files:
+            tighten(os.path.join(root, f), False)
+    return []
+
+
+def local_sandbox_options(settings: Any, home: Path) -> dict[str, Any]:
+    """The local driver's sandbox options from the settings: ``--unsandboxed``, the task uid
+    range, and the SQLite database's folder to hide from tasks when it is not in ``home``."""
+    hide: list[Path] = []
+    url = str(settings.database_url)
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):].split("?", 1)[0]).resolve()
+        if not db.is_relative_to(home) and db.parent != Path("/"):
+            hide.append(db.parent)  # the file and its -wal/-shm companions
+    return {"unsandboxed": bool(getattr(settings, "unsandboxed", False)),
+            "uid_base": int(getattr(settings, "task_uid_base", 200_000)),
+            "uid_count": int(getattr(settings, "task_uid_count", 65_536)), "hide": hide}
+
+
 class Embedded:
     """Everything ``gpuplane up`` runs, built but not started."""
 
@@ -58,7 +114,9 @@ class Embedded:
 
         self.settings = settings
         self.home = Path(settings.home).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for note in secure_home(self.home):
+            log.warning("%s", note)
         self.store = Store(settings.database_url)
         try:
             self.store.migrate()
@@ -71,7 +129,8 @@ class Embedded:
         self.host = local_host_name(host_name)
         self.inventory: LocalHostInfo = discover_local_host(self.host, local_gpus)
         self.drivers = {"local": make_driver("local", home=self.home, host=self.host,
-                                             inventory=self.inventory),
+                                             inventory=self.inventory,
+                                             **local_sandbox_options(settings, self.home)),
                         "sim": make_driver("sim", home=self.home)}
         self.log_source = DriverLogSource(settings.logs_dir, self.drivers)
         self.services = Services(self.store, log_source=self.log_source)
@@ -118,15 +177,51 @@ class Embedded:
                 for g in inv.gpus]
         labels = {"gpuplane.io/driver": "local", "gpuplane.io/simulated": "false",
                   "gpuplane.io/inventory": inv.source}
+        local = self.drivers["local"]
+        labels.update(local.labels())  # gpuplane.io/sandbox, gpuplane.io/cgroups
         try:
             self.services.inventory.register_host(self.system, HostSpec(
                 name=self.host, site=LOCAL_SITE, cpu=inv.cpu_milli / 1000,
                 memory=inv.memory_mib, gpus=gpus, labels=labels, driver="local",
                 simulated=False, declared=inv.source == "declared"))
         except Conflict:
-            pass  # registered by an earlier run (or the other process on this database)
+            # registered by an earlier run (or the other process on this database): keep
+            # what it says about the sandbox true
+            self._refresh_sandbox_labels(local.labels())
         for note in inv.notes:
             log.info("local host %s: %s", self.host, note)
+        for note in getattr(local, "notes", ()):
+            log.warning("local host %s: %s", self.host, note)
+        if getattr(local, "mode", "bwrap") != "bwrap":
+            self._audit_sandbox(local)
+
+    def _refresh_sandbox_labels(self, want: dict[str, str]) -> None:
+        import dataclasses
+
+        from gpuplane.service.specs import HostSpec
+
+        try:
+            rec = self.services.inventory.get_host(self.system, self.host)
+            if all(rec.labels.get(k) == v for k, v in want.items()):
+                return
+            self.services.inventory.update_host(self.system, self.host, HostSpec(
+                name=rec.name, site=rec.site, cpu=rec.cpu_milli / 1000, memory=rec.memory_mib,
+                gpus=[{k: v for k, v in dataclasses.asdict(g).items() if v is not None}
+                      for g in rec.gpus],
+                rack=rec.rack, labels={**rec.labels, **want}, taints=list(rec.taints),
+                tee=rec.tee, driver=rec.driver, simulated=rec.simulated,
+                declared=rec.declared))
+        except Exception as exc:  # noqa: BLE001 - a stale label must not stop gpuplane up
+            log.warning("local host %s: cannot update its sandbox labels to %s: %s",
+                        self.host, want, exc)
+
+    def _audit_sandbox(self, local: Any) -> None:
+        """An audit entry each start that tasks on this host run without a sandbox."""
+        inv = self.services.inventory
+        with self.store.write() as tx:
+            inv.audit(tx, self.system.name, "host.sandbox", "host", self.host,
+                      detail={"sandbox": local.mode, "cgroups": local.cgroups.mode,
+                              "notes": list(local.notes)})
 
     def load_fleet(self, path: Path) -> int:
         """Register the objects of a fleet file (sites, hosts, tenants, quotas) that do not

@@ -74,7 +74,9 @@ def task_spec(workload: Workload, task: Task, master_addr: str = "127.0.0.1") ->
                     workload=workload.name, index=task.index, world_size=world, command=tuple(command), env=dict(group.env),
                     duration_s=sim_duration(workload, command),
                     master_addr=master_addr if gang else None,
-                    master_port=master_port(workload.id) if gang else None)
+                    master_port=master_port(workload.id) if gang else None,
+                    project=workload.project, cpu_milli=task.cpu_milli,
+                    memory_mib=task.memory_mib)
 
 
 @dataclass(frozen=True)

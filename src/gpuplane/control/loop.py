@@ -14,6 +14,16 @@ Every tick of the leader:
 4. ``observe``: drivers report on every task with a handle (adopting tasks started before a
    restart); changes go back to the store with events, usage and audit entries.
 
+No tenant can stall the loop (DESIGN invariant 8): a failure that belongs to one task or one
+host is contained to it. A task whose start raises (any exception, not only ``DriverError``)
+fails with reason ``StartFailed`` (the workload's retry policy and backoff apply); a task the
+driver cannot observe ``observe_failure_limit`` ticks in a row is stopped and fails with
+``ObserveFailed``; a failed stop is retried next tick; a host the snapshot cannot book (shrunk
+under its running tasks, or holding a task that cannot be read) is quarantined: it keeps its
+tasks and takes no new ones (``convert.build_snapshot``). Each such failure is a WARNING log
+line (once per task or host; repeats go to DEBUG), an event, and a count in ``LoopStats``
+(``gpuplane_loop_task_failures_total{stage}`` on ``/metrics``); the rest of the tick goes on.
+
 Only the holder of the database lease ``scheduler`` runs ticks; every process serves the API.
 No network or driver call happens inside a transaction.
 """
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from gpuplane.control import apply as store_apply
-from gpuplane.control.convert import (choose_jurisdiction, free_gpu_by_jurisdiction,
-                                      load_quotas, mig_as_now, schedulable_view, to_host,
-                                      to_pending, to_placement, to_running)
+from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
+                                      free_gpu_by_jurisdiction, load_quotas, to_pending,
+                                      to_placement)
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
                                         REASON_PREEMPTED, STOP_REASONS, outcome, task_spec)
@@ -44,9 +55,54 @@ from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverError, DriverHandle
 from gpuplane.scheduling.cycle import CycleOptions
 from gpuplane.scheduling.placement import profiles
-from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 log = logging.getLogger("gpuplane.control")
+
+#: The stages a contained failure is counted under (``LoopStats.failures``).
+STAGES = ("launch", "observe", "stop", "snapshot")
+#: ``Task.reason`` of a task the loop failed because its driver could not observe it.
+REASON_OBSERVE_FAILED = "ObserveFailed"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one printable sentence for events and task messages: control characters
+    (a NUL byte from a spec among them) escaped, at most ``limit`` characters."""
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, DriverError):
+        text = f"{type(exc).__name__}: {text}"
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class LoopStats:
+    """What the loop contained, for ``/metrics`` (read at scrape time, from any thread):
+    ``failures[stage]`` counts per-task or per-host failures by stage (``STAGES``),
+    ``step_failures[step]`` whole steps that raised (the database down, a bug), and
+    ``quarantined`` maps each quarantined host to why. Names no tenant."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failures: dict[str, int] = dict.fromkeys(STAGES, 0)
+        self.step_failures: dict[str, int] = {}
+        self.quarantined: dict[str, str] = {}
+
+    def failed(self, stage: str, n: int = 1) -> None:
+        with self._lock:
+            self.failures[stage] = self.failures.get(stage, 0) + n
+
+    def step_failed(self, step: str) -> None:
+        with self._lock:
+            self.step_failures[step] = self.step_failures.get(step, 0) + 1
+
+    def set_quarantined(self, hosts: Mapping[str, str]) -> None:
+        with self._lock:
+            self.quarantined = dict(hosts)
+
+    def read(self) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+        """(failures by stage, step failures by step, quarantined hosts), copied."""
+        with self._lock:
+            return dict(self.failures), dict(self.step_failures), dict(self.quarantined)
 
 
 @dataclass
@@ -58,6 +114,8 @@ class TickReport:
     stops: int = 0
     conflicts: int = 0
     errors: list[str] = field(default_factory=list)
+    #: contained per-task / per-host failures of this tick, by stage
+    failures: dict[str, int] = field(default_factory=dict)
 
 
 class ControlLoop:
@@ -68,6 +126,8 @@ class ControlLoop:
     ``clock`` returns wall-clock seconds; ``rng`` seeds tie-breaks. ``stop_grace_s`` is the
     grace period of cancels and deadlines; ``preempt_grace_s`` the one preempted tasks get
     (signal, grace, then kill; the outcome and the work lost are recorded).
+    ``observe_failure_limit``: ticks in a row a task's observation may raise before the task
+    is stopped and failed. ``stats`` collects contained failures (a fresh one by default).
     """
 
     def __init__(self, store: Any, drivers: Mapping[str, Any], *, holder: str,
@@ -75,7 +135,8 @@ class ControlLoop:
                  local_host: str | None = None, stop_grace_s: float = 10.0,
                  clock: Callable[[], float] = time.time,
                  rng: np.random.Generator | None = None,
-                 lease_log: Path | None = None, preempt_grace_s: float = 30.0) -> None:
+                 lease_log: Path | None = None, preempt_grace_s: float = 30.0,
+                 observe_failure_limit: int = 3, stats: LoopStats | None = None) -> None:
         self.store = store
         self.drivers = dict(drivers)
         self.holder = holder
@@ -93,6 +154,11 @@ class ControlLoop:
         self._stopping: set[str] = set()
         self._stop_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gpuplane-stop")
+        self.observe_failure_limit = observe_failure_limit
+        self.stats = stats if stats is not None else LoopStats()
+        self.quarantined: dict[str, str] = {}
+        self._observe_failures: dict[str, int] = {}
+        self._warned: set[tuple[str, str]] = set()
 
     # -- lease ---------------------------------------------------------------
     @property
@@ -180,7 +246,31 @@ class ControlLoop:
             except Conflict as exc:
                 report.conflicts += 1
                 log.debug("%s: %s; retrying next tick", step.__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - one step failing must not skip the others
+                self.stats.step_failed(step.__name__)
+                report.errors.append(f"{step.__name__}: {one_line(exc)}")
+                log.warning("control loop step %s failed; the other steps go on: %s",
+                            step.__name__, one_line(exc), exc_info=log.isEnabledFor(logging.DEBUG))
         return report
+
+    # -- containment ---------------------------------------------------------
+    def _contain(self, report: TickReport | None, stage: str, subject: str, what: str,
+                 exc: BaseException | str) -> None:
+        """Count and log one contained failure: a WARNING the first time for ``subject`` (a
+        task or host key) at this ``stage``, DEBUG when it repeats."""
+        self.stats.failed(stage)
+        if report is not None:
+            report.failures[stage] = report.failures.get(stage, 0) + 1
+        text = exc if isinstance(exc, str) else one_line(exc)
+        key = (stage, subject)
+        if key in self._warned:
+            log.debug("%s failed again for %s (contained): %s", stage, what, text)
+            return
+        if len(self._warned) > 10_000:
+            self._warned.clear()
+        self._warned.add(key)
+        log.warning("%s failed for %s; contained, the loop goes on: %s", stage, what, text,
+                    exc_info=isinstance(exc, BaseException) and log.isEnabledFor(logging.DEBUG))
 
     # -- 1. schedule ---------------------------------------------------------
     def schedule(self, report: TickReport) -> None:
@@ -192,12 +282,20 @@ class ControlLoop:
             quotas = load_quotas(tx)
         if not waiting:
             return
-        domain_hosts, running = mig_as_now([to_host(h) for h in hosts], to_running(active, now))
-        snap = ClusterSnapshot.build(schedulable_view(domain_hosts, hosts),
-                                     [(r.task, r.placement) for r in running])
-        free = free_gpu_by_jurisdiction(snap, hosts)
-        items = [p for p in (to_pending(w, now, choose_jurisdiction(w, free)) for w in waiting)
-                 if p is not None]
+        built = build_snapshot(hosts, active, now)
+        self._note_quarantine(report, built.quarantined, built.dropped, now)
+        snap, running = built.snap, built.running
+        free = free_gpu_by_jurisdiction(snap, built.records, skip=built.quarantined)
+        items = []
+        for w in waiting:
+            try:
+                item = to_pending(w, now, choose_jurisdiction(w, free))
+            except Exception as exc:  # noqa: BLE001 - one unreadable workload waits alone
+                self._contain(report, "snapshot", f"workload:{w.id}",
+                              f"pending workload {w.id} (left out of this cycle)", exc)
+                continue
+            if item is not None:
+                items.append(item)
         if not items:
             return
         decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng,
@@ -206,7 +304,41 @@ class ControlLoop:
             return
         report.admitted += store_apply.apply_decisions(
             self.store, decisions, {i.work.id: i for i in items},
-            {w.id: w for w in waiting}, {h.name: h.generation for h in hosts}, now)
+            {w.id: w for w in waiting}, {h.name: h.generation for h in hosts}, now,
+            on_error=lambda what, exc: self._contain(report, "snapshot", what,
+                                                     f"applying the decision on {what}", exc))
+
+    def _note_quarantine(self, report: TickReport, quarantined: Mapping[str, str],
+                         dropped: Mapping[str, str], now: float) -> None:
+        """Log, count and record (as host events) the hosts that entered or left quarantine
+        since the last snapshot; log the running tasks left out of the snapshot."""
+        for wid, why in dropped.items():
+            self._contain(None, "snapshot", f"workload:{wid}",
+                          f"running workload {wid} (left out of the snapshot)", why)
+        entered = {h: why for h, why in quarantined.items() if self.quarantined.get(h) != why}
+        left = [h for h in self.quarantined if h not in quarantined]
+        self.quarantined = dict(quarantined)
+        self.stats.set_quarantined(quarantined)
+        for host, why in entered.items():
+            self._warned.discard(("snapshot", f"host:{host}"))
+            self._contain(report, "snapshot", f"host:{host}",
+                          f"host {host} (quarantined: no new tasks)", why)
+        for host in left:
+            log.warning("host %s leaves quarantine: its running tasks fit again", host)
+        if not entered and not left:
+            return
+        try:
+            with self.store.write() as tx:
+                for host, why in entered.items():
+                    tx.events.add(now, "Warning", "HostQuarantined",
+                                  f"host {host} takes no new tasks: {why}; its running tasks "
+                                  "go on. Drain it, or give it back its capacity", host=host)
+                for host in left:
+                    tx.events.add(now, "Normal", "HostQuarantineLifted",
+                                  f"host {host} takes new tasks again: its running tasks fit",
+                                  host=host)
+        except Exception as exc:  # noqa: BLE001 - the events are a courtesy; scheduling goes on
+            log.warning("could not record quarantine events: %s", one_line(exc))
 
     # -- 2. launch -----------------------------------------------------------
     def _driver_for(self, host: Any) -> Any | None:
@@ -233,12 +365,18 @@ class ControlLoop:
                 try:
                     handle = driver.start(task_spec(w, t), to_placement(t.placement))
                     started.append((w, t, handle, None))
-                except DriverError as exc:
-                    started.append((w, t, None, str(exc)))
+                except Exception as exc:  # noqa: BLE001 - any failure is this task's alone
+                    self._contain(report, "launch", f"task:{t.id}:{t.attempt}",
+                                  f"task {t.index} of workload {w.id} on {t.placement.host}",
+                                  exc)
+                    started.append((w, t, None, one_line(exc)))
         if not started:
             return
-        orphans = store_apply.record_starts(self.store, started, self.clock())
-        report.started += len(started) - len(orphans)
+        orphans = store_apply.record_starts(
+            self.store, started, self.clock(),
+            on_error=lambda what, exc: self._contain(report, "launch", what,
+                                                     f"recording the start of {what}", exc))
+        report.started += sum(1 for e in started if e[2] is not None) - len(orphans)
         if orphans:
             self._stop_orphans(orphans)
 
@@ -258,20 +396,40 @@ class ControlLoop:
             active = tx.workloads.list_active()
             cancelled = tx.workloads.list_cancel_requested()
             draining = {h.name for h in tx.hosts.list_all() if h.state == "draining"}
-        store_apply.cancel_unstarted(self.store, cancelled, now)
-        due = [(t, why) for w in active for t in w.tasks
-               if (why := stop_reason(w, t, now, draining)) is not None]
-        marks = [(t, reason, message) for t, (reason, message) in due if t.reason != reason]
+
+        def on_error(what: str, exc: BaseException) -> None:
+            self._contain(report, "stop", what, f"recording the stop of {what}", exc)
+
+        store_apply.cancel_unstarted(self.store, cancelled, now, on_error=on_error)
+        due = []
+        for w in active:
+            for t in w.tasks:
+                try:
+                    why = stop_reason(w, t, now, draining)
+                except Exception as exc:  # noqa: BLE001
+                    self._contain(report, "stop", f"task:{t.id}",
+                                  f"task {t.index} of workload {w.id}", exc)
+                    continue
+                if why is not None:
+                    due.append((w, t, why))
+        marks = [(t, reason, message) for _, t, (reason, message) in due if t.reason != reason]
         if marks:
-            store_apply.mark_stopping(self.store, marks)
-        for t, (reason, _) in due:
+            store_apply.mark_stopping(self.store, marks, on_error=on_error)
+        for w, t, (reason, _) in due:
             grace = self.stop_grace_s
-            if reason == REASON_PREEMPTED and t.preemption and "grace_s" in t.preemption:
-                grace = float(t.preemption["grace_s"])  # type: ignore[arg-type]
-            if self._stop_async(DriverHandle.from_dict(t.handle), grace):
-                report.stops += 1
+            try:
+                if reason == REASON_PREEMPTED and t.preemption and "grace_s" in t.preemption:
+                    grace = float(t.preemption["grace_s"])  # type: ignore[arg-type]
+                if self._stop_async(DriverHandle.from_dict(t.handle), grace):
+                    report.stops += 1
+            except Exception as exc:  # noqa: BLE001
+                self._contain(report, "stop", f"task:{t.id}",
+                              f"task {t.index} of workload {w.id}", exc)
 
     def _stop_async(self, handle: DriverHandle, grace_s: float) -> bool:
+        """Stop ``handle`` off the loop thread; False when no driver runs it or a stop of it
+        is already under way. A stop that raises is logged and counted; the next tick asks
+        again while the task still runs."""
         driver = self.drivers.get(handle.driver)
         if driver is None:
             return False
@@ -284,8 +442,8 @@ class ControlLoop:
         def run() -> None:
             try:
                 driver.stop(handle, grace_s)
-            except Exception:  # noqa: BLE001
-                log.exception("stopping %s failed", key)
+            except Exception as exc:  # noqa: BLE001 - retried next tick
+                self._contain(None, "stop", key, f"driver task {key}", exc)
             finally:
                 with self._stop_lock:
                     self._stopping.discard(key)
@@ -306,24 +464,95 @@ class ControlLoop:
                 host = hosts.get(t.placement.host) if t.placement else None
                 if host is None or self._driver_for(host) is None:
                     continue
-                h = DriverHandle.from_dict(t.handle)
+                try:
+                    h = DriverHandle.from_dict(t.handle)
+                except Exception as exc:  # noqa: BLE001 - a handle the loop cannot read
+                    self._contain(report, "observe", f"task:{t.id}",
+                                  f"task {t.index} of workload {w.id} (its stored handle)", exc)
+                    continue
                 by_driver.setdefault(h.driver, []).append((w, t, h))
         changes = []
+        failed = []
         now = self.clock()
         for name, entries in by_driver.items():
-            observations = self.drivers[name].observe([h for _, _, h in entries])
-            for (w, t, h), obs in zip(entries, observations):
-                change = outcome(t, obs, now)
+            driver = self.drivers.get(name)
+            if driver is None:
+                log.debug("no driver %r in this process for %d task(s)", name, len(entries))
+                continue
+            for (w, t, h), obs in self._observe_each(driver, entries):
+                key = f"{h.driver}:{h.task_id}"
+                try:
+                    if isinstance(obs, BaseException):
+                        raise obs
+                    change = outcome(t, obs, now)
+                except Exception as exc:  # noqa: BLE001 - this task's alone
+                    n = self._observe_failures.get(key, 0) + 1
+                    self._observe_failures[key] = n
+                    self._contain(report, "observe", key,
+                                  f"task {t.index} of workload {w.id} ({n} in a row)", exc)
+                    if n >= self.observe_failure_limit:
+                        failed.append((w, t, h, exc))
+                    continue
+                self._observe_failures.pop(key, None)
                 if change is not None:
                     changes.append((w, t, h, change))
+        for w, t, h, exc in failed:
+            self._give_up_observing(w, t, h, exc, now, report)
         if not changes:
             return
-        ended = store_apply.record_observations(self.store, changes, self.clock())
+        ended = store_apply.record_observations(
+            self.store, changes, self.clock(),
+            on_error=lambda what, exc: self._contain(report, "observe", what,
+                                                     f"recording the observation of {what}",
+                                                     exc))
         report.observed_changes += len(changes)
         for h in ended:
             forget = getattr(self.drivers.get(h.driver), "forget", None)
             if forget is not None:
-                forget([h])
+                try:
+                    forget([h])
+                except Exception as exc:  # noqa: BLE001
+                    self._contain(report, "observe", f"{h.driver}:{h.task_id}",
+                                  f"forgetting driver task {h.task_id}", exc)
+
+    def _observe_each(self, driver: Any,
+                      entries: list[tuple[Any, Any, DriverHandle]]
+                      ) -> list[tuple[tuple[Any, Any, DriverHandle], Any]]:
+        """``driver.observe`` over ``entries`` in one call; when that raises (or answers for
+        fewer tasks), one call per task, so that only the task whose observation raises gets
+        the exception (in place of its observation)."""
+        try:
+            observations = list(driver.observe([h for _, _, h in entries]))
+            if len(observations) == len(entries):
+                return list(zip(entries, observations))
+        except Exception:  # noqa: BLE001 - find the one task at fault below
+            log.debug("batch observe failed; observing one task at a time", exc_info=True)
+        out: list[tuple[tuple[Any, Any, DriverHandle], Any]] = []
+        for entry in entries:
+            try:
+                got = list(driver.observe([entry[2]]))
+                out.append((entry, got[0] if got else
+                            RuntimeError("the driver returned no observation")))
+            except Exception as exc:  # noqa: BLE001
+                out.append((entry, exc))
+        return out
+
+    def _give_up_observing(self, w: Any, t: Any, h: DriverHandle, exc: BaseException,
+                           now: float, report: TickReport) -> None:
+        """A task the driver could not observe ``observe_failure_limit`` ticks in a row: ask
+        its driver to stop it and fail it (``ObserveFailed``; the retry policy applies)."""
+        key = f"{h.driver}:{h.task_id}"
+        self._stop_async(h, self.stop_grace_s)
+        message = (f"its driver could not observe it {self.observe_failure_limit} times in a "
+                   f"row ({one_line(exc)}); stopped")
+        try:
+            store_apply.fail_task(self.store, t, now, REASON_OBSERVE_FAILED, message)
+            self._observe_failures.pop(key, None)
+        except Conflict:
+            log.debug("task %s changed while failing it; next tick decides again", t.id)
+        except Exception as exc2:  # noqa: BLE001
+            self._contain(report, "observe", key, f"failing task {t.index} of workload {w.id}",
+                          exc2)
 
 
 def stop_reason(w: Any, t: Any, now: float, draining: set[str]) -> tuple[str, str] | None:
@@ -349,4 +578,4 @@ def holder_id(host: str, port: int) -> str:
     return f"{host}:{port}:{os.getpid()}:{int(time.time() * 1000) % 10**9}"
 
 
-__all__ = ["ControlLoop", "TickReport", "holder_id"]
+__all__ = ["ControlLoop", "LoopStats", "TickReport", "holder_id", "one_line"]

@@ -56,3 +56,13 @@ class Conflict(GpuplaneError):
 
     def __init__(self, detail: str, code: str = "gpuplane.conflict") -> None:
         super().__init__(code=code, detail=detail)
+
+
+class TooManyRequests(GpuplaneError):
+    """A per-caller or per-source limit is reached; try again after ``retry_after_s`` seconds
+    (the API answers 429 with a ``Retry-After`` header)."""
+
+    def __init__(self, detail: str, retry_after_s: float, code: str = "gpuplane.rate_limited"
+                 ) -> None:
+        super().__init__(code=code, detail=detail)
+        self.retry_after_s = retry_after_s

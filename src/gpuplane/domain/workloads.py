@@ -17,14 +17,16 @@ Phases (the same names for workloads and tasks)::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from gpuplane.domain import validation
 from gpuplane.domain.errors import Conflict
 
 NAME_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -120,19 +122,37 @@ def parse_memory_mib(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError("memory must be a number of MiB or a string such as '4Gi'")
     if isinstance(value, (int, float)):
-        mib = float(value)
+        try:
+            mib = float(value)
+        except OverflowError:   # an integer beyond any float: out of range, not a crash
+            mib = math.inf
     else:
         match = _MEMORY_RE.match(value.strip())
         if not match:
             raise ValueError(f"cannot read memory {value!r}; use MiB or a unit: '512Mi', '4Gi'")
         mib = float(match.group(1)) * _MEMORY_UNITS_MIB[match.group(2)]
-    if mib < 0 or mib > MAX_MEMORY_MIB:
+    if not math.isfinite(mib) or mib < 0 or mib > MAX_MEMORY_MIB:
         raise ValueError(f"memory must be between 0 and {MAX_MEMORY_MIB} MiB")
     return int(-(-mib // 1))
 
 
 class _Strict(BaseModel):
+    """Base of request models: unknown fields and control characters are refused
+    (``domain/validation.py``; fields named in ``tab_lf_fields`` may hold tab and newline)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tab_lf_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: object, info: ValidationInfo) -> object:
+        if validation.is_stored(info):
+            return value
+        problems = validation.text_problems(
+            value, allow_tab_lf=info.field_name in cls.tab_lf_fields)
+        if problems:
+            raise ValueError("; ".join(problems[:3]))
+        return value
 
 
 class Resources(_Strict):
@@ -188,6 +208,15 @@ class Toleration(_Strict):
     key: str = Field(min_length=1, max_length=128)
     value: str | None = Field(None, max_length=256)
 
+    @field_validator("key")
+    @classmethod
+    def _not_reserved(cls, key: str, info: ValidationInfo) -> str:
+        if validation.is_reserved_label(key) and not validation.is_stored(info):
+            raise ValueError(f"taints under {validation.RESERVED_LABEL_PREFIX!r} are set by "
+                             "gpuplane (cordoned, draining and down hosts); they cannot be "
+                             "tolerated")
+        return key
+
 
 class TaskGroup(_Strict):
     """``replicas`` identical tasks: the workers of a job, replicas of a service, batch items."""
@@ -199,12 +228,24 @@ class TaskGroup(_Strict):
                                                                   max_length=256)
     args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
                                                                max_length=256)
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
+    env: dict[Annotated[str, Field(min_length=1, max_length=128, json_schema_extra={
+                  "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"})],
               Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict, max_length=128)
     selector: dict[Annotated[str, Field(min_length=1, max_length=128)],
                    Annotated[str, Field(max_length=256)]] = Field(default_factory=dict,
                                                                    max_length=32)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+
+    tab_lf_fields: ClassVar[frozenset[str]] = frozenset({"command", "args", "env"})
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        problems = [] if validation.is_stored(info) else \
+            [p for p in map(validation.env_name_problem, env) if p]
+        if problems:
+            raise ValueError("; ".join(problems[:3]))
+        return env
 
 
 class Topology(_Strict):
@@ -255,6 +296,17 @@ class WorkloadSpec(_Strict):
     preemptible: bool | None = Field(None, description="Overrides the priority class default.")
     labels: dict[Annotated[str, Field(min_length=1, max_length=128)],
                  Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_reserved(cls, labels: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        bad = [] if validation.is_stored(info) else \
+            validation.reserved_labels(labels, validation.USER_LABELS)
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))}: labels under "
+                             f"{validation.RESERVED_LABEL_PREFIX!r} are set by gpuplane; a "
+                             f"workload may carry only {', '.join(sorted(validation.USER_LABELS))}")
+        return labels
 
     @model_validator(mode="after")
     def _shape(self) -> WorkloadSpec:

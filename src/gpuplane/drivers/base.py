@@ -77,7 +77,10 @@ class TaskSpec:
     ``command`` is an argv list (empty: the task only occupies its resources, as
     simulated tasks do); ``duration_s`` is how long a simulated task runs
     (ignored by drivers that run real commands); ``master_addr``/``master_port``
-    are set for gangs so members can rendezvous.
+    are set for gangs so members can rendezvous. ``project`` names the workload's project
+    (the local driver runs each project's tasks as its own uid, and without a sandbox only
+    the installation's own project); ``cpu_milli``/``memory_mib`` are the task's requests,
+    enforced as limits where the driver can (``None``: no limit).
     """
 
     task_id: str
@@ -90,6 +93,9 @@ class TaskSpec:
     duration_s: float | None = None
     master_addr: str | None = None
     master_port: int | None = None
+    project: str = ""
+    cpu_milli: int | None = None
+    memory_mib: int | None = None
 
 
 @dataclass(frozen=True)

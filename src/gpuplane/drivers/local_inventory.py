@@ -18,11 +18,14 @@ from gpuplane.domain.errors import FieldError, InvalidInput
 @dataclass(frozen=True)
 class LocalMig:
     """A MIG instance NVML reports on a GPU: its UUID, profile (``3g.40gb``) and the first
-    memory slice of its GPU instance (``start``; -1 when NVML did not say)."""
+    memory slice of its GPU instance (``start``; -1 when NVML did not say); ``gi``/``ci`` are
+    its GPU / compute instance ids (-1: unknown), which name its capability device nodes."""
 
     uuid: str
     profile: str
     start: int = -1
+    gi: int = -1
+    ci: int = -1
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class LocalGpu:
     numa: int = 0
     mig: tuple[LocalMig, ...] = ()
     declared: bool = False
+    #: Minor number of its device node ``/dev/nvidiaN`` (-1: unknown, the index is used).
+    minor: int = -1
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,13 @@ def _nvml_gpus() -> tuple[tuple[LocalGpu, ...], str | None]:
                 numa = int(pynvml.nvmlDeviceGetNumaNodeId(h))
             except Exception:
                 numa = 0
+            try:
+                minor = int(pynvml.nvmlDeviceGetMinorNumber(h))
+            except Exception:
+                minor = -1
             gpus.append(LocalGpu(index=i, model=normalise_model(name, mem), memory_mib=int(mem),
-                                 uuid=uuid, numa=max(0, numa), mig=_nvml_migs(pynvml, h)))
+                                 uuid=uuid, numa=max(0, numa), mig=_nvml_migs(pynvml, h),
+                                 minor=minor))
         return tuple(gpus), None
     finally:
         try:
@@ -145,8 +155,17 @@ def _nvml_migs(pynvml, handle) -> tuple[LocalMig, ...]:
         attrs = pynvml.nvmlDeviceGetAttributes(mh)
         gb = round(attrs.memorySizeMB / 1024)
         out.append(LocalMig(uuid=uuid, profile=f"{attrs.gpuInstanceSliceCount}g.{gb}gb",
-                            start=_gi_start(pynvml, handle, mh)))
+                            start=_gi_start(pynvml, handle, mh),
+                            gi=_nvml_int(pynvml, "nvmlDeviceGetGpuInstanceId", mh),
+                            ci=_nvml_int(pynvml, "nvmlDeviceGetComputeInstanceId", mh)))
     return tuple(out)
+
+
+def _nvml_int(pynvml, name: str, handle) -> int:  # noqa: ANN001
+    try:
+        return int(getattr(pynvml, name)(handle))
+    except Exception:  # noqa: BLE001 - older bindings or drivers
+        return -1
 
 
 def _gi_start(pynvml, parent, mig_handle) -> int:  # noqa: ANN001

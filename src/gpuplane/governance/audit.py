@@ -7,9 +7,10 @@ chain head row for the rest of their transaction, so the chain never forks, on S
 PostgreSQL; the entry commits or rolls back together with the change it records.
 
 Actions recorded (stable strings): ``workload.submit``, ``workload.cancel``, ``workload.delete``,
-``quota.set``, ``quota.delete``, ``auth.login_failed``, ``token.create``, ``token.revoke``,
-``role.grant``, ``role.revoke``, ``organisation.*``, ``project.*``, ``user.*``, ``host.*``,
-``site.*``, ``priority_class.*``, and from the control loop ``workload.admit``,
+``quota.set``, ``quota.delete``, ``auth.login_failed`` (from the API: at most one per source
+address per minute, with a count; see ``service/login_failures.py``), ``token.create``,
+``token.revoke``, ``role.grant``, ``role.revoke``, ``organisation.*``, ``project.*``,
+``user.*``, ``host.*``, ``site.*``, ``priority_class.*``, and from the control loop ``workload.admit``,
 ``task.preempt``, ``workload.preempt`` (beneficiary, grace, outcome, lost GPU-time), ``task.finish``.
 """
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from gpuplane.governance import audit
 from gpuplane.service.authz import Forbidden, Principal
 from gpuplane.service.base import ServiceBase
+from gpuplane.service.redact import Redactor
 from gpuplane.store.records import AuditEntry
 
 
@@ -23,7 +25,12 @@ class AuditService(ServiceBase):
             if not projects and not orgs:
                 raise Forbidden("reading the audit log needs an auditor or admin role")
             projects = projects | tx.projects.ids_in_orgs(orgs)
-            return tx.audit.list(projects, orgs, after, limit, action)
+            entries, next_after = tx.audit.list(projects, orgs, after, limit, action)
+            # a preemption's entry names its beneficiary: unnamed when in another tenant
+            # (``hash`` still covers the stored entry; verify with the global export)
+            redact = Redactor(tx, principal, "audit.read")
+            return [dataclasses.replace(e, detail=redact.value(dict(e.detail)))
+                    if e.detail else e for e in entries], next_after
 
     def export(self, principal: Principal) -> Iterator[str]:
         """The whole chain as JSON lines (verifiable offline). Global auditors/admins only."""

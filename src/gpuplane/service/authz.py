@@ -6,6 +6,12 @@ the action and its scope covers the project. Actions on shared infrastructure (s
 priority classes) are read with any binding that grants ``inventory.read`` and written only with a
 *global* binding.
 
+No escalation (as Kubernetes RBAC has it): acting *for* a user (issuing them a token, binding
+or revoking their roles, deleting them) would hand the caller that user's powers, so the
+caller must already hold every one of them: ``may_manage`` checks that the management action
+reaches the scope of each of the user's bindings and that the caller holds each binding's
+role there (``holds``). A new binding must be one the caller holds too.
+
 Visibility versus permission: an object of a project the caller has *no* binding on does not
 exist for them (404, ``gpuplane.*.not_found``), so names of other tenants' objects never leak;
 an object they can see but not change gives 403 (``gpuplane.auth.forbidden``).
@@ -81,6 +87,32 @@ class Principal:
 
     def may_anywhere(self, action: str) -> bool:
         return bool(self._grants_for(action))
+
+    def may_on(self, action: str, scope: Grant) -> bool:
+        """True if ``action`` is granted on the whole scope of binding ``scope``."""
+        if scope.scope_kind == "global":
+            return self.is_global(action)
+        if scope.scope_kind == "organisation":
+            return self.may(action, org_id=scope.scope_id)
+        return self.may(action, project_id=scope.scope_id, org_id=scope.org_id)
+
+    def holds(self, binding: Grant) -> bool:
+        """True if the caller may do everything ``binding`` allows, wherever it allows it."""
+        return all(self.may_on(a, binding) for a in ROLE_ACTIONS.get(binding.role, ()))
+
+    def may_manage(self, action: str, bindings: Iterable[Grant]) -> bool:
+        """No escalation: True if ``action`` reaches the scope of every one of ``bindings`` and
+        the caller holds each of them, so acting for their holder gives it nothing new."""
+        return all(self.may_on(action, b) and self.holds(b) for b in bindings)
+
+    def org_ids(self, action: str) -> set[int] | None:
+        """Organisations where some binding grants ``action`` (a project binding counts for its
+        organisation); None means every organisation (a global binding)."""
+        scope = self.scope_ids(action)
+        if scope is None:
+            return None
+        return scope[1] | {g.org_id for g in self._grants_for(action)
+                           if g.scope_kind == "project" and g.org_id is not None}
 
     def sees(self, *, project_id: int | None = None, org_id: int | None = None) -> bool:
         """True if any binding at all covers the project/org (then 403, not 404, applies)."""

@@ -6,12 +6,66 @@ admin or operator. Host views never show which tenants' tasks run there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from gpuplane.domain.validation import RESERVED_LABEL_PREFIX, reserved_labels
 from gpuplane.domain.workloads import parse_memory_mib
 from gpuplane.service.authz import Principal, Forbidden, require_global
 from gpuplane.service.base import ServiceBase
 from gpuplane.service.specs import HostSpec, HostStateSpec, SiteSpec, dump
 from gpuplane.store.paging import Page
 from gpuplane.store.records import Gpu, HostRecord, Site
+
+
+def _check_reserved(principal: Principal, labels: Iterable[str], taints: Iterable[str] = (),
+                    ) -> None:
+    """Only gpuplane itself and global admins set keys under ``gpuplane.io/`` (a host claiming
+    ``gpuplane.io/in.CH`` would claim a jurisdiction); a global operator may not."""
+    bad = reserved_labels(labels) + [f"taint {k}" for k in reserved_labels(taints)]
+    if bad and not any(g.role == "admin" and g.scope_kind == "global" for g in principal.grants):
+        raise Forbidden(f"{', '.join(bad)}: keys under {RESERVED_LABEL_PREFIX!r} are reserved for "
+                        "gpuplane and global admins; drop them or ask a global admin")
+
+
+def _check_not_below_usage(tx, before: HostRecord, cpu_milli: int, memory_mib: int,  # noqa: ANN001
+                           gpus: list[Gpu]) -> None:
+    """Refuse (409 ``gpuplane.host.shrink_below_usage``, naming the tasks) an update that
+    leaves a host less CPU or memory than its running tasks hold, or changes the mode of a
+    GPU one of them holds: the control loop would have to over-commit it.
+    Drain the host first (or wait for those tasks). Only global admins and operators update
+    hosts, and they may see every task, so the tasks are named."""
+    from gpuplane.domain.errors import Conflict
+
+    mine = [t for t in tx.tasks.list_active()
+            if t.placement is not None and t.placement.host == before.name]
+    if not mine:
+        return
+    cpu = sum(t.cpu_milli for t in mine)
+    mem = sum(t.memory_mib for t in mine)
+    modes = {g.index: g.mode for g in gpus}
+    old_modes = {g.index: g.mode for g in before.gpus}
+    problems = []
+    if cpu > cpu_milli:
+        problems.append(f"its running tasks hold {cpu / 1000:g} cores, more than "
+                        f"{cpu_milli / 1000:g}")
+    if mem > memory_mib:
+        problems.append(f"they hold {mem} MiB of memory, more than {memory_mib}")
+    held = sorted({i for t in mine for i in t.placement.gpu_indices}
+                  | {int(m["gpu_index"]) for t in mine for m in t.placement.mig})
+    changed = [i for i in held if i in modes and modes[i] != old_modes.get(i)]
+    if changed:   # a held GPU removed is refused by the store (``gpuplane.host.in_use``)
+        problems.append(f"GPU(s) {changed} they hold would change mode")
+    if not problems:
+        return
+    names = []
+    for t in mine[:10]:
+        w = tx.workloads.get(t.workload_id)
+        names.append(f"{w.project}/{w.name} task {t.index}")
+    more = f" and {len(mine) - 10} more" if len(mine) > 10 else ""
+    raise Conflict(f"host {before.name!r} cannot shrink below what its running tasks hold: "
+                   f"{'; '.join(problems)} (tasks: {', '.join(names)}{more}); drain the host "
+                   "or wait for them to end, then update it",
+                   code="gpuplane.host.shrink_below_usage")
 
 
 def _read(principal: Principal) -> None:
@@ -28,6 +82,7 @@ def gpu_from_spec(g) -> Gpu:  # noqa: ANN001
 class InventoryService(ServiceBase):
     def create_site(self, principal: Principal, spec: SiteSpec) -> Site:
         require_global(principal, "inventory.write", "sites")
+        _check_reserved(principal, spec.labels)
         with self.store.write() as tx:
             site = tx.sites.add(spec.name, spec.jurisdiction, spec.region, spec.provider,
                                 dict(spec.labels), self.now())
@@ -53,6 +108,7 @@ class InventoryService(ServiceBase):
     def register_host(self, principal: Principal, spec: HostSpec) -> HostRecord:
         """Register a host with its GPUs. Conflict if the name exists."""
         require_global(principal, "inventory.write", "hosts")
+        _check_reserved(principal, spec.labels, [t.key for t in spec.taints])
         with self.store.write() as tx:
             host = tx.hosts.add(
                 spec.name, spec.site, int(round(spec.cpu * 1000)), parse_memory_mib(spec.memory),
@@ -77,6 +133,15 @@ class InventoryService(ServiceBase):
                                [FieldError("name", f"must be {name!r}")])
         with self.store.write() as tx:
             before = tx.hosts.get(name)
+            # reserved keys kept as they are need no global admin; adding or changing one does
+            old_taints = {(t.get("key"), t.get("value"), t.get("effect")) for t in before.taints}
+            _check_reserved(principal,
+                            [k for k, v in spec.labels.items() if before.labels.get(k) != v],
+                            [t.key for t in spec.taints
+                             if (t.key, t.value, t.effect) not in old_taints])
+            _check_not_below_usage(tx, before, int(round(spec.cpu * 1000)),
+                                   parse_memory_mib(spec.memory),
+                                   [gpu_from_spec(g) for g in spec.gpus])
             host = tx.hosts.replace(
                 name, before.generation if generation is None else generation,
                 int(round(spec.cpu * 1000)), parse_memory_mib(spec.memory),

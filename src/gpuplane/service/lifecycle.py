@@ -131,8 +131,12 @@ def mark_task_running(tx, task_id: int, seen_generation: int, now: float,  # noq
     stored_handle = dict(handle) if handle is not None else task.handle
     generation = tx.tasks.update(task_id, seen_generation, phase=Phase.RUNNING, started_at=now,
                                  handle=stored_handle)
-    tx.events.add(now, "Normal", "Started", f"task {task.index} started (attempt {task.attempt})"
-                  + (f" on {task.placement.host}" if task.placement else ""),
+    # the local driver records "sandbox": "none" for a task it ran without bubblewrap
+    unsandboxed = ((stored_handle or {}).get("data") or {}).get("sandbox") == "none"
+    tx.events.add(now, "Normal", "Started",
+                  f"task {task.index} started (attempt {task.attempt})"
+                  + (f" on {task.placement.host}" if task.placement else "")
+                  + (" unsandboxed" if unsandboxed else ""),
                   workload_uid=task.workload_id, task_index=task.index,
                   host=task.placement.host if task.placement else None)
     _refresh_phase(tx, task.workload_id, now)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from gpuplane.domain import validation
 from gpuplane.domain.workloads import MIG_PROFILE_RE, NAME_RE, parse_memory_mib
 
+#: Upper bound of every generation, id and cursor the API takes: it fits a signed 64-bit column
+#: with room to spare (beyond it the database would overflow: a 500, not a 422).
+MAX_GENERATION = 2**62
 HOST_NAME_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 JURISDICTION_RE = r"^[A-Z]{2}(/[A-Z]{2})?$"
 Label = dict[Annotated[str, Field(min_length=1, max_length=128)],
@@ -19,7 +23,18 @@ Label = dict[Annotated[str, Field(min_length=1, max_length=128)],
 
 
 class _Spec(BaseModel):
+    """Unknown fields and control characters in any string are refused
+    (``domain/validation.py``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: object, info: ValidationInfo) -> object:
+        problems = validation.text_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems[:3]))
+        return value
 
 
 class SiteSpec(_Spec):
@@ -97,7 +112,8 @@ class HostSpec(_Spec):
 
 class HostStateSpec(_Spec):
     state: Literal["ready", "cordoned", "draining", "down"]
-    generation: int | None = Field(None, ge=1, description="Guard: fail if the host changed.")
+    generation: int | None = Field(None, ge=1, le=MAX_GENERATION,
+                                   description="Guard: fail if the host changed.")
 
 
 class OrganisationSpec(_Spec):
@@ -118,7 +134,7 @@ class ProjectUpdate(_Spec):
     display_name: str | None = Field(None, max_length=256)
     weight: float | None = Field(None, gt=0, le=1000)
     cohort: str | None = Field(None, pattern=NAME_RE)
-    generation: int | None = Field(None, ge=1)
+    generation: int | None = Field(None, ge=1, le=MAX_GENERATION)
 
 
 class UserSpec(_Spec):
@@ -160,7 +176,8 @@ class QuotaSpec(_Spec):
                                           description="None: may borrow without limit.")
     lending_limit: float | None = Field(None, ge=0, le=1e9,
                                         description="None: may lend all unused guarantee.")
-    generation: int | None = Field(None, ge=1, description="Guard: fail if the quota changed.")
+    generation: int | None = Field(None, ge=1, le=MAX_GENERATION,
+                                   description="Guard: fail if the quota changed.")
 
     @model_validator(mode="after")
     def _lend(self) -> QuotaSpec:

@@ -1,10 +1,18 @@
-"""Use-cases on tenants: organisations, projects, users, role bindings, API tokens."""
+"""Use-cases on tenants: organisations, projects, users, role bindings, API tokens.
+
+Acting for a user (a token for them, a binding to them, revoking one of theirs, deleting them)
+follows the no-escalation rule of ``authz``: the caller must hold every binding the user holds
+(``_require_manage``), and a new binding must be one the caller holds on that scope. A user the
+caller may not name (another organisation's, or one without an organisation for all but global
+roles) answers exactly like a name nobody holds (``_unknown_user``), so names do not leak.
+"""
 
 from __future__ import annotations
 
 from gpuplane.domain.errors import NotFound
 from gpuplane.service.auth import AuthService
-from gpuplane.service.authz import Forbidden, Principal, require, require_global
+from gpuplane.service.authz import (Forbidden, Grant, Principal, grants_from_bindings, require,
+                                    require_global)
 from gpuplane.service.base import ServiceBase
 from gpuplane.service.specs import (OrganisationSpec, ProjectSpec, ProjectUpdate, RoleBindingSpec,
                                     TokenSpec, UserSpec, dump)
@@ -122,7 +130,13 @@ class TenancyService(ServiceBase):
             return user
 
     def _visible_user(self, tx, principal: Principal, name: str, action: str) -> User:  # noqa: ANN001
-        user = tx.users.get(name)
+        """The user ``name`` if ``action`` reaches their organisation (global roles only for a
+        user without one), or it is the caller reading itself; else 403 where the caller may
+        read the organisation's users, and otherwise 404 exactly like a name nobody holds."""
+        try:
+            user = tx.users.get(name)
+        except NotFound:
+            raise _unknown_user(name) from None
         if user.id == principal.user_id and action == "user.read":
             return user
         if principal.may(action, org_id=user.org_id) if user.org_id else principal.is_global(action):
@@ -130,7 +144,32 @@ class TenancyService(ServiceBase):
         if user.org_id is not None and principal.sees(org_id=user.org_id) \
                 and principal.may("user.read", org_id=user.org_id):
             raise Forbidden(f"your roles do not allow {action} on user {name!r}")
-        raise NotFound(f"user {name!r} not found", code="gpuplane.user.not_found")
+        raise _unknown_user(name)
+
+    def _named_user(self, tx, principal: Principal, name: str, action: str) -> User:  # noqa: ANN001
+        """The user ``name`` as the object of ``action`` (binding a role): any user for a global
+        holder of ``action``, otherwise yourself or a user of an organisation where ``action``
+        is yours (a project binding counts for its organisation). A user of another
+        organisation answers exactly like a name nobody holds."""
+        try:
+            user = tx.users.get(name)
+        except NotFound:
+            raise _unknown_user(name) from None
+        orgs = principal.org_ids(action)
+        if user.id == principal.user_id or orgs is None or user.org_id in orgs:
+            return user
+        if user.org_id is not None and principal.may("user.read", org_id=user.org_id):
+            raise Forbidden(f"your roles do not allow {action} on user {name!r}")
+        raise _unknown_user(name)
+
+    def _require_manage(self, tx, principal: Principal, user: User, action: str,  # noqa: ANN001
+                        verb: str) -> None:
+        """No escalation: the caller's ``action`` must reach every binding ``user`` holds and
+        the caller must hold each of them (see ``Principal.may_manage``)."""
+        orgs = tx.projects.org_ids_of(b.scope_id for b in user.roles if b.scope_kind == "project")
+        if not principal.may_manage(action, grants_from_bindings(user.roles, orgs)):
+            raise Forbidden(f"user {user.name!r} holds roles beyond yours; only someone whose "
+                            f"roles cover all of them may {verb} them")
 
     def get_user(self, principal: Principal, name: str) -> User:
         with self.store.read() as tx:
@@ -154,6 +193,7 @@ class TenancyService(ServiceBase):
     def delete_user(self, principal: Principal, name: str) -> None:
         with self.store.write() as tx:
             user = self._visible_user(tx, principal, name, "user.write")
+            self._require_manage(tx, principal, user, "user.write", "delete")
             tx.users.delete(name)
             self.audit(tx, principal.name, "user.delete", "user", name, org_id=user.org_id)
 
@@ -175,11 +215,18 @@ class TenancyService(ServiceBase):
             require(principal, "role.grant", project_id=project_id, org_id=org_id, what=what)
 
     def grant_role(self, principal: Principal, spec: RoleBindingSpec) -> RoleBinding:
+        """Bind a role: the caller needs role.grant on the scope, must itself hold everything
+        the role allows there, and must hold every binding the user already has."""
         with self.store.write() as tx:
             scope_id, project_id, org_id = self._scope(tx, spec.scope, spec.scope_name)
-            self._require_grant(principal, spec.scope, project_id, org_id,
-                                f"{spec.scope} {spec.scope_name!r}")
-            user = tx.users.get(spec.user)
+            what = "global" if spec.scope == "global" else f"{spec.scope} {spec.scope_name!r}"
+            self._require_grant(principal, spec.scope, project_id, org_id, what)
+            if not principal.holds(Grant(spec.role, spec.scope, scope_id, org_id)):
+                raise Forbidden(f"you may grant only roles you hold yourself: {spec.role!r} on "
+                                f"{what} allows more than your roles do")
+            user = self._named_user(tx, principal, spec.user, "role.grant")
+            if user.id != principal.user_id:
+                self._require_manage(tx, principal, user, "role.grant", "bind roles to")
             binding = tx.users.bind(user.id, spec.role, spec.scope, scope_id, self.now())
             self.audit(tx, principal.name, "role.grant", "user", spec.user,
                        project_id=project_id, org_id=org_id, detail=dump(spec))
@@ -199,6 +246,9 @@ class TenancyService(ServiceBase):
                                code="gpuplane.role_binding.not_found")
             self._require_grant(principal, b.scope_kind, project_id, org_id,
                                 f"{b.scope_kind} {b.scope_name!r}")
+            user = tx.users.get(b.user)
+            if user.id != principal.user_id:
+                self._require_manage(tx, principal, user, "role.grant", "revoke roles of")
             tx.users.unbind(binding_id)
             self.audit(tx, principal.name, "role.revoke", "user", b.user, project_id=project_id,
                        org_id=org_id, detail={"role": b.role, "scope": b.scope_kind,
@@ -206,13 +256,15 @@ class TenancyService(ServiceBase):
 
     # -- API tokens ---------------------------------------------------------------------------
     def create_token(self, principal: Principal, spec: TokenSpec) -> tuple[ApiToken, str]:
-        """Issue a token for yourself, or (admin) for a user of your organisation."""
+        """Issue a token for yourself, or (admin) for a user of your organisation who holds
+        no binding beyond yours."""
         with self.store.write() as tx:
             name = spec.user or principal.name
-            user = tx.users.get(name) if name != principal.name else tx.users.by_id(
-                principal.user_id)
-            if user.id != principal.user_id:
-                self._visible_user(tx, principal, user.name, "token.manage")
+            if name == principal.name:
+                user = tx.users.by_id(principal.user_id)
+            else:
+                user = self._visible_user(tx, principal, name, "token.manage")
+                self._require_manage(tx, principal, user, "token.manage", "issue tokens for")
             rec, token = AuthService(self.store, self.clock).issue_token(
                 tx, user.id, spec.name, spec.expires_in_s)
             self.audit(tx, principal.name, "token.create", "user", user.name, org_id=user.org_id,
@@ -243,6 +295,14 @@ class TenancyService(ServiceBase):
     def revoke_token(self, principal: Principal, token_id: int) -> None:
         with self.store.write() as tx:
             rec = self._visible_token(tx, principal, token_id)
+            if rec.user_id != principal.user_id:
+                self._require_manage(tx, principal, tx.users.by_id(rec.user_id), "token.manage",
+                                     "revoke tokens of")
             tx.tokens.revoke(token_id, self.now())
             self.audit(tx, principal.name, "token.revoke", "user", rec.user,
                        detail={"token": rec.prefix})
+
+
+def _unknown_user(name: str) -> NotFound:
+    """The one answer for a user name that does not exist *for the caller*."""
+    return NotFound(f"user {name!r} not found", code="gpuplane.user.not_found")

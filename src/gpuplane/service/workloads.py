@@ -7,13 +7,16 @@ several projects the caller can see needs ``project`` to choose.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Callable
 
 from gpuplane.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from gpuplane.domain.workloads import Event, Phase, Workload, WorkloadSpec
 from gpuplane.service.authz import Principal, require, visible_project_ids
 from gpuplane.service.base import ServiceBase
 from gpuplane.service.logs import LogChunk, NoLogs, TaskLogRef
+from gpuplane.service.redact import Redactor
 from gpuplane.store.paging import Page
 from gpuplane.store.records import Project
 
@@ -133,7 +136,8 @@ class WorkloadService(ServiceBase):
     # -- reads ---------------------------------------------------------------------------------
     def get_workload(self, principal: Principal, ref: str, project: str | None = None) -> Workload:
         with self.store.read() as tx:
-            return self._resolve(tx, principal, ref, "workload.read", project)
+            return Redactor(tx, principal).workload(
+                self._resolve(tx, principal, ref, "workload.read", project))
 
     def list_workloads(self, principal: Principal, after: int | None, limit: int,
                        project: str | None = None, phase: str | None = None) -> Page[Workload]:
@@ -141,18 +145,20 @@ class WorkloadService(ServiceBase):
             ids = visible_project_ids(principal, "workload.read", tx)
             if project is not None:
                 ids = {self._project(tx, principal, project, "workload.read").id}
-            return tx.workloads.list(ids, phase, after, limit)
+            page = tx.workloads.list(ids, phase, after, limit)
+            return _render(page, Redactor(tx, principal).workload)
 
     def list_events(self, principal: Principal, after: int | None, limit: int,
                     workload: str | None = None, project: str | None = None) -> Page[Event]:
         with self.store.read() as tx:
             if workload is not None:
                 wl = self._resolve(tx, principal, workload, "workload.read", project)
-                return tx.events.list(None, wl.id, after, limit)
+                return _render(tx.events.list(None, wl.id, after, limit),
+                               Redactor(tx, principal).event)
             ids = visible_project_ids(principal, "workload.read", tx)
             if project is not None:
                 ids = {self._project(tx, principal, project, "workload.read").id}
-            return tx.events.list(ids, None, after, limit)
+            return _render(tx.events.list(ids, None, after, limit), Redactor(tx, principal).event)
 
     def pending_info(self, principal: Principal, ref: str, project: str | None = None) -> dict:
         """Why a workload waits: its reason, how many tasks wait, and its queue position
@@ -169,8 +175,8 @@ class WorkloadService(ServiceBase):
             backoff = [t.not_before for t in pending if t.not_before and t.not_before > now]
             reason = None
             if wl.pending_reason is not None:
-                reason = {"code": wl.pending_reason.code, "message": wl.pending_reason.message,
-                          "detail": dict(wl.pending_reason.detail)}
+                pr = Redactor(tx, principal).reason(wl.pending_reason)
+                reason = {"code": pr.code, "message": pr.message, "detail": dict(pr.detail)}
             elif backoff and len(backoff) == len(pending):
                 reason = {"code": "gpuplane.pending.backoff",
                           "message": f"waiting {min(backoff) - now:.0f}s before retrying "
@@ -209,7 +215,7 @@ class WorkloadService(ServiceBase):
                 self.audit(tx, principal.name, "workload.cancel", "workload", wl.id,
                            project_id=p.id, org_id=p.org_id, detail={"name": wl.name})
                 lifecycle.refresh_workload_phase(tx, wl.id, now)
-            return tx.workloads.get(wl.id)
+            return Redactor(tx, principal).workload(tx.workloads.get(wl.id))
 
     def delete_workload(self, principal: Principal, ref: str, project: str | None = None) -> None:
         """Forget a finished workload (its events go with it; usage and audit stay)."""
@@ -239,6 +245,11 @@ class WorkloadService(ServiceBase):
                           task.handle)
         source = self.log_source or NoLogs()
         return wl, source.read_log(ref_, max(0, offset), max(1, min(limit, MAX_LOG_CHUNK)))
+
+
+def _render(page: Page, convert: Callable) -> Page:
+    """``page`` with every item passed through ``convert`` (a ``Redactor`` method)."""
+    return dataclasses.replace(page, items=[convert(i) for i in page.items])
 
 
 def _exists(tx, project: str) -> bool:  # noqa: ANN001

@@ -114,6 +114,14 @@ class ProjectRepo:
         return set(self.s.execute(select(ProjectRow.id).where(ProjectRow.org_id.in_(org_ids))
                                   ).scalars())
 
+    def org_ids_of(self, project_ids: Iterable[int]) -> dict[int, int]:
+        """Organisation id of each of ``project_ids`` that exists."""
+        project_ids = list(project_ids)
+        if not project_ids:
+            return {}
+        return dict(self.s.execute(select(ProjectRow.id, ProjectRow.org_id)
+                                   .where(ProjectRow.id.in_(project_ids))).tuples().all())
+
     def update(self, name: str, seen_generation: int, **values: object) -> Project:
         row_id = self.get(name).id
         guarded_update(self.s, ProjectRow, ProjectRow.id, row_id, seen_generation,

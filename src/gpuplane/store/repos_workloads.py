@@ -13,6 +13,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import NotFound
+from gpuplane.domain.validation import STORED
 from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPlacement, Workload,
                                        WorkloadSpec)
 from gpuplane.store.generations import guarded_update
@@ -71,7 +72,7 @@ class WorkloadRepo:
             reason = r.pending_reason
             out.append(Workload(
                 id=r.uid, project=p.name, org=orgs[p.org_id], name=r.name, kind=r.kind,
-                spec=WorkloadSpec.model_validate(r.spec), phase=Phase(r.phase),
+                spec=WorkloadSpec.model_validate(r.spec, context=STORED), phase=Phase(r.phase),
                 priority=r.priority, priority_class=r.priority_class, preemptible=r.preemptible,
                 generation=r.generation, cancel_requested=r.cancel_requested,
                 pending_reason=PendingReason(reason["code"], reason["message"],

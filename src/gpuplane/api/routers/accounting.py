@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from gpuplane.api.deps import Pg, Svc, Who, encode_cursor
 from gpuplane.api.problems import responses
 from gpuplane.api.schemas import AuditEntryOut, AuditVerifyOut, PageOut, UsageOut
+from gpuplane.domain.validation import PRINTABLE_RE
 from gpuplane.domain.workloads import NAME_RE
 
 router = APIRouter(prefix="/v1", tags=["accounting"], responses=responses(401, 403, 422))
@@ -26,7 +27,8 @@ def usage(svc: Svc, who: Who,
 
 @router.get("/audit", response_model=PageOut[AuditEntryOut])
 def list_audit(svc: Svc, who: Who, pg: Pg,
-               action: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+               action: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_RE)] = None,
+               ) -> dict:
     """Audit entries in your scope (auditors and admins), in chain order."""
     entries, after = svc.audit.list_entries(who, pg.after, pg.limit, action)
     return {"items": [AuditEntryOut.of(e) for e in entries], "next_cursor": encode_cursor(after)}

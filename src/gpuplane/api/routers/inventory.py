@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from gpuplane.api.deps import Pg, Svc, Who, page_out
 from gpuplane.api.problems import responses
 from gpuplane.api.schemas import GpuListItemOut, HostOut, PageOut, SiteOut
+from gpuplane.domain.validation import PRINTABLE_RE
 from gpuplane.domain.workloads import NAME_RE
 from gpuplane.service.specs import HOST_NAME_RE, HostSpec, HostStateSpec, SiteSpec
 
@@ -91,7 +92,8 @@ def delete_host(host: HostName, svc: Svc, who: Who) -> Response:
 
 @router.get("/gpus", response_model=PageOut[GpuListItemOut])
 def list_gpus(svc: Svc, who: Who, pg: Pg,
-              model: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+              model: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_RE)] = None,
+              ) -> dict:
     """Every GPU with its host and how much of it is allocated (paged by host)."""
     return page_out(svc.inventory.list_gpus(who, pg.after, pg.limit, model), GpuListItemOut.of)
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from gpuplane.api.deps import Pg, Svc, Who, page_out
+from gpuplane.api.follow import FollowLimits, FollowResponse, follow_chunks
 from gpuplane.api.problems import responses
 from gpuplane.api.schemas import EventOut, PageOut, PendingOut, WorkloadOut
-from gpuplane.domain.errors import GpuplaneError
 from gpuplane.domain.workloads import NAME_RE, WorkloadSpec
+from gpuplane.service.logs import LogChunk
 
 router = APIRouter(prefix="/v1", tags=["workloads"], responses=responses(401, 403, 422))
 Ref = Annotated[str, Path(pattern=NAME_RE, max_length=63,
@@ -75,13 +73,16 @@ def pending_reason(workload: Ref, svc: Svc, who: Who, project: ProjectQ = None) 
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "Log bytes from `offset`; the header "
                                             "X-Gpuplane-Next-Offset says where to continue."},
-                       **responses(404, 409)})
-def workload_logs(workload: Ref, svc: Svc, who: Who, project: ProjectQ = None,
+                       **responses(404, 409, 429)})
+def workload_logs(request: Request, workload: Ref, svc: Svc, who: Who, project: ProjectQ = None,
                   task: Annotated[int, Query(ge=0, le=100_000)] = 0,
                   offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1_048_576)] = 65_536,
                   follow: bool = False) -> Response:
-    """A task's log (latest attempt). ``follow=true`` streams until the task finishes."""
+    """A task's log (latest attempt). ``follow=true`` streams until the task finishes, no new
+    bytes came for GPUPLANE_LOG_FOLLOW_IDLE_S, or GPUPLANE_LOG_FOLLOW_MAX_S passed; 429 when the
+    caller (GPUPLANE_LOG_FOLLOW_PER_USER) or the server (GPUPLANE_LOG_FOLLOW_MAX) already
+    serves as many follow streams as allowed."""
     wl, chunk = svc.workloads.read_logs(who, workload, task, offset, limit, project)
     available = chunk is not None
     data = chunk.data if chunk else b""
@@ -93,27 +94,16 @@ def workload_logs(workload: Ref, svc: Svc, who: Who, project: ProjectQ = None,
     if not follow or complete or not available:
         return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
-    def stream() -> Iterator[bytes]:
-        pos = next_offset
-        yield data
-        deadline = time.monotonic() + 3600
-        while time.monotonic() < deadline:
-            try:
-                now_wl, more = svc.workloads.read_logs(who, workload, task, pos, limit, project)
-            except GpuplaneError:
-                return  # deleted, or access revoked, while streaming: end the stream
-            if more is None:
-                return
-            if more.data:
-                yield more.data
-            pos = more.next_offset
-            if more.complete or (now_wl.phase.terminal and not more.data):
-                return
-            if not more.data:
-                time.sleep(0.5)
+    def read(pos: int) -> tuple[bool, LogChunk | None]:
+        now_wl, more = svc.workloads.read_logs(who, workload, task, pos, limit, project)
+        return now_wl.phase.terminal, more
 
-    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8",
-                             headers={"X-Gpuplane-Log-Available": "true"})
+    settings = request.app.state.settings
+    limits = FollowLimits(settings.log_follow_idle_s, settings.log_follow_max_s)
+    return FollowResponse(follow_chunks(request, data, next_offset, read, limits),
+                          request.app.state.log_follow, who.user_id,
+                          media_type="text/plain; charset=utf-8",
+                          headers={"X-Gpuplane-Log-Available": "true"})
 
 
 @router.get("/events", response_model=PageOut[EventOut], responses=responses(404))

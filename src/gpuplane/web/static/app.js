@@ -50,9 +50,11 @@ function renderHosts(hosts, used) {
     const gpus = Object.entries(models).map(([m, n]) => n + "× " + m).join(", ") || "none";
     return `<tr class="${h.simulated ? "sim" : ""}"><td>${esc(h.name)}</td><td>${esc(h.site)}</td><td>${esc(h.jurisdiction)}</td>` +
       `<td>${esc(h.state)}</td><td>${esc(gpus)}</td>` +
-      `<td>${total ? `<span class="bar"><span style="width:${pct}%"></span></span>${(u / 1000).toFixed(1)}/${h.gpus.length}` : "-"}</td>` +
+      `<td>${total ? `<span class="bar"><span data-pct="${pct}"></span></span>${(u / 1000).toFixed(1)}/${h.gpus.length}` : "-"}</td>` +
       `<td>${esc(h.tee || "")}</td><td>${h.simulated ? "simulated" : "real" + (h.declared ? " (declared GPUs)" : "")}</td></tr>`;
   }).join("");
+  // widths set through the DOM: the Content-Security-Policy refuses inline style attributes
+  for (const bar of document.querySelectorAll("#hosts .bar > span")) bar.style.width = bar.dataset.pct + "%";
 }
 
 function renderWorkloads(workloads) {
