@@ -42,7 +42,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def one(driver: LocalDriver, n: int) -> tuple[float, float]:
-    spec = TaskSpec(task_id=f"bench.{n}", workload="bench", project="bench",
+    spec = TaskSpec(task_id=f"bench.{n}", workload="bench", project="bench", project_id=1,
                     command=("true",), cpu_milli=1000, memory_mib=512)
     t0 = time.perf_counter()
     h = driver.start(spec, PlacedDevices(host="h1"))

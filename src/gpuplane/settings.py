@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         "it and without bubblewrap only the `default` project's tasks run."))
     task_uid_base: int = Field(200_000, ge=1000, le=2**31 - 2**24, description=(
         "First uid of the range a root-run server runs local tasks as (one uid per project: "
-        "base + a hash of the project name modulo task_uid_count; gid = uid)."))
+        "base + the project id, below task_uid_count; gid = uid)."))
     task_uid_count: int = Field(65_536, ge=1, le=2**24,
                                 description="Size of the task uid range.")
 

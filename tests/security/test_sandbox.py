@@ -30,6 +30,10 @@ REFUSED = ("No such file or directory", "Permission denied", "Read-only file sys
            "can't create", "Directory nonexistent")
 
 
+#: Database ids of the projects the tests run tasks for (the uid is base + id).
+PROJECT_IDS = {"default": 1, "proj-alpha": 2, "proj-beta": 3}
+
+
 def attempt(kind: str) -> None:
     ATTEMPTS[f"sandbox.{kind}"] += 1
 
@@ -59,6 +63,7 @@ class Box:
               env: dict[str, str] | None = None, **kw):
         self.n += 1
         spec = TaskSpec(task_id=f"{project}.{self.n}", workload="w", project=project,
+                        project_id=PROJECT_IDS[project],
                         command=("sh", "-c", script), env=env or {}, **kw)
         return self.driver.start(spec, PlacedDevices(host="h1", gpu_indices=gpus))
 
@@ -192,9 +197,9 @@ def test_nothing_outside_the_scratch_folder_is_writable(box):
 def test_a_root_server_runs_each_project_as_its_own_unprivileged_uid(box):
     attempt("run_as_root")
     _, out = box.run("id -u; id -g; id -G")
-    uid = task_uid("proj-beta")
+    uid = task_uid(PROJECT_IDS["proj-beta"])
     assert out.split() == [str(uid)] * 3
-    assert uid != task_uid("proj-alpha") and uid >= 200_000
+    assert uid != task_uid(PROJECT_IDS["proj-alpha"]) and uid >= 200_000
     h = box.start("sleep 30")
     st = box.driver.scratch(h.task_id).stat()
     assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o700)

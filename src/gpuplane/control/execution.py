@@ -75,7 +75,7 @@ def task_spec(workload: Workload, task: Task, master_addr: str = "127.0.0.1") ->
                     duration_s=sim_duration(workload, command),
                     master_addr=master_addr if gang else None,
                     master_port=master_port(workload.id) if gang else None,
-                    project=workload.project, cpu_milli=task.cpu_milli,
+                    project=workload.project, project_id=workload.project_id, cpu_milli=task.cpu_milli,
                     memory_mib=task.memory_mib)
 
 

@@ -424,6 +424,7 @@ class Workload:
     started_at: float | None
     finished_at: float | None
     tasks: tuple[Task, ...] = ()
+    project_id: int = 0
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class TaskSpec:
     master_addr: str | None = None
     master_port: int | None = None
     project: str = ""
+    project_id: int = 0
     cpu_milli: int | None = None
     memory_mib: int | None = None
 

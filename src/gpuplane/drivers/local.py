@@ -322,7 +322,10 @@ class LocalDriver:
         tasks; ``None``: the server's own."""
         if self.mode != MODE_BWRAP or not self.as_root:
             return None
-        return task_uid(task.project or "", self.uid_base, self.uid_count)
+        try:
+            return task_uid(task.project_id, self.uid_base, self.uid_count)
+        except ValueError as exc:
+            raise DriverError(f"task {task.task_id}: {exc}") from exc
 
     def _device_nodes(self, dev: PlacedDevices) -> list[tuple[str, str]]:
         gpus = {g.index: g for g in (self.inventory.gpus if self.inventory else ())}

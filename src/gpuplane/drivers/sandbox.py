@@ -11,14 +11,13 @@ boundary: the task sandbox").
   an empty tmpfs; the task's scratch folder the one writable place; when the server is root,
   ``setpriv`` drops to the project's uid inside the sandbox, after bubblewrap mounted (as root)
   what the task may see.
-- ``task_uid``: one unprivileged uid per project, a stable hash into a configurable range.
+- ``task_uid``: one unprivileged uid per project (base + project id), from a configurable range.
 - ``gpu_nodes``: the device nodes a placement needs (whole GPUs, control nodes, MIG caps).
 - ``Cgroups``: per-task CPU and memory limits (cgroup v2 when it has the controllers, else v1).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -55,13 +54,15 @@ def find_bwrap() -> str | None:
     return "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None
 
 
-def task_uid(project: str, base: int = DEFAULT_UID_BASE, count: int = DEFAULT_UID_COUNT) -> int:
-    """The uid (and gid) tasks of ``project`` run as when the server is root: ``base`` plus a
-    stable hash of the project name modulo ``count`` (the same on every restart and host).
-    Two projects may share a uid when the range is small; their tasks still cannot see each
-    other (separate mount and PID namespaces, scratch folders hidden)."""
-    digest = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big")
-    return base + digest % max(1, count)
+def task_uid(project_id: int, base: int = DEFAULT_UID_BASE,
+             count: int = DEFAULT_UID_COUNT) -> int:
+    """The uid (and gid) tasks of project ``project_id`` (its database id, never reused) run as
+    when the server is root: ``base + project_id``, one uid per project and the same on every
+    restart (``base`` itself for a task of no project: ids start at 1). Raises ``ValueError`` when the id lies outside the range of ``count`` uids."""
+    if not 0 <= project_id < count:
+        raise ValueError(f"project id {project_id} is outside the task uid range of {count} "
+                         "uids; raise GPUPLANE_TASK_UID_COUNT")
+    return base + project_id
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -198,6 +199,11 @@ def bwrap_argv(bwrap: str, command: Sequence[str], layout: SandboxLayout) -> lis
         for d in _dirs_between(done, target):
             argv += ["--perms", "0755", "--dir", d]
         argv += [how, target, target]
+    # the masks over hidden paths become read-only once what is shown below them is bound,
+    # so the scratch folder (a mount of its own) stays the one writable place besides /tmp
+    for m in done:
+        if m != "/tmp":
+            argv += ["--remount-ro", m]
     argv += ["--chdir", layout.scratch, "--unshare-pid", "--unshare-ipc",
              "--unshare-cgroup-try", "--die-with-parent", "--"]
     if layout.uid is not None:

@@ -71,7 +71,7 @@ class WorkloadRepo:
             p = proj[r.project_id]
             reason = r.pending_reason
             out.append(Workload(
-                id=r.uid, project=p.name, org=orgs[p.org_id], name=r.name, kind=r.kind,
+                id=r.uid, project=p.name, project_id=p.id, org=orgs[p.org_id], name=r.name, kind=r.kind,
                 spec=WorkloadSpec.model_validate(r.spec, context=STORED), phase=Phase(r.phase),
                 priority=r.priority, priority_class=r.priority_class, preemptible=r.preemptible,
                 generation=r.generation, cancel_requested=r.cancel_requested,
