@@ -250,3 +250,78 @@ def _assert_one_leader_at_a_time(logs) -> None:
     for s1, s2 in zip(spans, spans[1:]):
         assert s1[1] <= s2[0], f"{s1[2]} led until {s1[1]}, {s2[2]} from {s2[0]}"
     print(f"leaders: {[(s[2], round(s[1] - s[0], 1)) for s in spans]}", file=sys.stderr)
+
+
+def test_a_leader_paused_past_its_lease_resumes_and_commits_nothing(make_server, db_url):
+    """SIGSTOP the leader for longer than its lease (GPUPLANE_LEASE_TTL_S=3), let the other
+    process take over, SIGCONT: the resumed process learns it lost the lease (its writes are
+    fenced by the lease epoch, judged on the database's clock) and every workload is admitted
+    exactly once."""
+    if db_url is None:
+        pytest.skip("two processes share a database only on PostgreSQL")
+    a = make_server(db_url).start()
+    b = make_server(db_url, args=("--no-demo",)).start()
+    leader, other = (a, b) if _leader_port(a, b) == a.port else (b, a)
+    bodies = [sim_job(f"p-{i}", 0.5) for i in range(300)]
+    acked: list[str] = []
+    threads = submit_concurrently(other.url, other.token, bodies, acked, threads=4)
+    while len(acked) < 60:
+        time.sleep(0.05)
+    from gpuplane.store import Store
+
+    store = Store(db_url)
+    try:
+        epoch = store.leases.get().epoch
+        for _attempt in range(6):
+            # a pause that lands inside a write transaction holds PostgreSQL's write lock, so
+            # nobody (the lease included) can write until it resumes: pause again then
+            leader.proc.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline and not _held_by(store, other):
+                time.sleep(0.2)
+            took_over = _held_by(store, other)
+            if took_over:
+                time.sleep(2.0)  # the new leader admits and starts work meanwhile
+            leader.proc.send_signal(signal.SIGCONT)
+            if took_over:
+                break
+            time.sleep(1.0)
+        assert took_over, "the other process must take the lease while the leader is paused"
+        assert store.leases.get().epoch > epoch
+        for t in threads:
+            t.join(timeout=120)
+        # every stored workload (some were stored but not answered in time while the pause
+        # held the write lock) runs to the end, admitted exactly once
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with store.read() as tx:
+                phases = tx.workloads.count_by_phase()
+            if set(phases) == {"Succeeded"}:
+                break
+            time.sleep(1)
+        stored = sum(phases.values())
+        assert set(phases) == {"Succeeded"} and stored >= len(acked), phases
+        with store.read() as tx:
+            admits, after = {}, None
+            while True:
+                entries, after = tx.audit.list(action="workload.admit", after=after, limit=5000)
+                for e in entries:
+                    admits[e.object_id] = admits.get(e.object_id, 0) + 1
+                if after is None:
+                    break
+        assert len(admits) == stored and set(admits.values()) == {1}
+    finally:
+        store.dispose()
+    lost = [json.loads(line) for line in (leader.home / "lease.log").read_text().splitlines()
+            if json.loads(line)["event"] == "lost"]
+    assert lost, "the resumed process must record that it lost the lease"
+    print(f"resumed leader: {[e.get('why') for e in lost]}", file=sys.stderr)
+    assert "scheduler lease lost by" in leader.log.read_text()
+    _assert_one_leader_at_a_time([a.home / "lease.log", b.home / "lease.log"])
+
+
+def _held_by(store, srv) -> bool:
+    """Whether ``srv``'s process holds the scheduler lease (read from the database, since a
+    paused process answers no HTTP)."""
+    holder = store.leases.get().holder
+    return bool(holder) and int(holder.split(":")[1]) == srv.port

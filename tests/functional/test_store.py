@@ -130,29 +130,80 @@ def test_quota_replace_with_a_stale_generation_is_refused(store):
         assert tx.quotas.find(pid, "gpu", "*").guaranteed_milli == 4000
 
 
+def _expire(store, name: str = "scheduler") -> None:
+    """As if the lease's TTL had passed on the database's clock."""
+    from sqlalchemy import update
+
+    from gpuplane.store.tables import LeaseRow
+
+    with store.write() as tx:
+        tx.session.execute(update(LeaseRow).where(LeaseRow.name == name).values(expires_at=0.0))
+
+
 def test_lease_is_exclusive_until_it_expires(store):
-    assert store.try_acquire_lease("a", 10.0, now=100.0)
-    assert not store.try_acquire_lease("b", 10.0, now=105.0)
-    assert store.renew_lease("a", 10.0, now=108.0)  # now valid until 118
-    assert not store.try_acquire_lease("b", 10.0, now=117.0)
-    assert store.try_acquire_lease("b", 10.0, now=118.5)  # expired: b takes over
-    assert not store.renew_lease("a", 10.0, now=119.0)  # a must stop scheduling
+    a = store.try_acquire_lease("a", 30.0)
+    assert a is not None and a.holder == "a"
+    assert store.try_acquire_lease("b", 30.0) is None
+    renewed = store.renew_lease("a", 30.0)
+    assert renewed is not None and renewed.epoch == a.epoch  # a renewal keeps the epoch
+    _expire(store)
+    b = store.try_acquire_lease("b", 30.0)  # expired: b takes over, with a new epoch
+    assert b is not None and b.epoch == a.epoch + 1
+    assert store.renew_lease("a", 30.0) is None  # a must stop scheduling
     assert not store.release_lease("a")
     assert store.release_lease("b")
-    assert store.try_acquire_lease("a", 10.0, now=120.0)
+    again = store.try_acquire_lease("a", 30.0)
+    assert again is not None and again.epoch == b.epoch + 1
     state = store.leases.get()
     assert state.holder == "a" and state.epoch == 3
 
 
+def test_lease_expiry_is_judged_by_the_database_clock(store, monkeypatch):
+    """The caller's clock plays no part: a process whose clock runs an hour ahead cannot take
+    an unexpired lease, and the expiry written is the database's now + TTL."""
+    import time as time_module
+
+    before = store.leases.db_time()
+    a = store.try_acquire_lease("a", 0.6)
+    assert before + 0.6 <= a.expires_at <= store.leases.db_time() + 0.6
+    real = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real() + 3600)
+    assert store.try_acquire_lease("b", 0.6) is None
+    monkeypatch.undo()
+    time_module.sleep(0.8)  # past the TTL on the database's clock
+    assert store.try_acquire_lease("b", 0.6) is not None
+
+
+def test_a_fenced_write_of_a_stale_grant_is_refused(store):
+    """The epoch is checked inside the write transaction: after a hand-over (or an expiry) the
+    old holder's write commits nothing."""
+    from gpuplane.domain.errors import LeaseLost
+
+    a = store.try_acquire_lease("a", 30.0)
+    with store.write(fence=a) as tx:
+        _workload(tx, "by-a")
+    _expire(store)
+    with pytest.raises(LeaseLost, match="expired"), store.write(fence=a) as tx:
+        _workload(tx, "expired-a")
+    b = store.try_acquire_lease("b", 30.0)
+    with pytest.raises(LeaseLost, match="held by b"), store.write(fence=a) as tx:
+        _workload(tx, "stale-a")
+    with store.write(fence=b) as tx:
+        _workload(tx, "by-b")
+    with store.read() as tx:
+        names = {w.name for w in tx.workloads.list_active() + tx.workloads.list_schedulable(1e12)}
+    assert names == {"by-a", "by-b"}
+
+
 def test_lease_race_has_one_winner_per_round(store):
-    for round_ in range(3):
-        now = 1000.0 + round_ * 100  # every round starts after the previous lease expired
+    for _round in range(3):
+        _expire(store)  # every round starts after the previous lease expired
         winners: list[str] = []
         barrier = threading.Barrier(8)
 
-        def contender(name: str, now: float = now) -> None:
+        def contender(name: str) -> None:
             barrier.wait()
-            if store.try_acquire_lease(name, 30.0, now):
+            if store.try_acquire_lease(name, 30.0):
                 winners.append(name)
 
         threads = [threading.Thread(target=contender, args=(f"p{i}",)) for i in range(8)]

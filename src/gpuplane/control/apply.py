@@ -4,6 +4,11 @@ Each function is one short transaction (or, when a batch hits a generation confl
 item so a single changed task does not hold the others back). Generations guard every row the
 loop read before deciding (STYLE habit 7): a host, workload or task that changed in between
 raises ``Conflict`` and the decision is retried on fresh data next tick.
+
+The loop passes a ``FencedStore`` (``store/leases.py``): every transaction here first checks,
+inside the transaction, that the loop's lease grant is still the live lease. A stale leader's
+write raises ``LeaseLost`` (nothing written); it is never retried item by item or swallowed
+here, it goes up to the loop, which stops leading.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from gpuplane.control.convert import PendingItem, from_placement
 from gpuplane.control.execution import REASON_CANCELLED, REASON_PREEMPTED, Outcome
-from gpuplane.domain.errors import Conflict
+from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverHandle
 from gpuplane.service import lifecycle
@@ -42,12 +47,14 @@ def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None],
     """Apply ``fn(tx, item)`` to all items in one transaction; when that fails (a conflict,
     or any error of one item), retry one item per transaction, so one bad item holds no other
     back. Returns the items that still failed; those that failed otherwise than by a conflict
-    also go to ``on_error`` (or the log)."""
+    also go to ``on_error`` (or the log). ``LeaseLost`` is raised at once."""
     try:
         with store.write() as tx:
             for item in items:
                 fn(tx, item)
         return []
+    except LeaseLost:
+        raise
     except Conflict:
         pass
     except Exception:  # noqa: BLE001 - find the item at fault below
@@ -57,6 +64,8 @@ def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None],
         try:
             with store.write() as tx:
                 fn(tx, item)
+        except LeaseLost:
+            raise
         except Conflict as exc:
             log.debug("conflict, retried next tick: %s", exc)
             failed.append(item)
@@ -74,7 +83,8 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
                     workloads: Mapping[str, Any], host_generations: Mapping[str, int],
                     now: float, on_error: OnError | None = None) -> int:
     """One write transaction for the whole cycle; returns the number of tasks admitted.
-    Raises ``Conflict`` (nothing written) when anything it read has changed.
+    Raises ``Conflict`` (nothing written) when anything it read has changed, ``LeaseLost``
+    (nothing written) when the loop's lease grant is stale.
 
     When the transaction fails otherwise (one workload's write raises), each admission,
     pending reason and preemption is retried in a transaction of its own: the one at fault
@@ -108,6 +118,8 @@ def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem]
         try:
             with store.write() as tx:
                 admitted += step(tx) or 0
+        except LeaseLost:
+            raise
         except Conflict as exc:
             log.debug("conflict, retried next tick: %s", exc)
         except Exception as exc:  # noqa: BLE001

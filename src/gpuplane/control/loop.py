@@ -25,7 +25,11 @@ line (once per task or host; repeats go to DEBUG), an event, and a count in ``Lo
 (``gpuplane_loop_task_failures_total{stage}`` on ``/metrics``); the rest of the tick goes on.
 
 Only the holder of the database lease ``scheduler`` runs ticks; every process serves the API.
-No network or driver call happens inside a transaction.
+The lease's expiry is judged by the database's clock, and every write transaction of a tick
+is fenced by the lease epoch the loop was granted (``store/leases.py``): a leader that was
+paused (SIGSTOP, a long GC, a partition) past its TTL and wakes up mid-tick commits nothing; its
+write raises ``LeaseLost`` and the loop stops leading at once (a WARNING and a ``lost`` line in
+the lease log). No network or driver call happens inside a transaction.
 """
 
 from __future__ import annotations
@@ -50,11 +54,12 @@ from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
 from gpuplane.control.decide import decide
 from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
                                         REASON_PREEMPTED, STOP_REASONS, outcome, task_spec)
-from gpuplane.domain.errors import Conflict
+from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverError, DriverHandle
 from gpuplane.scheduling.cycle import CycleOptions
 from gpuplane.scheduling.placement import profiles
+from gpuplane.store.leases import FencedStore, LeaseGrant
 
 log = logging.getLogger("gpuplane.control")
 
@@ -113,6 +118,8 @@ class TickReport:
     observed_changes: int = 0
     stops: int = 0
     conflicts: int = 0
+    #: a fenced write was refused: the lease changed hands or expired; the loop stopped leading
+    lease_lost: bool = False
     errors: list[str] = field(default_factory=list)
     #: contained per-task / per-host failures of this tick, by stage
     failures: dict[str, int] = field(default_factory=dict)
@@ -151,6 +158,10 @@ class ControlLoop:
         # period each preempted task gets to checkpoint and exit after its SIGTERM
         self.cycle_options = CycleOptions(grace_s=preempt_grace_s, profile=profiles.get())
         self.leader_until = 0.0
+        #: the lease grant we hold (its epoch fences our writes), None when not the leader
+        self.grant: LeaseGrant | None = None
+        self._tick_grant: LeaseGrant | None = None
+        self._lease_lock = threading.Lock()
         self._stopping: set[str] = set()
         self._stop_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gpuplane-stop")
@@ -163,45 +174,77 @@ class ControlLoop:
     # -- lease ---------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
-        return self.clock() < self.leader_until
+        return self.grant is not None and self.clock() < self.leader_until
 
     def _lease(self, now: float) -> bool:
         """Hold (acquire or renew) the scheduler lease; True while we are the leader.
 
-        We act only while ``now`` is well inside the lease we were granted (a third of the
-        TTL before it ends), so a paused process cannot overlap with its successor."""
-        was = self.is_leader
+        The database decides, on its own clock, whether the lease is ours, and grants an
+        epoch. Locally we act only until two thirds of the TTL after ``now`` (taken before
+        asking), so a process that stalls stops acting before its lease ends; should it act
+        anyway, the epoch check inside each of its write transactions refuses the write."""
         try:
-            ok = self.store.leases.try_acquire(self.holder, self.lease_ttl_s, now)
+            grant = self.store.leases.try_acquire(self.holder, self.lease_ttl_s)
         except Exception as exc:  # noqa: BLE001 - database down: not the leader
             log.warning("lease: %s", exc)
-            ok = False
-        if ok:
-            self.leader_until = now + self.lease_ttl_s * 2 / 3
-            self._note("acquired" if not was else "renewed", now)
-        else:
-            if was:
-                self._note("lost", now)
-            self.leader_until = 0.0
-        return ok
+            grant = None
+        answered = self.clock()  # the grant holds from here (the call may have waited)
+        with self._lease_lock:
+            old = self.grant
+            if grant is not None:
+                self.grant = grant
+                self.leader_until = now + self.lease_ttl_s * 2 / 3
+                self._note("renewed" if old is not None and old.epoch == grant.epoch
+                           else "acquired", answered)
+            elif old is not None:
+                self.grant, self.leader_until = None, 0.0
+                self._note("lost", answered, "another process holds it now, or the database "
+                           "did not answer", epoch=old.epoch)
+            else:
+                self.leader_until = 0.0
+        return grant is not None
 
-    def _note(self, what: str, now: float) -> None:
-        if what != "renewed":
-            log.info("scheduler lease %s by %s", what, self.holder)
+    def _lose(self, grant: LeaseGrant | None, why: str) -> None:
+        """A fenced write of ``grant`` was refused: stop leading (unless the lease thread has
+        meanwhile been granted a newer epoch)."""
+        with self._lease_lock:
+            if self.grant is None or (grant is not None and self.grant.epoch != grant.epoch):
+                return
+            self.grant, self.leader_until = None, 0.0
+            self._note("lost", self.clock(), why, epoch=grant.epoch if grant else None)
+
+    def _fenced(self) -> FencedStore:
+        """The store as this tick writes to it: every write transaction checks our epoch."""
+        grant = self._tick_grant or self.grant
+        if grant is None:
+            raise LeaseLost(f"{self.holder} holds no scheduler lease")
+        return FencedStore(self.store, grant)
+
+    def _note(self, what: str, now: float, why: str = "", epoch: int | None = None) -> None:
+        if epoch is None:
+            epoch = self.grant.epoch if self.grant is not None else None
+        if what == "lost":
+            log.warning("scheduler lease lost by %s (epoch %s): %s; this process stops "
+                        "leading", self.holder, epoch, why)
+        elif what != "renewed":
+            log.info("scheduler lease %s by %s (epoch %s)", what, self.holder, epoch)
         if self.lease_log is not None:
+            entry = {"holder": self.holder, "event": what, "at": now,
+                     "valid_until": self.leader_until, "epoch": epoch}
+            if why:
+                entry["why"] = why
             with open(self.lease_log, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"holder": self.holder, "event": what, "at": now,
-                                     "valid_until": self.leader_until}) + "\n")
+                fh.write(json.dumps(entry) + "\n")
 
     def release(self) -> None:
         """Give the lease back (on shutdown) so another process takes over at once."""
-        if self.leader_until:
+        if self.grant is not None or self.leader_until:
             try:
                 self.store.leases.release(self.holder)
             except Exception as exc:  # noqa: BLE001
                 log.warning("lease release: %s", exc)
             self._note("released", self.clock())
-            self.leader_until = 0.0
+            self.grant, self.leader_until = None, 0.0
 
     # -- running -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -238,11 +281,23 @@ class ControlLoop:
         if not self.is_leader:
             return report
         report.leader = True
+        self._tick_grant = grant = self.grant  # one epoch fences every write of this tick
+        try:
+            self._steps(report, grant)
+        finally:
+            self._tick_grant = None
+        return report
+
+    def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
         for step in (self.schedule, self.launch, self.stop_due, self.observe):
             if not self.is_leader:
                 break
             try:
                 step(report)
+            except LeaseLost as exc:
+                report.lease_lost = True
+                self._lose(grant, f"{step.__name__}: {exc}")
+                break
             except Conflict as exc:
                 report.conflicts += 1
                 log.debug("%s: %s; retrying next tick", step.__name__, exc)
@@ -251,7 +306,6 @@ class ControlLoop:
                 report.errors.append(f"{step.__name__}: {one_line(exc)}")
                 log.warning("control loop step %s failed; the other steps go on: %s",
                             step.__name__, one_line(exc), exc_info=log.isEnabledFor(logging.DEBUG))
-        return report
 
     # -- containment ---------------------------------------------------------
     def _contain(self, report: TickReport | None, stage: str, subject: str, what: str,
@@ -303,7 +357,7 @@ class ControlLoop:
         if not self.is_leader:
             return
         report.admitted += store_apply.apply_decisions(
-            self.store, decisions, {i.work.id: i for i in items},
+            self._fenced(), decisions, {i.work.id: i for i in items},
             {w.id: w for w in waiting}, {h.name: h.generation for h in hosts}, now,
             on_error=lambda what, exc: self._contain(report, "snapshot", what,
                                                      f"applying the decision on {what}", exc))
@@ -328,7 +382,7 @@ class ControlLoop:
         if not entered and not left:
             return
         try:
-            with self.store.write() as tx:
+            with self._fenced().write() as tx:
                 for host, why in entered.items():
                     tx.events.add(now, "Warning", "HostQuarantined",
                                   f"host {host} takes no new tasks: {why}; its running tasks "
@@ -337,6 +391,8 @@ class ControlLoop:
                     tx.events.add(now, "Normal", "HostQuarantineLifted",
                                   f"host {host} takes new tasks again: its running tasks fit",
                                   host=host)
+        except LeaseLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - the events are a courtesy; scheduling goes on
             log.warning("could not record quarantine events: %s", one_line(exc))
 
@@ -372,10 +428,17 @@ class ControlLoop:
                     started.append((w, t, None, one_line(exc)))
         if not started:
             return
-        orphans = store_apply.record_starts(
-            self.store, started, self.clock(),
-            on_error=lambda what, exc: self._contain(report, "launch", what,
-                                                     f"recording the start of {what}", exc))
+        try:
+            orphans = store_apply.record_starts(
+                self._fenced(), started, self.clock(),
+                on_error=lambda what, exc: self._contain(report, "launch", what,
+                                                         f"recording the start of {what}", exc))
+        except LeaseLost:
+            # we are stale: the new leader starts these tasks itself; stop our copies
+            for _w, _t, handle, _err in started:
+                if handle is not None:
+                    self._stop_async(handle, self.stop_grace_s)
+            raise
         report.started += sum(1 for e in started if e[2] is not None) - len(orphans)
         if orphans:
             self._stop_orphans(orphans)
@@ -400,7 +463,7 @@ class ControlLoop:
         def on_error(what: str, exc: BaseException) -> None:
             self._contain(report, "stop", what, f"recording the stop of {what}", exc)
 
-        store_apply.cancel_unstarted(self.store, cancelled, now, on_error=on_error)
+        store_apply.cancel_unstarted(self._fenced(), cancelled, now, on_error=on_error)
         due = []
         for w in active:
             for t in w.tasks:
@@ -414,7 +477,7 @@ class ControlLoop:
                     due.append((w, t, why))
         marks = [(t, reason, message) for _, t, (reason, message) in due if t.reason != reason]
         if marks:
-            store_apply.mark_stopping(self.store, marks, on_error=on_error)
+            store_apply.mark_stopping(self._fenced(), marks, on_error=on_error)
         for w, t, (reason, _) in due:
             grace = self.stop_grace_s
             try:
@@ -501,7 +564,7 @@ class ControlLoop:
         if not changes:
             return
         ended = store_apply.record_observations(
-            self.store, changes, self.clock(),
+            self._fenced(), changes, self.clock(),
             on_error=lambda what, exc: self._contain(report, "observe", what,
                                                      f"recording the observation of {what}",
                                                      exc))
@@ -546,8 +609,10 @@ class ControlLoop:
         message = (f"its driver could not observe it {self.observe_failure_limit} times in a "
                    f"row ({one_line(exc)}); stopped")
         try:
-            store_apply.fail_task(self.store, t, now, REASON_OBSERVE_FAILED, message)
+            store_apply.fail_task(self._fenced(), t, now, REASON_OBSERVE_FAILED, message)
             self._observe_failures.pop(key, None)
+        except LeaseLost:
+            raise
         except Conflict:
             log.debug("task %s changed while failing it; next tick decides again", t.id)
         except Exception as exc2:  # noqa: BLE001

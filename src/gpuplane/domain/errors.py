@@ -58,6 +58,15 @@ class Conflict(GpuplaneError):
         super().__init__(code=code, detail=detail)
 
 
+class LeaseLost(Conflict):
+    """A write fenced by a lease grant was refused: the lease changed hands (its epoch moved
+    on) or expired since it was granted. Nothing was written; the writer must stop leading.
+    A ``Conflict``, so code that only knows conflicts treats it safely (nothing written)."""
+
+    def __init__(self, detail: str, code: str = "gpuplane.lease.lost") -> None:
+        super().__init__(detail=detail, code=code)
+
+
 class TooManyRequests(GpuplaneError):
     """A per-caller or per-source limit is reached; try again after ``retry_after_s`` seconds
     (the API answers 429 with a ``Retry-After`` header)."""

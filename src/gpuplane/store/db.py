@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import Conflict, GpuplaneError
-from gpuplane.store.leases import LeaseRepo
+from gpuplane.store.leases import LeaseGrant, LeaseRepo
 from gpuplane.store.tx import Tx
 
 
@@ -116,9 +116,11 @@ class Store:
                                    ) from exc
 
     @contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, fence: LeaseGrant | None = None) -> Iterator[Tx]:
         """A write transaction, committed when the block ends without an exception.
 
+        ``fence``: a lease grant (``store/leases.py``); the transaction first checks that the
+        grant is still the live lease and raises ``LeaseLost`` (nothing written) if not.
         A unique-constraint race lost to a concurrent writer (two creates of one name on
         PostgreSQL) surfaces as ``Conflict(gpuplane.conflict)``, never as a driver error."""
         try:
@@ -129,6 +131,8 @@ class Store:
                         if self.dialect == "postgresql":
                             session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                             {"k": _PG_WRITE_LOCK})
+                        if fence is not None:
+                            self.leases.check(session, fence)
                         yield Tx(session, self.dialect)
         except (OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(type(exc.orig if hasattr(exc, "orig") else exc).__name__
@@ -150,11 +154,11 @@ class Store:
         self.engine.dispose()
 
     # -- leader lease (see store/leases.py for the contract) ----------------------------------
-    def try_acquire_lease(self, holder: str, ttl_s: float, now: float) -> bool:
-        return self.leases.try_acquire(holder, ttl_s, now)
+    def try_acquire_lease(self, holder: str, ttl_s: float) -> LeaseGrant | None:
+        return self.leases.try_acquire(holder, ttl_s)
 
-    def renew_lease(self, holder: str, ttl_s: float, now: float) -> bool:
-        return self.leases.renew(holder, ttl_s, now)
+    def renew_lease(self, holder: str, ttl_s: float) -> LeaseGrant | None:
+        return self.leases.renew(holder, ttl_s)
 
     def release_lease(self, holder: str) -> bool:
         return self.leases.release(holder)
