@@ -137,3 +137,13 @@ def kill_leftover_tasks(home: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
         except (OSError, ValueError, KeyError):
             pass
+
+
+def wait_phase(c: httpx.Client, ref: str, phases: set[str], timeout: float = 30) -> dict:
+    """Workload ``ref`` as soon as its phase is one of ``phases``, or as it is at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wl = c.get(f"/v1/workloads/{ref}").json()
+        if wl["status"]["phase"] in phases or time.monotonic() > deadline:
+            return wl
+        time.sleep(0.1)

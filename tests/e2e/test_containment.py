@@ -23,20 +23,13 @@ from gpuplane.service.authz import Principal
 from gpuplane.service.workloads import WorkloadService
 from gpuplane.store import Store
 
+from .conftest import wait_phase
+
 pytestmark = pytest.mark.slow
 
 FLEET = Path(__file__).resolve().parents[2] / "examples" / "fleet-demo.yaml"
 LOCAL = {"gpuplane.io/driver": "local"}
 TERMINAL = {"Succeeded", "Failed", "Cancelled", "Lost"}
-
-
-def wait_phase(c, uid: str, phases: set[str], timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        wl = c.get(f"/v1/workloads/{uid}").json()
-        if wl["status"]["phase"] in phases or time.monotonic() > deadline:
-            return wl
-        time.sleep(0.1)
 
 
 def submit(c, **spec) -> str:

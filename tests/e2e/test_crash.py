@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import kill_leftover_tasks
+from .conftest import kill_leftover_tasks, wait_phase
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,6 @@ def sim_job(name: str, seconds: float) -> dict:
     return {"name": name, "labels": {"gpuplane.io/sim-duration-s": str(seconds)},
             "tasks": [{"command": ["train"], "resources": {"cpu": 1, "memory": 1024,
                                                            "gpus": 1}}]}
-
-
-def wait_phase(c: httpx.Client, ref: str, phases: set[str], timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        wl = c.get(f"/v1/workloads/{ref}").json()
-        if wl["status"]["phase"] in phases or time.monotonic() > deadline:
-            return wl
-        time.sleep(0.2)
 
 
 def submit_concurrently(url: str, token: str, bodies: list[dict], acked: list[str],
@@ -200,14 +191,7 @@ def test_never_two_leaders_and_each_of_1000_workloads_placed_exactly_once(make_s
                 break
             time.sleep(1)
         assert phases.get("Succeeded", 0) == 1000, phases
-        with store.read() as tx:
-            admits, after = {}, None
-            while True:
-                entries, after = tx.audit.list(action="workload.admit", after=after, limit=5000)
-                for e in entries:
-                    admits[e.object_id] = admits.get(e.object_id, 0) + 1
-                if after is None:
-                    break
+        admits = _admits(store)
         assert len(admits) == 1000 and set(admits.values()) == {1}
     finally:
         store.dispose()
@@ -301,14 +285,7 @@ def test_a_leader_paused_past_its_lease_resumes_and_commits_nothing(make_server,
             time.sleep(1)
         stored = sum(phases.values())
         assert set(phases) == {"Succeeded"} and stored >= len(acked), phases
-        with store.read() as tx:
-            admits, after = {}, None
-            while True:
-                entries, after = tx.audit.list(action="workload.admit", after=after, limit=5000)
-                for e in entries:
-                    admits[e.object_id] = admits.get(e.object_id, 0) + 1
-                if after is None:
-                    break
+        admits = _admits(store)
         assert len(admits) == stored and set(admits.values()) == {1}
     finally:
         store.dispose()
@@ -318,6 +295,19 @@ def test_a_leader_paused_past_its_lease_resumes_and_commits_nothing(make_server,
     print(f"resumed leader: {[e.get('why') for e in lost]}", file=sys.stderr)
     assert "scheduler lease lost by" in leader.log.read_text()
     _assert_one_leader_at_a_time([a.home / "lease.log", b.home / "lease.log"])
+
+
+def _admits(store) -> dict[str, int]:
+    """How many ``workload.admit`` audit entries each workload has."""
+    admits: dict[str, int] = {}
+    after = None
+    with store.read() as tx:
+        while True:
+            entries, after = tx.audit.list(action="workload.admit", after=after, limit=5000)
+            for e in entries:
+                admits[e.object_id] = admits.get(e.object_id, 0) + 1
+            if after is None:
+                return admits
 
 
 def _held_by(store, srv) -> bool:

@@ -14,7 +14,6 @@ state) and loops over ``ATTACKERS`` (or is parametrized with it), counting its a
 from __future__ import annotations
 
 import collections
-import os
 from dataclasses import dataclass, field
 
 import pytest

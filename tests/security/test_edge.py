@@ -22,9 +22,7 @@ import os
 import re
 import stat
 import tempfile
-from pathlib import Path
 
-import pytest
 
 from api.conftest import _ok
 from gpuplane.api import create_app

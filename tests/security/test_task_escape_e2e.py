@@ -16,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from e2e.conftest import db_url, make_server  # noqa: F401 - fixtures
+from e2e.conftest import db_url, make_server, wait_phase  # noqa: F401 - fixtures
 
 from gpuplane.drivers.sandbox import find_bwrap
 from security.conftest import ATTEMPTS, SECRET, SECRET_FILE
@@ -60,15 +60,6 @@ def _between(text: str, tag: str) -> str:
     return text[start:text.index(f"</{tag}>", start)].strip()
 
 
-def _wait(c, uid: str, phases: set[str], timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        wl = c.get(f"/v1/workloads/{uid}").json()
-        if wl["status"]["phase"] in phases or time.monotonic() > deadline:
-            return wl
-        time.sleep(0.1)
-
-
 def test_hostile_tasks_of_every_submitting_role_escape_nothing(make_server, db_url,
                                                                monkeypatch):
     monkeypatch.setenv("RED_TEAM_SECRET", SECRET)
@@ -94,7 +85,7 @@ def test_hostile_tasks_of_every_submitting_role_escape_nothing(make_server, db_u
             "name": "victim", "project": "proj-alpha",
             "tasks": [{"command": ["sh", "-c", "echo victim-$((6*7)) > mine; sleep 600"],
                        "selector": LOCAL}]}).json()["id"]
-        assert _wait(c, victim, {"Running"})["status"]["phase"] == "Running"
+        assert wait_phase(c, victim, {"Running"})["status"]["phase"] == "Running"
 
     for user, *_ in SUBMITTERS:
         headers = {"Authorization": f"Bearer {tokens[user]}"}
@@ -104,7 +95,7 @@ def test_hostile_tasks_of_every_submitting_role_escape_nothing(make_server, db_u
                 "tasks": [{"command": ["sh", "-c", _script(home)], "selector": LOCAL}]})
             assert r.status_code == 201, r.text
             uid = r.json()["id"]
-            wl = _wait(mal, uid, {"Succeeded", "Failed", "Cancelled", "Lost"})
+            wl = wait_phase(mal, uid, {"Succeeded", "Failed", "Cancelled", "Lost"})
             assert wl["status"]["phase"] in ("Succeeded", "Failed"), wl
             log = mal.get(f"/v1/workloads/{uid}/logs").text
         for kind in PROBES:
@@ -127,4 +118,4 @@ def test_hostile_tasks_of_every_submitting_role_escape_nothing(make_server, db_u
     with srv.client() as c:
         assert c.get(f"/v1/workloads/{victim}").json()["status"]["phase"] == "Running"
         assert c.post(f"/v1/workloads/{victim}/cancel").status_code in (200, 202)
-        assert _wait(c, victim, {"Cancelled"})["status"]["phase"] == "Cancelled"
+        assert wait_phase(c, victim, {"Cancelled"})["status"]["phase"] == "Cancelled"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from gpuplane.control.convert import group_of
 from gpuplane.domain.workloads import Phase, Task, Workload
@@ -162,3 +163,19 @@ def outcome(task: Task, obs: TaskObservation, now: float | None = None) -> Outco
     phase = {TaskState.CANCELLED: Phase.CANCELLED, TaskState.SUCCEEDED: Phase.SUCCEEDED,
              TaskState.FAILED: Phase.FAILED, TaskState.LOST: Phase.LOST}[obs.state]
     return Outcome("finish", phase, obs.exit_code, None, obs.message)
+
+
+def stop_reason(w: Any, t: Any, now: float, draining: set[str]) -> tuple[str, str] | None:
+    """Why the loop must stop running task ``t`` of ``w`` now, as (reason, message), or None.
+    A reason the task already carries (a preemption decided by the cycle) is kept."""
+    if not t.handle or t.phase != Phase.RUNNING:
+        return None
+    if w.cancel_requested:
+        return REASON_CANCELLED, "cancel requested"
+    if t.reason in STOP_REASONS:
+        return t.reason, t.message or t.reason
+    if w.spec.max_runtime_s and t.started_at and now - t.started_at > w.spec.max_runtime_s:
+        return REASON_DEADLINE, "exceeded its max runtime"
+    if t.placement is not None and t.placement.host in draining:
+        return REASON_DRAINED, f"host {t.placement.host} is draining"
+    return None

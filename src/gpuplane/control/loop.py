@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -52,63 +51,16 @@ from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
                                       free_gpu_by_jurisdiction, load_quotas, to_pending,
                                       to_placement)
 from gpuplane.control.decide import decide
-from gpuplane.control.execution import (REASON_CANCELLED, REASON_DEADLINE, REASON_DRAINED,
-                                        REASON_PREEMPTED, STOP_REASONS, outcome, task_spec)
+from gpuplane.control.containment import REASON_OBSERVE_FAILED, LoopStats, one_line
+from gpuplane.control.execution import REASON_PREEMPTED, outcome, stop_reason, task_spec
 from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
-from gpuplane.drivers.base import DriverError, DriverHandle
+from gpuplane.drivers.base import DriverHandle
 from gpuplane.scheduling.cycle import CycleOptions
 from gpuplane.scheduling.placement import profiles
 from gpuplane.store.leases import FencedStore, LeaseGrant
 
 log = logging.getLogger("gpuplane.control")
-
-#: The stages a contained failure is counted under (``LoopStats.failures``).
-STAGES = ("launch", "observe", "stop", "snapshot")
-#: ``Task.reason`` of a task the loop failed because its driver could not observe it.
-REASON_OBSERVE_FAILED = "ObserveFailed"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc`` as one printable sentence for events and task messages: control characters
-    (a NUL byte from a spec among them) escaped, at most ``limit`` characters."""
-    text = str(exc) or type(exc).__name__
-    if not isinstance(exc, DriverError):
-        text = f"{type(exc).__name__}: {text}"
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-class LoopStats:
-    """What the loop contained, for ``/metrics`` (read at scrape time, from any thread):
-    ``failures[stage]`` counts per-task or per-host failures by stage (``STAGES``),
-    ``step_failures[step]`` whole steps that raised (the database down, a bug), and
-    ``quarantined`` maps each quarantined host to why. Names no tenant."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.failures: dict[str, int] = dict.fromkeys(STAGES, 0)
-        self.step_failures: dict[str, int] = {}
-        self.quarantined: dict[str, str] = {}
-
-    def failed(self, stage: str, n: int = 1) -> None:
-        with self._lock:
-            self.failures[stage] = self.failures.get(stage, 0) + n
-
-    def step_failed(self, step: str) -> None:
-        with self._lock:
-            self.step_failures[step] = self.step_failures.get(step, 0) + 1
-
-    def set_quarantined(self, hosts: Mapping[str, str]) -> None:
-        with self._lock:
-            self.quarantined = dict(hosts)
-
-    def read(self) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
-        """(failures by stage, step failures by step, quarantined hosts), copied."""
-        with self._lock:
-            return dict(self.failures), dict(self.step_failures), dict(self.quarantined)
-
 
 @dataclass
 class TickReport:
@@ -620,22 +572,6 @@ class ControlLoop:
                           exc2)
 
 
-def stop_reason(w: Any, t: Any, now: float, draining: set[str]) -> tuple[str, str] | None:
-    """Why the loop must stop running task ``t`` of ``w`` now, as (reason, message), or None.
-    A reason the task already carries (a preemption decided by the cycle) is kept."""
-    if not t.handle or t.phase != Phase.RUNNING:
-        return None
-    if w.cancel_requested:
-        return REASON_CANCELLED, "cancel requested"
-    if t.reason in STOP_REASONS:
-        return t.reason, t.message or t.reason
-    if w.spec.max_runtime_s and t.started_at and now - t.started_at > w.spec.max_runtime_s:
-        return REASON_DEADLINE, "exceeded its max runtime"
-    if t.placement is not None and t.placement.host in draining:
-        return REASON_DRAINED, f"host {t.placement.host} is draining"
-    return None
-
-
 def holder_id(host: str, port: int) -> str:
     """A lease holder name unique per process: host, port, pid, start time."""
     import os
@@ -643,4 +579,4 @@ def holder_id(host: str, port: int) -> str:
     return f"{host}:{port}:{os.getpid()}:{int(time.time() * 1000) % 10**9}"
 
 
-__all__ = ["ControlLoop", "LoopStats", "TickReport", "holder_id", "one_line"]
+__all__ = ["ControlLoop", "TickReport", "holder_id"]

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gpuplane.domain.validation import env_name_problem
 from gpuplane.drivers.base import (
     DriverError,
     DriverHandle,
@@ -51,13 +52,12 @@ from gpuplane.drivers.base import (
 )
 from gpuplane.drivers.local_inventory import LocalHostInfo
 from gpuplane.drivers.logs import log_path, read_log
+from gpuplane.drivers.processes import alive, boot_id, proc_start_time
 from gpuplane.drivers.sandbox import (
     DEFAULT_UID_BASE,
     DEFAULT_UID_COUNT,
     ENV_ALLOW,
     ENV_ALLOW_PREFIXES,
-    ENV_DENY,
-    ENV_DENY_PREFIXES,
     TASK_PATH,
     Cgroups,
     MigCaps,
@@ -81,46 +81,6 @@ LABEL_CGROUPS = "gpuplane.io/cgroups"
 #: The installation's own project: the only one whose tasks run without bubblewrap.
 OWN_PROJECT = "default"
 CHECKPOINT_NAME = ".gpuplane-checkpoint"
-
-
-def _denied(key: str) -> bool:
-    return key in ENV_DENY or key.startswith(ENV_DENY_PREFIXES)
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` in clock ticks since boot (Linux), else None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read().decode(errors="replace")
-    except OSError:
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(")") + 2:].split()
-    try:
-        if fields[0] == "Z":  # a zombie has ended; treat as gone
-            return None
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int, start_time: int | None) -> bool:
-    if start_time is not None and Path("/proc").is_dir():
-        return _proc_start_time(pid) == start_time
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalDriver:
@@ -158,7 +118,7 @@ class LocalDriver:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._adopted: set[str] = set()
         self._lock = threading.Lock()
-        self._boot = _boot_id()
+        self._boot = boot_id()
         self.own_project = own_project
         self.uid_base, self.uid_count = uid_base, uid_count
         self.hide = tuple(str(Path(p).resolve()) for p in hide)
@@ -290,7 +250,9 @@ class LocalDriver:
                if k in ENV_ALLOW or k.startswith(ENV_ALLOW_PREFIXES)}
         scratch = str(self.scratch(task.task_id))
         env.update(PATH=TASK_PATH, HOME=scratch, TMPDIR=scratch)
-        env.update({k: v for k, v in task.env.items() if not _denied(k)})
+        # names refused at submit time (domain/validation.py) are dropped here too, for a spec
+        # stored before that rule
+        env.update({k: v for k, v in task.env.items() if env_name_problem(k) is None})
         visible = self._visible_devices(dev)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(visible) if visible else "none"
@@ -430,7 +392,7 @@ class LocalDriver:
         with self._lock:
             self._children[task.task_id] = proc
         handle = DriverHandle(driver=self.kind, task_id=task.task_id, host=dev.host,
-                              data={"pid": proc.pid, "start_time": _proc_start_time(proc.pid),
+                              data={"pid": proc.pid, "start_time": proc_start_time(proc.pid),
                                     "boot_id": self._boot, "log": str(logf),
                                     "exit_file": str(exit_file),
                                     "sandbox": "bwrap" if self.mode == MODE_BWRAP else "none",
@@ -511,7 +473,7 @@ class LocalDriver:
         if handle.data.get("boot_id") and handle.data.get("boot_id") != self._boot:
             return False
         st = handle.data.get("start_time")
-        return _alive(int(handle.data["pid"]), int(st) if st is not None else None)
+        return alive(int(handle.data["pid"]), int(st) if st is not None else None)
 
     def _exit_code(self, handle: DriverHandle) -> int | None:
         path = Path(handle.data.get("exit_file") or self._exit_file(handle.task_id))

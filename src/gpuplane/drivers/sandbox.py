@@ -31,10 +31,6 @@ TASK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Variables of the server's environment a task inherits (plus ``LC_*``); nothing else.
 ENV_ALLOW = ("LANG", "LANGUAGE", "TZ", "TERM")
 ENV_ALLOW_PREFIXES = ("LC_",)
-#: Keys of a spec's ``env`` the driver drops (refused at submit time too): they would
-#: override the loader, gpuplane's own variables, the GPU selection or the fixed PATH.
-ENV_DENY_PREFIXES = ("LD_", "GPUPLANE_", "NVIDIA_")
-ENV_DENY = ("CUDA_VISIBLE_DEVICES", "PATH")
 
 #: Device nodes a CUDA program needs besides its GPUs (bound only when present).
 NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
