@@ -18,7 +18,8 @@ from gpuplane.scheduling.admission.fairshare import UsageHistory
 from gpuplane.scheduling.admission.quota import QuotaFit
 from gpuplane.scheduling.admission.reasons import (
     FIFO_BLOCKED, QUEUED, CycleResult, PendingReason)
-from gpuplane.scheduling.admission.state import CycleOptions, CycleState, build_state
+from gpuplane.scheduling.admission.state import (
+    CycleOptions, CycleState, RunningTotals, build_state)
 from gpuplane.scheduling.queueing import PendingQueues, PendingWorkload, RunningTask
 
 __all__ = ["CycleOptions", "CycleResult", "run_cycle"]
@@ -27,7 +28,8 @@ __all__ = ["CycleOptions", "CycleResult", "run_cycle"]
 def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
               running: Sequence[RunningTask], quotas: QuotaTree, now: float, rng: Any, *,
               options: CycleOptions | None = None, history: UsageHistory | None = None,
-              place_fn: Callable[..., Any] | None = None) -> CycleResult:
+              place_fn: Callable[..., Any] | None = None,
+              totals: RunningTotals | None = None) -> CycleResult:
     """Decide one scheduling cycle.
 
     ``snap`` is a ``ClusterSnapshot`` holding exactly the ``running`` tasks; the cycle leaves it
@@ -38,10 +40,19 @@ def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
     ``place_fn(snap, task, profile, rng)`` defaults to ``scheduling.placement.place`` with
     ``options.profile`` (a ``Profile``, a profile name, or ``None`` for the default profile; pass a
     ``Profile`` object when calling many cycles so plugin caches survive).
+    ``totals`` (optional) are the running tasks' sums kept by the caller between cycles
+    (``admission.state.RunningTotals``); they skip step 1's O(running) scan.
+
+    Two passes over the queues: (a) work that fits in what is left of its project's guarantee,
+    in fair-share order, reclaiming from borrowers when needed -- a project's head that would
+    borrow is passed over, never blocking its guaranteed work; (b) everything else, where only
+    preemptible work may borrow, and only idle capacity that no owner with blocked work of
+    pass (a) has claimed (``admission/decide.may_take``).
 
     Returns admissions (each gang whole, with the preemptions it waits for), preemptions (each
-    naming its beneficiary) and a structured reason for every pending workload the cycle examined
-    (every pending workload when ``options.explain_all``). Same inputs, same result.
+    naming its beneficiary), a structured reason for every pending workload the cycle examined
+    (every pending workload when ``options.explain_all``) and one shared reason per project for
+    the rest (``result.queued``; see ``CycleResult.reason_for``). Same inputs, same result.
     """
     options = options or CycleOptions()
     if place_fn is None:
@@ -50,12 +61,59 @@ def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
             options = replace(options, profile=_profile(options.profile))
     queues = pending if isinstance(pending, PendingQueues) else PendingQueues.of(pending)
     st = build_state(snap, running, quotas, now, rng, options,                  # 1. state
-                     history if options.fair_share else None, place_fn)
-    order = _Order(st, queues)                                                  # 2. order
-    examined = _admit_in_order(st, queues, order)                                     # 3. admit
-    _explain_rest(st, queues, examined)                                         # 4. explain
+                     history if options.fair_share else None, place_fn, totals)
+    seen = _Seen()
+    if options.strict_fifo or not quotas.enforce:
+        _admit_in_order(st, queues, _Order(st, queues, queues.iter_project), seen)
+    else:
+        guarantee = _Order(st, queues, lambda p: _within_guarantee(st, queues, p))  # 2. order
+        _admit_in_order(st, queues, guarantee, seen)                    # 3a. guarantees first
+        rest = _Order(st, queues, lambda p: _not_seen(queues, p, seen))
+        _admit_in_order(st, queues, rest, seen)                         # 3b. then borrowing
+    _explain_rest(st, queues, seen)                                             # 4. explain
     st.cap.lift_holds()                                                         # 5. unhold
     return st.result
+
+
+class _Seen:
+    """Workloads examined this cycle, and per project how many; projects found hopeless."""
+
+    __slots__ = ("ids", "count", "hopeless")
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.count: dict[str, int] = {}
+        self.hopeless: set[str] = set()
+
+    def add(self, w: PendingWorkload) -> None:
+        if w.id not in self.ids:
+            self.ids.add(w.id)
+            self.count[w.project] = self.count.get(w.project, 0) + 1
+
+
+def _within_guarantee(st: CycleState, queues: PendingQueues,
+                      project: str) -> Iterator[PendingWorkload]:
+    """Pass 1: the project's queue in order, only the workloads that fit in what is left of its
+    guarantee when they are reached (a head that would borrow never blocks them)."""
+    q = st.quotas.project(project)
+    flavors = [f for f in st.quotas.flavors if q.quota(f).guaranteed > 0]
+    ledger = st.ledger
+    if all(ledger.used(project, f) >= q.quota(f).guaranteed for f in flavors):
+        return
+    for w in queues.iter_project(project):
+        d = st.demand(w)
+        if ledger.within_guarantee(project, d.flavor, d.gpu):
+            yield w
+        elif all(ledger.used(project, f) >= q.quota(f).guaranteed for f in flavors):
+            return            # no room left in any flavour: nothing more fits
+
+
+def _not_seen(queues: PendingQueues, project: str, seen: _Seen) -> Iterator[PendingWorkload]:
+    """Pass 2: the project's queue in order, without the workloads pass 1 examined."""
+    ids = seen.ids
+    for w in queues.iter_project(project):
+        if w.id not in ids:
+            yield w
 
 
 # -- step 2: order ------------------------------------------------------------------------------
@@ -86,14 +144,15 @@ class _Order:
     project may be served a little later than its share says, never earlier).
     """
 
-    def __init__(self, st: CycleState, queues: PendingQueues) -> None:
+    def __init__(self, st: CycleState, queues: PendingQueues,
+                 items: Callable[[str], Iterator[PendingWorkload]]) -> None:
         self.st = st
         self.fair = st.options.fair_share and not st.options.strict_fifo
         self.flat: list[tuple[tuple, str, _Head]] = []
         self.orgs: dict[str, list[tuple[tuple, str, _Head]]] = {}
         self.top: list[tuple[tuple, str]] = []
         for p in queues.projects():
-            h = _Head(p, queues.iter_project(p))
+            h = _Head(p, items(p))
             if h.current is None:
                 continue
             if self.fair:
@@ -165,28 +224,29 @@ def _borrows(st: CycleState, w: PendingWorkload) -> int:
 
 
 # -- step 3: admit in order -----------------------------------------------------------------------
-def _admit_in_order(st: CycleState, queues: PendingQueues, order: _Order) -> set[str]:
-    """Serve heads in order: decide one workload, then re-queue its project's next head."""
-    examined: set[str] = set()
+def _admit_in_order(st: CycleState, queues: PendingQueues, order: _Order, seen: _Seen) -> None:
+    """Serve heads in order: decide one workload, then re-queue its project's next head. A
+    project stops being served in this pass after ``lookahead`` blocked workloads (work that is
+    not preemptible and would borrow is refused in O(1) and not counted)."""
     while (h := order.pop()) is not None:
         w = h.current
         assert w is not None
-        if _hopeless(st, queues, h):
+        if st.options.indexes and _hopeless(st, queues, h):
+            seen.hopeless.add(h.project)
             if st.options.explain_all:     # explain its head precisely, skip the rest
-                examined.add(w.id)
+                seen.add(w)
                 decide(st, w)
             order.push(h, keep=False)
             continue
-        examined.add(w.id)
+        seen.add(w)
         block = decide(st, w)
         if block is not Block.NONE and st.options.strict_fifo:
-            _fifo_block(st, w, order.remaining(), examined)
-            return examined
+            _fifo_block(st, w, order.remaining(), seen)
+            return
         h.advance()
-        if block is not Block.NONE:
+        if block is Block.QUOTA or block is Block.CAPACITY:
             h.blocked += 1
         order.push(h, keep=h.blocked < st.options.lookahead)
-    return examined
 
 
 def _hopeless(st: CycleState, queues: PendingQueues, h: _Head) -> bool:
@@ -208,32 +268,40 @@ def _hopeless(st: CycleState, queues: PendingQueues, h: _Head) -> bool:
     return True
 
 
-def _fifo_block(st: CycleState, head: PendingWorkload, heads: list[_Head],
-                examined: set[str]) -> None:
+def _fifo_block(st: CycleState, head: PendingWorkload, heads: list[_Head], seen: _Seen) -> None:
     """Strict FIFO: everything behind a blocked head waits for it."""
     reason = PendingReason(FIFO_BLOCKED, f"strict FIFO: waiting behind {head.id}",
                            {"head": head.id})
     for h in heads:
+        if not st.options.explain_all:
+            st.result.queued[h.project] = reason
+            continue
         while h.current is not None:
-            examined.add(h.current.id)
-            if st.options.explain_all:
-                st.result.pending[h.current.id] = reason
+            seen.add(h.current)
+            st.result.pending[h.current.id] = reason
             h.advance()
 
 
 # -- step 4: explain ------------------------------------------------------------------------------
-def _explain_rest(st: CycleState, queues: PendingQueues, examined: set[str]) -> None:
-    if not st.options.explain_all:
-        return
+def _explain_rest(st: CycleState, queues: PendingQueues, seen: _Seen) -> None:
+    """One shared reason per project for its workloads the cycle did not examine: in
+    ``result.queued`` (O(projects)); with ``explain_all`` also in ``result.pending`` per
+    workload."""
     for p in queues.projects():
-        reason: PendingReason | None = None
-        for w in queues.iter_project(p):
-            if w.id in examined:
-                continue
-            if reason is None:
-                reason = PendingReason(QUEUED, f"queued behind older or higher-priority work of "
-                                       f"project {p} that could not start", {"project": p})
-            st.result.pending[w.id] = reason
+        if p in st.result.queued or seen.count.get(p, 0) >= queues.count(p):
+            continue
+        if p in seen.hopeless:
+            reason = PendingReason(QUEUED, f"not examined: no host has a free whole GPU and "
+                                   f"project {p} can neither reclaim lent capacity nor preempt "
+                                   "lower-priority work of its own", {"project": p})
+        else:
+            reason = PendingReason(QUEUED, f"queued behind older or higher-priority work of "
+                                   f"project {p} that could not start", {"project": p})
+        st.result.queued[p] = reason
+        if st.options.explain_all:
+            for w in queues.iter_project(p):
+                if w.id not in seen.ids:
+                    st.result.pending[w.id] = reason
 
 
 def _default_place() -> Callable[..., Any]:

@@ -6,9 +6,13 @@
   (``(-priority, submitted_at, id)``). The caller (control loop or simulator) may keep one alive
   across cycles and add/remove workloads incrementally; :func:`run_cycle` also accepts a plain
   sequence and builds one.
-- Between projects the cycle orders by priority first, then hierarchical weighted dominant-resource
-  share (organisation, then project; see ``admission/fairshare.py``), then age. The order is a total
-  order on the inputs: the same inputs always give the same order.
+- The cycle serves the queues in two passes (``cycle.run_cycle``): first only the workloads that
+  fit in what is left of their project's guarantee (a head that would borrow is passed over, so it
+  never keeps the project's guaranteed work waiting), then everything not yet examined (borrowing,
+  which only preemptible work may do). In each pass, between projects the cycle orders by priority
+  first, then hierarchical weighted dominant-resource share (organisation, then project; see
+  ``admission/fairshare.py``), then age. The order is a total order on the inputs: the same inputs
+  always give the same order.
 """
 
 from __future__ import annotations
@@ -165,6 +169,10 @@ class PendingQueues:
     def projects(self) -> list[str]:
         """Projects with queued work, sorted by name."""
         return sorted(self._keys)
+
+    def count(self, project: str) -> int:
+        """How many workloads of ``project`` are queued (O(1))."""
+        return len(self._keys.get(project, ()))
 
     def iter_project(self, project: str) -> Iterator[PendingWorkload]:
         """The project's queue in order (do not mutate the queues while iterating)."""

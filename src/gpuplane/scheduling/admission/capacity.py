@@ -50,6 +50,7 @@ class CycleCapacity:
     rng: Any
     holds: list[tuple[TaskRequest, Placement]] = field(default_factory=list)
     place_calls: int = 0
+    indexed: bool = True     # False: never skip ``place`` on the free-GPU counts (benchmarks)
 
     def __post_init__(self) -> None:
         snap = self.snap
@@ -89,7 +90,10 @@ class CycleCapacity:
 
     # -- feasibility ----------------------------------------------------------------------------
     def may_fit(self, tasks: Sequence[Any]) -> bool:
-        """Necessary condition for whole-GPU tasks (``False`` means they cannot fit now)."""
+        """Necessary condition for whole-GPU tasks (``False`` means they cannot fit now).
+        Always ``True`` when the index is off (``indexed=False``)."""
+        if not self.indexed:
+            return True
         need = [t.gpus for t in tasks if is_whole(t)]
         if not need:
             return True
@@ -164,7 +168,7 @@ class CycleCapacity:
     def _place_together(self, tasks: Sequence[Any]) -> GangResult:
         first = tasks[0]
         total = sum(t.gpus for t in tasks)
-        if total > self.max_free:
+        if self.indexed and total > self.max_free:
             return GangResult(None, None)
         joint = TaskRequest(cpu_milli=sum(t.cpu_milli for t in tasks),
                             memory_mib=sum(t.memory_mib for t in tasks), gpus=total,

@@ -16,8 +16,8 @@ from gpuplane.scheduling.admission.capacity import GangResult, is_whole
 from gpuplane.scheduling.admission.preemption import RunningWorkload, Victim
 from gpuplane.scheduling.admission.quota import QuotaCheck, QuotaFit
 from gpuplane.scheduling.admission.reasons import (
-    COHORT_FULL, NO_CAPACITY, NO_TOPOLOGY, OVER_QUOTA, RESERVED, WAITING_RECLAIM, Admit,
-    PendingReason, Preempt)
+    COHORT_FULL, GUARANTEE_ONLY, NO_CAPACITY, NO_TOPOLOGY, OVER_QUOTA, OWNER_WAITING, RESERVED,
+    WAITING_RECLAIM, Admit, PendingReason, Preempt)
 from gpuplane.scheduling.admission.state import CycleState
 from gpuplane.scheduling.queueing import Demand, PendingWorkload
 
@@ -26,6 +26,7 @@ class Block(Enum):
     NONE = "admitted"
     QUOTA = "quota"
     CAPACITY = "capacity"
+    GUARANTEE_ONLY = "guarantee_only"   # not preemptible and would borrow: O(1), not counted
 
 
 def _gpus(units: int) -> str:
@@ -33,32 +34,55 @@ def _gpus(units: int) -> str:
 
 
 def decide(st: CycleState, w: PendingWorkload) -> Block:
-    """Admit ``w`` if quota, capacity (and, when allowed, preemption) permit; else explain."""
+    """Admit ``w`` if quota, capacity (and, when allowed, preemption) permit; else explain.
+
+    Borrowing (holding more than the project's guarantee) is allowed only to preemptible work,
+    and only from idle capacity no member of the cohort is waiting for (:func:`may_take`).
+    Work within its guarantee that cannot start *claims* its project's idle guarantee for the
+    rest of the cycle (``CycleState.claim``)."""
     d = st.demand(w)
-    memo_key = (w.project, d.flavor, w.priority)
-    memo = st.quota_blocked.get(memo_key)
+    memo_key = (w.project, d.flavor, w.priority, w.preemptible)
+    memo = st.quota_blocked.get(memo_key) if st.options.indexes else None
     if memo is not None and d.gpu >= memo[0]:
         st.result.pending[w.id] = memo[1]     # as blocked as a smaller workload just was
-        return Block.QUOTA
+        return memo[2]
     chk = st.ledger.check(w.project, d.flavor, d.gpu)
-    if chk.fit.admissible:
+    if may_take(st, w, d, chk):
         placed = _place(st, w)
         if placed.placements is not None:
             _admit(st, w, d, placed.placements, chk.fit is QuotaFit.BORROWING, ())
             return Block.NONE
-        if st.options.preemption and _preempt(st, w, d, chk.fit is QuotaFit.GUARANTEED):
+        entitled = chk.fit is QuotaFit.GUARANTEED
+        if st.options.preemption and _preempt(st, w, d, entitled):
             return Block.NONE
+        if entitled:
+            st.claim(w.project, d.flavor)
         _capacity_reason(st, w, placed)
         return Block.CAPACITY
     if st.options.preemption and _preempt(st, w, d, chk.fit is QuotaFit.RECLAIM):
         return Block.NONE
+    if chk.fit is QuotaFit.RECLAIM:
+        st.claim(w.project, d.flavor)
     reason = st.result.pending[w.id] = _quota_reason(st, w, d, chk)
-    st.quota_blocked[memo_key] = (d.gpu, reason)
-    if chk.fit is QuotaFit.COHORT_FULL and not _topology_blocked(w):
+    block = Block.GUARANTEE_ONLY if reason.code == GUARANTEE_ONLY else Block.QUOTA
+    st.quota_blocked[memo_key] = (d.gpu, reason, block)
+    if chk.fit is QuotaFit.COHORT_FULL and block is Block.QUOTA and not _topology_blocked(w):
         # The cohort lends all it has: like a full cluster, later (lower-ordered) borrowers
         # must not starve this one, so it may get a reservation too.
         _reserve(st, w)
-    return Block.QUOTA
+    return block
+
+
+def may_take(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck) -> bool:
+    """May ``w`` take what ``chk`` says? Within the guarantee: yes. Borrowing: only when ``w``
+    is preemptible (lent capacity must stay reclaimable, DESIGN invariant 3) and the idle
+    capacity it draws is not claimed by another member waiting for its own guarantee (no
+    preemption churn: what would be reclaimed at once is not lent)."""
+    if chk.fit is QuotaFit.GUARANTEED or (d.gpu == 0 and chk.fit is QuotaFit.BORROWING):
+        return True       # (work without GPUs borrows nothing)
+    if chk.fit is not QuotaFit.BORROWING or not w.preemptible:
+        return False
+    return chk.draw <= chk.pool_free - st.claimed_idle(w.project, d.flavor)
 
 
 # -- placement and backfill -------------------------------------------------------------------
@@ -137,6 +161,9 @@ def _quota_reason(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck
     p = st.quotas.project(w.project)
     detail = {"flavor": d.flavor, "asked": d.gpu, "usage_after": chk.usage_after,
               "guaranteed": chk.guaranteed, "ceiling": chk.ceiling, "pool_free": chk.pool_free}
+    borrows = chk.fit in (QuotaFit.BORROWING, QuotaFit.COHORT_FULL, QuotaFit.OVER_LIMIT)
+    if borrows and not w.preemptible and p.cohort is not None:
+        return _guarantee_only(w, d, chk, p.cohort, detail)
     if chk.fit is QuotaFit.OVER_LIMIT:
         limit = ("no cohort to borrow from" if p.cohort is None
                  else f"borrowing limit {_gpus((chk.ceiling or 0) - chk.guaranteed)}")
@@ -147,24 +174,63 @@ def _quota_reason(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck
         return PendingReason(COHORT_FULL, f"over its guarantee of {_gpus(chk.guaranteed)} "
                              f"GPUs of {d.flavor} and cohort {p.cohort} has only "
                              f"{_gpus(chk.pool_free)} idle to lend", detail)
+    if chk.fit is QuotaFit.BORROWING:     # preemptible, but the idle capacity is claimed
+        cohort = p.cohort or ""
+        owners = sorted(m for m in st.claims.get((cohort, d.flavor), ())
+                        if m != w.project and st.ledger.lent(m, d.flavor) > 0)
+        detail["claimed_by"] = owners
+        return PendingReason(OWNER_WAITING, f"would borrow {_gpus(chk.draw)} GPUs of {d.flavor}, "
+                             f"but of the {_gpus(chk.pool_free)} idle in cohort {cohort}, "
+                             f"{_gpus(st.claimed_idle(w.project, d.flavor))} belong to "
+                             f"{', '.join(owners)}, whose own work waits for them; it starts "
+                             "once they have started or more capacity is idle", detail)
     return PendingReason(WAITING_RECLAIM, f"within its guarantee, but {_gpus(chk.reclaim)} "
                          f"GPUs of {d.flavor} lent to cohort {p.cohort} could not be reclaimed "
                          "(borrowers not preemptible or preemption disabled)", detail)
 
 
+def _guarantee_only(w: PendingWorkload, d: Demand, chk: QuotaCheck, cohort: str,
+                    detail: dict) -> PendingReason:
+    used = chk.usage_after - d.gpu
+    unblock = ("or submit it as preemptible (priority class `preemptible` or "
+               "`preemptible: true`) so it may borrow idle capacity of cohort " + cohort)
+    if d.gpu > chk.guaranteed:
+        msg = (f"not preemptible, so it may only use project {w.project}'s guarantee, and it asks "
+               f"{_gpus(d.gpu)} GPUs of {d.flavor}, more than the {_gpus(chk.guaranteed)} "
+               f"guaranteed: raise the guarantee {unblock}")
+    else:
+        msg = (f"not preemptible, so it may only use project {w.project}'s guarantee: the "
+               f"project holds {_gpus(used)} of {_gpus(chk.guaranteed)} guaranteed GPUs of "
+               f"{d.flavor}; it starts when the project's own work frees "
+               f"{_gpus(chk.usage_after - chk.guaranteed)}, {unblock}")
+    return PendingReason(GUARANTEE_ONLY, msg, detail)
+
+
 # -- preemption ---------------------------------------------------------------------------------
 def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> bool:
-    """Try reclaim (``entitled``) and priority preemption; on success admit ``w``."""
-    key = (w.project, d.flavor, entitled, w.priority)
-    failed = st.preempt_failed.get(key)
+    """Try reclaim (``entitled``) and priority preemption; on success admit ``w``.
+
+    A preemptible workload of a project below its guarantee that would end above it
+    (*straddling*, e.g. 8 GPUs asked with 4 left of the guarantee) may reclaim too, but only
+    surplus: victims whose project stays at or above its own guarantee without them. So a
+    project's guarantee is reachable at the granularity of its jobs, and two straddlers can
+    never take from each other in turn."""
+    g_w = st.quotas.project(w.project).quota(d.flavor).guaranteed
+    straddle = (not entitled and w.preemptible and st.quotas.enforce
+                and st.ledger.used(w.project, d.flavor) < g_w
+                and st.straddle_tries < st.options.straddle_trials)
+    key = (w.project, d.flavor, entitled, w.priority, w.preemptible, straddle)
+    failed = st.preempt_failed.get(key) if st.options.indexes else None
     if failed is not None and d.gpu >= failed:
         return False
     cohort = st.quotas.project(w.project).cohort
-    reclaim = entitled and st.ledger.cohort_borrowed(cohort, d.flavor) > 0
+    reclaim = (entitled or straddle) and st.ledger.cohort_borrowed(cohort, d.flavor) > 0
     own = w.priority > st.min_running_priority.get(w.project, w.priority)
     if not reclaim and not own:
         st.preempt_failed[key] = d.gpu
         return False
+    if straddle and reclaim:
+        st.straddle_tries += 1
     base = st.running_usage
 
     def borrowing(project: str) -> bool:
@@ -179,7 +245,9 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
         st.preempt_failed[key] = d.gpu
         return False
     cap = st.cap
-    cands = preemption.group_by_host(cands, lambda h: int(cap.free_whole[cap.snap.index[h]]))
+    need = max((t.gpus for t in w.tasks if is_whole(t)), default=0) if len(w.tasks) == 1 else 0
+    cands = preemption.group_by_host(cands, lambda h: int(cap.free_whole[cap.snap.index[h]]),
+                                     need)
 
     def remove(r: RunningWorkload) -> Callable[[], None]:
         undos = [cap.release(t.task, t.placement) for t in r.tasks]
@@ -194,9 +262,18 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
 
         return undo
 
+    def admissible() -> bool:
+        return may_take(st, w, d, st.ledger.check(w.project, d.flavor, d.gpu))
+
+    def surplus(r: RunningWorkload) -> bool:
+        """Straddling: take only what leaves the victim's project at or above its guarantee."""
+        g = st.quotas.project(r.project).quota(d.flavor).guaranteed
+        return base.get((r.project, d.flavor), 0) - r.units >= g
+
     victims = preemption.select(w, d.flavor, d.gpu, cands, st.ledger, remove,
                                 lambda: cap.fits(w.tasks, *_topology(w)), borrowing,
-                                st.options.max_victims)
+                                st.options.max_victims, admissible=admissible,
+                                victim_ok=surplus if straddle else None)
     if victims is None:
         st.preempt_failed[key] = d.gpu
         return False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 Vector = tuple[float, float, float]   # (gpu milli, cpu milli, memory MiB)
 ZERO: Vector = (0.0, 0.0, 0.0)
@@ -60,6 +61,27 @@ class UsageHistory:
 
     def get(self, project: str) -> Vector:
         return self.level.get(project, ZERO)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy: ``{"version": 1, "half_life_s", "at", "level": {project:
+        [gpu, cpu, mem]}}``. ``from_dict(json.loads(json.dumps(h.to_dict())))`` equals ``h``
+        exactly (floats survive JSON, which writes the shortest repr that reads back the same)."""
+        return {"version": 1, "half_life_s": self.half_life_s, "at": self.at,
+                "level": {p: [v[0], v[1], v[2]] for p, v in sorted(self.level.items())}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsageHistory:
+        """Inverse of :meth:`to_dict`. Raises ``ValueError`` on an unknown version or a malformed
+        entry (the caller may then start from an empty history)."""
+        if data.get("version") != 1:
+            raise ValueError(f"unknown usage history version {data.get('version')!r}; known: 1")
+        try:
+            at = data.get("at")
+            level = {str(p): (float(v[0]), float(v[1]), float(v[2]))
+                     for p, v in dict(data.get("level") or {}).items()}
+            return cls(float(data["half_life_s"]), level, None if at is None else float(at))
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"malformed usage history: {exc}") from None
 
 
 def dominant_share(v: Vector, capacity: Vector, weight: float) -> float:

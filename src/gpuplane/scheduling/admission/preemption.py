@@ -10,13 +10,17 @@ that makes the beneficiary fit is found):
   own project with a strictly lower priority.
 
 Candidates are tried in the order: borrowers before own-project work, lowest priority, least work
-lost (time since the last checkpoint, else since start), largest first (fewer victims), id; hosts
-whose candidates would free the most GPUs come first inside that order. After a fitting set is
-found, victims that turn out unnecessary are given back (fewest victims).
+lost (time since the last checkpoint, else since start), largest first (fewer victims), id; then,
+inside each kind and priority, grouped by host (:func:`group_by_host`): the host where freeing
+what the beneficiary needs loses least work (GPU-seconds) first, else the host that would free
+the most GPUs. After a fitting set is found, victims that turn out unnecessary are given back
+(fewest victims).
 
 No preemption cycles: a reclaim victim's project is above its guarantee and the beneficiary's is
-within it after admission, so the victim can only come back by borrowing, which never preempts; a
-priority victim has a strictly lower priority than its beneficiary.
+within it after admission, so the victim can only come back by borrowing, which never preempts
+and never takes capacity an owner with waiting work has claimed (``decide.may_take``); a priority
+victim has a strictly lower priority than its beneficiary. Only preemptible work borrows, so every
+borrower is a possible reclaim victim.
 """
 
 from __future__ import annotations
@@ -94,10 +98,16 @@ def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree
     return [v for _, v in out]
 
 
-def group_by_host(victims: list[Victim], free_on: Callable[[str], int]) -> list[Victim]:
+def group_by_host(victims: list[Victim], free_on: Callable[[str], int],
+                  need: int = 0) -> list[Victim]:
     """Reorder ``victims`` so that, inside each preference class (kind and priority), the victims
-    of the host that would free the most GPUs (free now + candidates' GPUs) come first. Keeps the
-    original order inside a host. ``free_on(host)`` is the free whole-GPU count of a host."""
+    of the best host come first, keeping the original order inside a host.
+
+    With ``need`` (whole GPUs the beneficiary's largest task needs on one host), the best host is
+    the one where freeing ``need`` GPUs loses least work (GPU-seconds since the victims' last
+    checkpoints, victims taken in that order), hosts that cannot free enough last; otherwise (or
+    among those) the host that would free the most GPUs (free now + candidates' GPUs).
+    ``free_on(host)`` is the free whole-GPU count of a host."""
     out: list[Victim] = []
     i = 0
     while i < len(victims):
@@ -107,23 +117,54 @@ def group_by_host(victims: list[Victim], free_on: Callable[[str], int]) -> list[
             j += 1
         chunk = victims[i:j]
         gain: dict[str, int] = {}
+        on: dict[str, list[Victim]] = {}
         for v in chunk:
             for h in v.workload.hosts:
                 gain[h] = gain.get(h, 0) + v.workload.units
+                on.setdefault(h, []).append(v)
         score = {h: free_on(h) * 1000 + g for h, g in gain.items()}
-        first_host = {id(v): min(v.workload.hosts, key=lambda h: (-score[h], h), default="")
-                      for v in chunk}
-        order = {h: k for k, h in enumerate(sorted(score, key=lambda h: (-score[h], h)))}
-        chunk.sort(key=lambda v: order.get(first_host[id(v)], 0))
+        cost = {h: _cost_to_free(on[h], need - free_on(h)) for h in on} if need > 0 else {}
+        inf = float("inf")
+
+        def rank(h: str) -> tuple:
+            return (cost.get(h, inf), -score[h], h)
+
+        first_host = {id(v): min(v.workload.hosts, key=rank, default="") for v in chunk}
+        order = {h: k for k, h in enumerate(sorted(score, key=rank))}
+        if need > 0:
+            chunk.sort(key=lambda v: (order.get(first_host[id(v)], 0), _lost(v)))
+        else:
+            chunk.sort(key=lambda v: order.get(first_host[id(v)], 0))
         out.extend(chunk)
         i = j
     return out
 
 
+def _lost(v: Victim) -> float:
+    """GPU-seconds of work lost if ``v`` is stopped now."""
+    return v.workload.lost_s * v.workload.units
+
+
+def _cost_to_free(on_host: list[Victim], short: int) -> float:
+    """Least work lost to free ``short`` more whole GPUs from these victims (cheapest per GPU
+    first); infinite when they cannot."""
+    if short <= 0:
+        return 0.0
+    total = 0.0
+    for v in sorted(on_host, key=lambda v: (v.workload.lost_s, -v.workload.units)):
+        short -= v.workload.units // 1000
+        total += _lost(v)
+        if short <= 0:
+            return total
+    return float("inf")
+
+
 def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
            ledger: QuotaLedger, remove: Callable[[RunningWorkload], Callable[[], None]],
            fits: Callable[[], bool], borrowing: Callable[[str], bool],
-           max_victims: int = 64) -> list[Victim] | None:
+           max_victims: int = 64, *,
+           admissible: Callable[[], bool] | None = None,
+           victim_ok: Callable[[RunningWorkload], bool] | None = None) -> list[Victim] | None:
     """Pick victims from ``cands`` until ``w`` fits, then drop the unnecessary ones.
 
     ``borrowing(project)`` says whether a project's *running* work (before this cycle's
@@ -133,8 +174,16 @@ def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
     returns its undo;
     ``fits()`` says whether ``w`` (``units`` of ``flavor``) now passes quota and placement (it must
     leave the snapshot unchanged). On success the chosen victims stay removed and are returned;
-    on failure every change is undone and ``None`` is returned.
+    on failure every change is undone and ``None`` is returned. ``admissible()`` replaces the
+    quota test (default: the ledger's check is admissible), e.g. to refuse borrowing to work
+    that is not preemptible. ``victim_ok(r)``, when given, must also hold for each reclaim
+    victim when it is chosen.
     """
+    def quota_ok() -> bool:
+        if admissible is not None:
+            return admissible()
+        return ledger.check(w.project, flavor, units).fit.admissible
+
     chosen: list[tuple[Victim, Callable[[], None]]] = []
     ok = False
     for v in cands:
@@ -142,8 +191,10 @@ def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
             break
         if v.code == RECLAIM and not borrowing(v.workload.project):
             continue   # no longer borrowing: it keeps what is left of its guarantee
+        if v.code == RECLAIM and victim_ok is not None and not victim_ok(v.workload):
+            continue
         chosen.append((v, remove(v.workload)))
-        if ledger.check(w.project, flavor, units).fit.admissible and fits():
+        if quota_ok() and fits():
             ok = True
             break
     if not ok:
@@ -154,7 +205,7 @@ def select(w: PendingWorkload, flavor: str, units: int, cands: list[Victim],
     kept: list[Victim] = [chosen[-1][0]]
     for v, undo in reversed(chosen[:-1]):
         undo()
-        if ledger.check(w.project, flavor, units).fit.admissible and fits():
+        if quota_ok() and fits():
             continue
         remove(v.workload)
         kept.append(v)

@@ -44,6 +44,7 @@ class QuotaCheck:
     ceiling: int | None
     pool_free: int     # idle milli-GPU the cohort could still lend (before this request)
     reclaim: int = 0   # milli-GPU borrowers must give back (fit == RECLAIM)
+    draw: int = 0      # milli-GPU this request would add to the cohort pool's draw
 
 
 class QuotaLedger:
@@ -113,6 +114,14 @@ class QuotaLedger:
         q = self.quotas.project(project).quota(flavor)
         return max(0, min(q.lendable(), q.guaranteed - self.used(project, flavor)))
 
+    def within_guarantee(self, project: str, flavor: str, units: int) -> bool:
+        """Would ``units`` more keep ``project`` within its guarantee of ``flavor``? (Always
+        true without enforcement: nothing is then borrowed.)"""
+        if not self.quotas.enforce:
+            return True
+        g = self.quotas.project(project).quota(flavor).guaranteed
+        return self.used(project, flavor) + units <= g
+
     def cohort_borrowed(self, cohort: str | None, flavor: str) -> int:
         """Milli-GPU of ``flavor`` held above their guarantees by members of ``cohort``."""
         return 0 if cohort is None else self._borrowed.get((cohort, flavor), 0)
@@ -142,11 +151,12 @@ class QuotaLedger:
         extra = max(0, after - private) - before_draw
         if extra <= pool_free:
             fit = QuotaFit.GUARANTEED if after <= q.guaranteed else QuotaFit.BORROWING
-            return QuotaCheck(fit, after, q.guaranteed, ceiling, pool_free)
+            return QuotaCheck(fit, after, q.guaranteed, ceiling, pool_free, draw=extra)
         if after <= q.guaranteed:
             return QuotaCheck(QuotaFit.RECLAIM, after, q.guaranteed, ceiling, pool_free,
-                              reclaim=extra - pool_free)
-        return QuotaCheck(QuotaFit.COHORT_FULL, after, q.guaranteed, ceiling, pool_free)
+                              reclaim=extra - pool_free, draw=extra)
+        return QuotaCheck(QuotaFit.COHORT_FULL, after, q.guaranteed, ceiling, pool_free,
+                          draw=extra)
 
     def violations(self) -> list[str]:
         """Violations of invariant 3 as messages (empty when it holds): used by tests."""

@@ -12,6 +12,8 @@ from typing import Any
 # Pending reason codes (stable).
 OVER_QUOTA = "quota.over_limit"            # would exceed guaranteed + borrowing limit
 COHORT_FULL = "quota.cohort_full"          # over guarantee and the cohort has nothing idle to lend
+GUARANTEE_ONLY = "quota.guarantee_only"    # not preemptible: may not borrow, waits for guarantee
+OWNER_WAITING = "quota.owner_waiting"      # would borrow capacity whose owner is waiting for it
 NO_CAPACITY = "capacity.unschedulable"     # no host fits now (message from placement)
 WAITING_RECLAIM = "capacity.waiting_reclaim"  # entitled, but reclaim could not free enough
 RESERVED = "capacity.reserved"             # would delay a reservation held by a larger job
@@ -69,10 +71,35 @@ class Preempt:
 
 @dataclass
 class CycleResult:
-    """What one cycle decided: admissions, preemptions, and a reason for each pending workload
-    the cycle examined (workloads not examined get :data:`QUEUED` when ``explain_all``)."""
+    """What one cycle decided: admissions, preemptions and reasons.
+
+    ``pending`` holds a reason for each pending workload the cycle examined; with
+    ``CycleOptions.explain_all`` also one for every other pending workload (a shared object per
+    project). ``queued`` always maps each project with pending work the cycle did not examine to
+    the one reason all of those share, so a caller running with ``explain_all=False`` can still
+    show every pending workload's reason: :meth:`reason_for`.
+    """
 
     placements: list[Admit] = field(default_factory=list)
     preemptions: list[Preempt] = field(default_factory=list)
     pending: dict[str, PendingReason] = field(default_factory=dict)
     reservations: dict[str, float] = field(default_factory=dict)  # workload id -> shadow start
+    queued: dict[str, PendingReason] = field(default_factory=dict)  # project -> shared reason
+
+    def reason_for(self, workload_id: str, project: str) -> PendingReason | None:
+        """The reason of a workload that was pending in this cycle and is not admitted:
+        its own when examined, else its project's shared one (``None``: admitted, or unknown)."""
+        r = self.pending.get(workload_id)
+        return r if r is not None else self.queued.get(project)
+
+
+def changed_reasons(previous: dict[str, PendingReason],
+                    current: dict[str, PendingReason]) -> dict[str, PendingReason]:
+    """The entries of ``current`` whose code or message differ from ``previous`` (what a caller
+    that stores reasons must write after this cycle; ``detail`` is not compared)."""
+    out = {}
+    for wid, r in current.items():
+        old = previous.get(wid)
+        if old is None or old.code != r.code or old.message != r.message:
+            out[wid] = r
+    return out

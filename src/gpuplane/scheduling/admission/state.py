@@ -30,8 +30,27 @@ class CycleOptions:
     (``fair_share``) or by age, and blocked work lets later work through. ``preemption`` enables
     reclaim and priority preemption; ``backfill`` gives up to ``max_reservations`` blocked
     workloads a reservation. ``lookahead`` bounds how many blocked workloads of one project are
-    examined per cycle; ``explain_all`` gives every other pending workload a ``queue.behind_head``
-    reason (turn off in simulations). ``profile`` is the placement profile passed to ``place``.
+    examined per pass per cycle. ``profile`` is the placement profile passed to ``place``.
+
+    ``explain_all`` (explanations): ``True`` puts a reason for *every* pending workload in
+    ``CycleResult.pending`` (the ones not examined share one object per project);
+    ``False`` (the cheap mode, for the live loop and simulations) puts only the examined ones
+    there and leaves the shared per-project reason in ``CycleResult.queued``, so
+    ``CycleResult.reason_for(id, project)`` still answers for every pending workload, at a
+    cost of O(projects) instead of O(pending).
+
+    ``indexes``: ``True`` (default) uses the cycle's indexes and memos -- the per-host count of
+    free whole GPUs (skips ``place`` when no host has enough), the project fast path (a project
+    that can neither start, reclaim nor preempt anything is not walked), and the per-cycle
+    memos of quota and preemption failures. ``False`` turns them all off (every candidate goes
+    through quota, preemption trials and ``place``); used to measure what they buy. The count
+    and the project fast path are exact; the two memos are approximations (a larger request of
+    the same project, flavour, priority and preemptibility is taken to fail as a smaller one
+    just did), so with indexes off a few more workloads may start in a large cycle.
+
+    ``straddle_trials`` bounds the reclaim trials per cycle for workloads that straddle their
+    project's guarantee (below it now, above it once started; see ``decide._preempt``): each is
+    a preemption trial, so a pool of many projects spreads them over a few cycles.
     """
 
     fair_share: bool = True
@@ -44,6 +63,8 @@ class CycleOptions:
     explain_all: bool = True
     grace_s: float = 30.0
     profile: Any = None
+    indexes: bool = True
+    straddle_trials: int = 32
 
 
 @dataclass
@@ -63,6 +84,8 @@ class CycleState:
     min_running_priority: dict[str, int] = field(default_factory=dict)
     quota_blocked: dict[tuple, tuple[int, Any]] = field(default_factory=dict)
     reserve_tries: int = 0
+    straddle_tries: int = 0
+    claims: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (cohort, flavour)
     _demands: dict[str, Demand] = field(default_factory=dict)
     _tasks_by_project: dict[str, list[RunningTask]] | None = None
     _by_project: dict[str, list[RunningWorkload]] = field(default_factory=dict)
@@ -75,6 +98,24 @@ class CycleState:
         if d is None:
             d = self._demands[w.id] = demand_of(w, self.quotas)
         return d
+
+    def claim(self, project: str, flavor: str) -> None:
+        """``project`` has work within its guarantee of ``flavor`` that could not start this
+        cycle: its idle lendable guarantee is claimed (no one may borrow it, see
+        :meth:`claimed_idle`)."""
+        cohort = self.quotas.project(project).cohort
+        if cohort is not None and self.quotas.enforce:
+            self.claims.setdefault((cohort, flavor), set()).add(project)
+
+    def claimed_idle(self, project: str, flavor: str) -> int:
+        """Milli-GPU of the cohort pool claimed by *other* members waiting for their own
+        guarantee: the sum of their idle lendable guarantee now (it shrinks as they start
+        work, so a claim never outlives its need within the cycle)."""
+        cohort = self.quotas.project(project).cohort
+        members = self.claims.get((cohort, flavor)) if cohort is not None else None
+        if not members:
+            return 0
+        return sum(self.ledger.lent(m, flavor) for m in members if m != project)
 
     def running_of(self, project: str) -> list[RunningWorkload]:
         """Running workloads of ``project`` (tasks grouped by workload), built on first use."""
@@ -130,11 +171,21 @@ class CycleState:
         return heapq.merge(base, sorted(self.admitted_ends))
 
 
-def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, now: float,
-                rng: Any, options: CycleOptions, history: UsageHistory | None,
-                place_fn: Any) -> CycleState:
-    """Step 1 of the cycle: ledger and shares from running work, capacity on the snapshot."""
-    ledger = QuotaLedger(quotas)
+@dataclass
+class RunningTotals:
+    """What step 1 sums over the running tasks: milli-GPU per ``(project, flavour)``
+    (``usage``), ``[gpu milli, cpu milli, memory MiB]`` held per project (``holding``), and the
+    lowest priority of a preemptible running task per project (``low``). A caller that keeps
+    these between cycles (the simulator) passes them to :func:`build_state` to skip the
+    O(running) scan; they must equal :func:`running_totals` of the running tasks."""
+
+    usage: dict[tuple[str, str], int]
+    holding: dict[str, list[float]]
+    low: dict[str, int]
+
+
+def running_totals(running: Sequence[RunningTask], quotas: QuotaTree) -> RunningTotals:
+    """:class:`RunningTotals` of ``running`` (one pass)."""
     holding: dict[str, list[float]] = {}
     usage: dict[tuple[str, str], int] = {}
     low: dict[str, int] = {}
@@ -148,6 +199,19 @@ def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, no
         v[0] += units
         v[1] += getattr(t.task, "cpu_milli", 0)
         v[2] += getattr(t.task, "memory_mib", 0)
+    return RunningTotals(usage, holding, low)
+
+
+def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, now: float,
+                rng: Any, options: CycleOptions, history: UsageHistory | None,
+                place_fn: Any, totals: RunningTotals | None = None) -> CycleState:
+    """Step 1 of the cycle: ledger and shares from running work, capacity on the snapshot.
+    ``totals`` (optional) replaces the scan of ``running`` (see :class:`RunningTotals`)."""
+    ledger = QuotaLedger(quotas)
+    tot = totals if totals is not None else running_totals(running, quotas)
+    holding = tot.holding
+    usage = dict(tot.usage)          # a copy: preemption trials mutate it
+    low = dict(tot.low)
     for (project, flavor), units in sorted(usage.items()):
         ledger.add(project, flavor, units)
     capacity = (float(max(1, int((snap.gpu_free >= 0).sum()) * 1000)),
@@ -162,6 +226,6 @@ def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, no
     if history is not None:
         for p, v in history.level.items():
             book.charge(p, v)
-    cap = CycleCapacity(snap, place_fn, options.profile, rng)
+    cap = CycleCapacity(snap, place_fn, options.profile, rng, indexed=options.indexes)
     return CycleState(quotas, now, options, cap, ledger, book, running, running_usage=usage,
                       min_running_priority=low)
