@@ -85,3 +85,27 @@ def test_grid_writes_csv_json_and_plots(capsys, tmp_path):
     for f in ("runs.json", "alloc_discrete.csv", "summary.csv", "alloc_tiny.png", "frag_tiny.png",
               "bars_100.png"):
         assert (out / f).is_file(), f
+
+
+@pytest.mark.parametrize("extra, expected", [([], "online"),
+                                             (["--distribution", "online"], "online"),
+                                             (["--distribution", "trace"], "trace")])
+def test_the_distribution_reaches_the_run(files, capsys, extra, expected):
+    n, p = files
+    code, out, _ = run(["sim", "openb", "--nodes", str(n), "--pods", str(p), "--json", "--no-frag", *extra], capsys)
+    assert code in (0, None)
+    assert json.loads(out)["distribution"] == expected
+
+
+def test_a_bad_distribution_names_the_field(files, capsys):
+    n, p = files
+    code, _, err = run(["sim", "openb", "--nodes", str(n), "--pods", str(p), "--distribution", "paper"], capsys)
+    assert code == 2
+    assert "distribution" in err and "online, trace" in err and "Traceback" not in err
+
+
+def test_help_explains_both_modes(capsys):
+    code, out, _ = run(["sim", "openb", "--help"], capsys)
+    assert code in (0, None)
+    text = " ".join(out.split())
+    assert "--distribution" in text and "live control plane" in text and "trace" in text

@@ -42,13 +42,19 @@ def openb(
     seed: int = typer.Option(42, "--seed", help="Seed of the arrival order and tie ranks."),
     inflation: float = typer.Option(1.3, "--inflation", help="Submit pods until GPU demand "
                                     "reaches this multiple of capacity (tuning ratio)."),
+    distribution: str = typer.Option(
+        "online", "--distribution",
+        help="Target distribution of the gpuplane policy: 'online' (default) learns it from the "
+             "pods as they arrive, each counted once, exactly as the live control plane does; "
+             "'trace' gives it the whole pod list's distribution, as FGD's paper does. The "
+             "baselines (fgd included) always get the trace's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     no_frag: bool = typer.Option(False, "--no-frag", help="Skip the fragmentation report."),
 ) -> None:
     """Run one openb experiment (FGD_PROTOCOL.md) and print its KPIs."""
     from gpuplane.domain.errors import GpuplaneError
     from gpuplane.sim.openb import read_nodes, read_pods
-    from gpuplane.sim.openb_run import run_experiment
+    from gpuplane.sim.openb_run import check_distribution, run_experiment
 
     t0 = time.perf_counter()
     try:
@@ -57,10 +63,12 @@ def openb(
         pods = pods or base / "openb_pod_list_default.csv"
         from gpuplane.scheduling.placement import profiles
 
-        profiles.get(policy)  # validate the name before reading files
+        profiles.get(policy)  # validate the name and distribution before reading files
+        check_distribution(distribution)
         hosts = read_nodes(nodes)
         trace = read_pods(pods)
-        res = run_experiment(hosts, trace, policy, seed, inflation, frag=not no_frag)
+        res = run_experiment(hosts, trace, policy, seed, inflation, frag=not no_frag,
+                             distribution=distribution)
     except GpuplaneError as exc:
         _fail(exc)
         return
@@ -73,7 +81,8 @@ def openb(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"openb {res.trace} / {policy} / seed {seed}")
+    table = Table(title=f"openb {res.trace} / {policy} / seed {seed} / {distribution} "
+                        "distribution")
     table.add_column("arrival %", justify="right")
     table.add_column("allocated %", justify="right")
     table.add_column("frag ratio %", justify="right")
@@ -95,6 +104,9 @@ def openb_grid(
                                  "--policies", help="Comma-separated policy names."),
     seeds: str = typer.Option("42-51", "--seeds", help="Seeds, e.g. 42-51 or 42,43."),
     inflation: float = typer.Option(1.3, "--inflation", help="Tuning ratio."),
+    distribution: str = typer.Option("online", "--distribution",
+                                     help="gpuplane's target distribution: online (default, "
+                                          "as the live plane) or trace (as FGD's paper)."),
     jobs: int = typer.Option(2, "--jobs", help="Worker processes."),
     out: Path = typer.Option(Path("results/openb-grid"), "--out", help="Output folder."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
@@ -118,7 +130,8 @@ def openb_grid(
                       TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
                       transient=as_json, disable=as_json) as prog:
             bar = prog.add_task("", total=total)
-            for r in run_grid(base, tr, pol, seed_list, inflation, cpu_jobs(jobs)):
+            for r in run_grid(base, tr, pol, seed_list, inflation, cpu_jobs(jobs),
+                              distribution=distribution):
                 results.append(r)
                 prog.update(bar, advance=1,
                             description=f"{r['trace']}/{r['policy']}/{r['seed']}: "

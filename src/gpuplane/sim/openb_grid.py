@@ -65,6 +65,7 @@ class Job:
     seed: int
     tuning: float
     frag: bool = True
+    distribution: str = "online"
 
 
 _CACHE: dict[str, object] = {}
@@ -80,7 +81,8 @@ def run_job(job: Job) -> dict:
     trace = _CACHE.get(pods_path)
     if trace is None:
         trace = _CACHE[pods_path] = read_pods(pods_path)
-    res = run_experiment(hosts, trace, job.policy, job.seed, job.tuning, frag=job.frag)  # type: ignore[arg-type]
+    res = run_experiment(hosts, trace, job.policy, job.seed, job.tuning,  # type: ignore[arg-type]
+                         frag=job.frag, distribution=job.distribution)
     return res.as_dict()
 
 
@@ -103,10 +105,16 @@ def check_inputs(data: Path, traces: Sequence[str], policies: Sequence[str]) -> 
 
 
 def run_grid(data: Path, traces: Sequence[str], policies: Sequence[str], seeds: Sequence[int],
-             tuning: float = 1.3, jobs: int = 1, frag: bool = True) -> Iterator[dict]:
-    """Yield each run's result dict as it finishes (``jobs`` worker processes)."""
+             tuning: float = 1.3, jobs: int = 1, frag: bool = True,
+             distribution: str = "online") -> Iterator[dict]:
+    """Yield each run's result dict as it finishes (``jobs`` worker processes).
+    ``distribution``: ``online`` or ``trace`` (``openb_run`` module doc)."""
+    from gpuplane.sim.openb_run import check_distribution
+
+    check_distribution(distribution)
     check_inputs(data, traces, policies)
-    work = [Job(str(data), t, p, s, tuning, frag) for t in traces for p in policies for s in seeds]
+    work = [Job(str(data), t, p, s, tuning, frag, distribution)
+            for t in traces for p in policies for s in seeds]
     if jobs <= 1:
         for j in work:
             yield run_job(j)

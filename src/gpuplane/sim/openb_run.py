@@ -4,6 +4,12 @@ The loop calls the *same* engine as the control plane: ``place`` with a profile
 from ``gpuplane.scheduling.placement.profiles`` and ``ClusterSnapshot.assign``.
 All randomness comes from one ``numpy.random.default_rng(seed)``: shuffle, tuning
 draws, then the tie-rank permutation, then the policy's own draws.
+
+``distribution`` picks the target distribution of the fragmentation-aware ``gpuplane``
+policy: ``online`` (default) is what the live control plane does -- one
+:class:`~gpuplane.scheduling.placement.online.OnlineWorkload`, each arriving pod counted once
+on arrival, before it is placed; ``trace`` hands it the trace's own distribution (all rows of
+the pod list), as FGD's paper does. The baselines (``fgd`` included) always get the trace's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from gpuplane.domain.inventory import Host
 from gpuplane.domain.requests import Placement, TaskRequest
 from gpuplane.scheduling.placement import place, profiles
 from gpuplane.scheduling.placement.fragmentation import FragmentationModel, TypicalWorkload
+from gpuplane.scheduling.placement.online import OnlineWorkload
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 from gpuplane.sim.openb import PodTrace
 from gpuplane.sim.openb_kpi import alloc_columns, frag_columns
@@ -42,6 +49,7 @@ class RunResult:
     seconds: float
     failed_by_shape: dict = field(default_factory=dict)
     curve: dict = field(default_factory=dict)
+    distribution: str = "online"
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -107,12 +115,54 @@ def _report_model(profile, snap: ClusterSnapshot, workload: TypicalWorkload) -> 
     return FragmentationModel(workload, snap.models)
 
 
+DISTRIBUTIONS = ("online", "trace")
+
+
+def check_distribution(distribution: str) -> None:
+    if distribution not in DISTRIBUTIONS:
+        raise InvalidInput(f"unknown distribution {distribution!r}",
+                           [FieldError("distribution", f"valid: {', '.join(DISTRIBUTIONS)}")])
+
+
+def make_profile(policy: str, trace_workload: TypicalWorkload, distribution: str):
+    """``(profile, online)``: the policy's profile and, in ``online`` mode for a policy that
+    learns (not a baseline), the :class:`OnlineWorkload` the caller must feed on arrival."""
+    check_distribution(distribution)
+    if distribution == "online" and policy not in profiles.BASELINES:
+        online = OnlineWorkload()
+        return profiles.get(policy, online=online), online
+    return profiles.get(policy, workload=trace_workload), None
+
+
+def place_in_order(snap: ClusterSnapshot, tasks: Sequence[TaskRequest], profile,
+                   online: OnlineWorkload | None, rng: np.random.Generator,
+                   on_event=None) -> list[Placement | None]:
+    """Place ``tasks`` one at a time in arrival order (a failed one is dropped); arrival
+    ``k`` is counted in ``online`` (key ``str(k)``, at ``k``) just before it is placed.
+    ``on_event(k, task, placement_or_None)`` after each. Returns the placements."""
+    out: list[Placement | None] = []
+    for k, task in enumerate(tasks):
+        if online is not None:
+            online.arrive(str(k), float(k), (task,))
+        res = place(snap, task, profile, rng, explain=False)
+        if isinstance(res, Placement):
+            snap.assign(task, res)
+            out.append(res)
+        else:
+            out.append(None)
+        if on_event is not None:
+            on_event(k, task, out[-1])
+    return out
+
+
 def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: int,
-                   tuning: float = 1.3, frag: bool = True) -> RunResult:
+                   tuning: float = 1.3, frag: bool = True,
+                   distribution: str = "online") -> RunResult:
     """Run one experiment end to end on an empty cluster of ``hosts``.
 
     ``frag=False`` skips the per-event fragmentation report (faster; the ratio
-    columns are then empty)."""
+    columns are then empty). ``distribution``: ``online`` or ``trace`` (module doc)."""
+    check_distribution(distribution)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     snap = ClusterSnapshot.build(hosts)
@@ -122,7 +172,7 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
     seq = arrival_sequence(trace, capacity, tuning, rng)
     snap.set_tie_rank(tie_rank_by_name(hosts, rng))
     workload = TypicalWorkload.from_tasks(trace.tasks)
-    profile = profiles.get(policy, workload=workload)
+    profile, online = make_profile(policy, workload, distribution)
     fm = _report_model(profile, snap, workload) if frag else None
     node_f = np.array(fm.fragment_keys([_state_key(snap, h) for h in range(snap.n_hosts)])
                       if fm else np.zeros(snap.n_hosts))
@@ -134,12 +184,11 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
     frag_total = float(node_f.sum())
     failed_shapes: Counter = Counter()
     tasks = trace.tasks
-    for k, j in enumerate(seq):
-        task: TaskRequest = tasks[j]
+
+    def event(k: int, task: TaskRequest, res: Placement | None) -> None:
+        nonlocal arrived_sum, used, failed, frag_total
         arrived_sum += task.gpu_demand_milli
-        res = place(snap, task, profile, rng, explain=False)
-        if isinstance(res, Placement):
-            snap.assign(task, res)
+        if res is not None:
             used += res.gpu_milli * len(res.gpu_indices)
             if fm is not None:
                 h = snap.index[res.host]
@@ -153,6 +202,8 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
         arrived[k] = arrived_sum
         used_a[k] = used
         frag_a[k] = frag_total
+
+    place_in_order(snap, [tasks[j] for j in seq], profile, online, rng, event)
     alloc = alloc_columns(arrived.tolist(), used_a.tolist(), capacity)
     if fm is not None:
         idle = (capacity - used_a).tolist()
@@ -162,5 +213,6 @@ def run_experiment(hosts: Sequence[Host], trace: PodTrace, policy: str, seed: in
     return RunResult(trace=trace.stem, policy=policy, seed=seed, tuning=tuning,
                      pods_submitted=n, failed_pods=failed, alloc_ratio=alloc, frag_ratio=fr,
                      frag_amount=fa, seconds=round(time.perf_counter() - t0, 3),
+                     distribution=distribution,
                      failed_by_shape={"|".join(map(str, k)): v
                                       for k, v in failed_shapes.most_common()})

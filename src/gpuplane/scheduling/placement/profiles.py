@@ -1,15 +1,18 @@
 """Profiles: named compositions of plugins with weights.
 
-``get(name, workload=None)`` builds a fresh :class:`Profile` (fresh plugin
+``get(name, workload=None, online=None)`` builds a fresh :class:`Profile` (fresh plugin
 instances, so caches are per profile). Names: ``random dotprod clustering
 packing bestfit fgd`` (the faithful FGD_PROTOCOL baselines) and ``gpuplane`` (the
 default policy). ``workload`` is the target workload for fragmentation-aware
-plugins (ignored by the others).
+plugins (ignored by the others); ``online`` is the scheduler's
+:class:`~gpuplane.scheduling.placement.online.OnlineWorkload`, which ``gpuplane`` reads
+when no ``workload`` is given (ignored by the others).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from gpuplane.domain.errors import FieldError, InvalidInput
 from gpuplane.scheduling.placement.fragmentation import TypicalWorkload
@@ -34,26 +37,27 @@ def _mig_choosers(*others: object) -> tuple:
 
 
 def _single(name: str, chooser: str = "bestfit_gpus") -> Callable[..., Profile]:
-    def build(workload: TypicalWorkload | None = None) -> Profile:
+    def build(workload: TypicalWorkload | None = None, online: Any = None) -> Profile:
         return Profile(name=name, filters=base_filters(), scores=((make_plugin(name), 1),),
                        choosers=_mig_choosers(make_plugin(chooser)))
     return build
 
 
-def _random(workload: TypicalWorkload | None = None) -> Profile:
+def _random(workload: TypicalWorkload | None = None, online: Any = None) -> Profile:
     return Profile(name="random", filters=base_filters(), scores=(),
                    choosers=_mig_choosers(make_plugin("random_gpus")), tie_break="random")
 
 
-def _fgd(workload: TypicalWorkload | None = None, name: str = "fgd") -> Profile:
+def _fgd(workload: TypicalWorkload | None = None, online: Any = None,
+         name: str = "fgd") -> Profile:
     fgd = make_plugin("fgd", workload=workload)
     return Profile(name=name, filters=base_filters(), scores=((fgd, 1),),
                    choosers=_mig_choosers(fgd))
 
 
-def _gpuplane(workload: TypicalWorkload | None = None) -> Profile:
+def _gpuplane(workload: TypicalWorkload | None = None, online: Any = None) -> Profile:
     # The default policy (owned by the "policy" area, plugins/gpuplane.py; docs/policy.md).
-    gp = make_plugin("gpuplane", workload=workload)
+    gp = make_plugin("gpuplane", workload=workload, online=online)
     # MIG tasks: the MIG packing score keeps the most future slice placements open.
     return Profile(name="gpuplane", filters=base_filters(),
                    scores=((gp, 1), (make_plugin("mig_packing"), 1)), choosers=_mig_choosers(gp))
@@ -76,11 +80,12 @@ def names() -> list[str]:
     return list(PROFILES)
 
 
-def get(name: str = DEFAULT, workload: TypicalWorkload | None = None) -> Profile:
+def get(name: str = DEFAULT, workload: TypicalWorkload | None = None,
+        online: Any = None) -> Profile:
     """A fresh profile by name; unknown names raise ``InvalidInput`` listing the valid ones."""
     factory = PROFILES.get(name)
     if factory is None:
         raise InvalidInput(f"unknown placement policy {name!r}",
                            [FieldError("policy", f"valid: {', '.join(PROFILES)}")],
                            code="gpuplane.placement.unknown_policy")
-    return factory(workload=workload)
+    return factory(workload=workload, online=online)

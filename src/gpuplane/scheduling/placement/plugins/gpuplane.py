@@ -25,13 +25,13 @@ by the fixed host rank) on a *richer* fragmentation measure::
   Unconstrained tasks then leave scarce models to the tasks that can only go there.
 
 ``alpha``/``beta``/``gamma`` are workload-independent constants (no per-trace tuning).
-With ``workload=None`` (live control plane) the distribution is learned online
-from the tasks scored so far and rebuilt when their count doubles.
+Without ``workload`` (live control plane, ``sim openb --distribution online``) the
+distribution is learned online by the scheduler's :class:`OnlineWorkload`: each arriving
+workload counted once, rebuilt when the count doubles (``placement/online.py``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -40,10 +40,10 @@ import numpy as np
 from gpuplane.domain.requests import TaskRequest
 from gpuplane.scheduling.placement.fragmentation import (
     FragmentationModel,
-    TaskType,
     TypicalWorkload,
 )
 from gpuplane.scheduling.placement.framework import CycleState
+from gpuplane.scheduling.placement.online import OnlineWorkload
 from gpuplane.scheduling.placement.plugins.fgd import Fgd
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
@@ -51,6 +51,7 @@ ALPHA = 1.0  #: weight of CPU-stranded GPU milli
 BETA = 2.0   #: weight of the unfillable part of partly used GPUs
 MIN_SHARE_FREQ = 0.01  #: share sizes rarer than this do not count as fillers
 GAMMA = 0.5  #: weight of free capacity on scarce (model-constrained) GPU models
+MEMO_LIMIT = 1_000_000  #: host states memoised per model before the memo is emptied
 
 
 def cpu_appetite(workload: TypicalWorkload) -> float:
@@ -170,57 +171,58 @@ class GpuplaneModel(FragmentationModel):
 class Gpuplane(Fgd):
     """The ``gpuplane`` score and device chooser (see module doc).
 
-    ``workload``: target distribution (the simulator passes the trace's own, as
-    FGD does); ``None`` learns it online from the tasks this plugin scores.
+    ``workload``: a fixed target distribution (the simulator's ``trace`` mode passes the
+    trace's own, as FGD does). Otherwise ``online``: the scheduler's
+    :class:`~gpuplane.scheduling.placement.online.OnlineWorkload`, fed by its owner with each
+    arriving workload once (the control loop, the simulator's ``online`` mode); this plugin
+    only reads it. With neither, the plugin owns a model and counts each task it scores once
+    per decision (standalone use; a task retried in later cycles is counted again).
+
+    The fragmentation model (and its memo) is kept across snapshots and rebuilt only when the
+    distribution object or the cluster's shape (models, GPUs per model, total CPU) changes.
     """
 
     name: ClassVar[str] = "gpuplane"
 
-    def __init__(self, workload: TypicalWorkload | None = None, alpha: float = ALPHA,
+    def __init__(self, workload: TypicalWorkload | None = None,
+                 online: OnlineWorkload | None = None, alpha: float = ALPHA,
                  beta: float = BETA, gamma: float = GAMMA) -> None:
         super().__init__(workload)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
-        self._seen: Counter = Counter()
-        self._n_seen = 0
-        self._built_at = 0
+        self._feeds = workload is None and online is None
+        self.online = online if online is not None else OnlineWorkload()
+        self._kept: tuple[tuple, TypicalWorkload, GpuplaneModel] | None = None
+        self.builds = 0  #: fragmentation models built (for tests and benchmarks)
 
-    # -- online distribution ---------------------------------------------------------------
-    def _observe(self, snap: ClusterSnapshot, task: TaskRequest) -> None:
-        if self.workload is not None or task.mig_profile is not None:
-            return
-        models = tuple(sorted(task.gpu_models)) if task.gpus else ()
-        self._seen[(task.cpu_milli, task.gpu_milli if task.gpus else 0, task.gpus, models)] += 1
-        self._n_seen += 1
-        if self._n_seen >= 2 * self._built_at:
-            cache = snap.plugin_cache(self)
-            cache.clear()
-            cache["fm"] = self._build(self.learned(), snap)
-            self._built_at = self._n_seen
+    def learned(self) -> TypicalWorkload | None:
+        """The online distribution in force (``None`` before any task was counted)."""
+        return self.online.workload
 
-    def learned(self) -> TypicalWorkload:
-        """The distribution learned so far (95 % popularity cut, like FGD's; ties by
-        the larger key, deterministic)."""
-        items = sorted(self._seen.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-        kept, acc = [], 0
-        for key, n in items:
-            if acc >= 0.95 * self._n_seen:
-                break
-            kept.append((key, n))
-            acc += n
-        return TypicalWorkload([TaskType(c, m, k, frozenset(models), n / acc)
-                                for (c, m, k, models), n in kept])
+    def _target(self) -> TypicalWorkload | None:
+        return self.workload if self.workload is not None else self.online.workload
 
     def model(self, snap: ClusterSnapshot, task: TaskRequest | None = None) -> FragmentationModel:
+        wl = self._target()
         cache = snap.plugin_cache(self)
+        if wl is None:  # nothing counted yet: the task itself is the only typical type
+            assert task is not None
+            key = ("own", task.shape, task.gpu_models)
+            fm = cache.get(key)
+            if fm is None:
+                fm = cache[key] = self._build(TypicalWorkload.from_tasks([task]), snap)
+            return fm
+        kept = self._kept
         fm = cache.get("fm")
-        if fm is None:
-            if self.workload is not None:
-                wl = self.workload
-            else:
-                assert task is not None
-                wl = TypicalWorkload.from_tasks([task])
-            fm = self._build(wl, snap)
+        if kept is None or fm is not kept[2] or kept[1] is not wl:
+            shape = _cluster_shape(snap)
+            if kept is None or kept[1] is not wl or kept[0] != shape:
+                kept = self._kept = (shape, wl, self._build(wl, snap))
+            fm = kept[2]
+            cache.clear()  # a new model or snapshot: score arrays of another model are stale
             cache["fm"] = fm
+        if len(fm.memo) > MEMO_LIMIT:  # bound the memory of a long-lived model
+            fm.memo.clear()
+            fm.score_memo.clear()  # type: ignore[attr-defined]
         return fm
 
     def _build(self, wl: TypicalWorkload, snap: ClusterSnapshot) -> GpuplaneModel:
@@ -230,14 +232,23 @@ class Gpuplane(Fgd):
         kappa = float(snap.cpu_cap.sum()) / gpu_milli if gpu_milli else None
         fm = GpuplaneModel(wl, snap.models, self.alpha, self.beta, self.gamma, capacity, kappa)
         fm.score_memo = {}  # type: ignore[attr-defined]
+        self.builds += 1
         return fm
 
     def score(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
               hosts: np.ndarray) -> np.ndarray:
-        if not state.data.get("gpuplane_seen"):
-            self._observe(snap, task)
+        if self._feeds and not state.data.get("gpuplane_seen"):
+            self.online.observe(task)
             state.data["gpuplane_seen"] = True
         return super().score(state, task, snap, hosts)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Gpuplane(alpha={self.alpha}, beta={self.beta}, gamma={self.gamma})"
+
+
+def _cluster_shape(snap: ClusterSnapshot) -> tuple:
+    """What the model depends on besides the distribution: the model list, GPUs per model
+    and the cluster's total CPU and GPU count."""
+    per_model = tuple(float(snap.gpu_count[snap.host_model == i].sum())
+                      for i in range(len(snap.models)))
+    return (tuple(snap.models), per_model, float(snap.cpu_cap.sum()), float(snap.gpu_count.sum()))
