@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,3 +88,14 @@ def plane(db_url, tmp_path) -> Plane:
     yield p
     p.loop.release()
     p.store.dispose()
+
+
+def load_benchmark(name: str):  # noqa: ANN201 - a module
+    """Import ``benchmarks/<name>.py`` (the live-replay harnesses the tests share with their
+    benchmarks)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod

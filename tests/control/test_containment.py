@@ -243,14 +243,14 @@ def test_a_decision_the_store_refuses_is_contained_to_its_workload(plane, monkey
     bad = plane.submit(name="refused", tasks=[{"resources": {"gpus": 1}, "command": ["x"]}])
     good = plane.submit(name="fine", labels=QUICK,
                         tasks=[{"resources": {"gpus": 1}, "command": ["x"]}])
-    real = apply.lifecycle.admit_tasks
+    real = apply.lifecycle.admit_many
 
-    def admit_tasks(tx, w, *args, **kwargs):  # noqa: ANN001, ANN202
-        if w.id == bad.id:
+    def admit_many(tx, admissions, *args, **kwargs):  # noqa: ANN001, ANN202
+        if any(a.workload.id == bad.id for a in admissions):
             raise ValueError("A string literal cannot contain NUL (0x00) characters")
-        return real(tx, w, *args, **kwargs)
+        return real(tx, admissions, *args, **kwargs)
 
-    monkeypatch.setattr(apply.lifecycle, "admit_tasks", admit_tasks)
+    monkeypatch.setattr(apply.lifecycle, "admit_many", admit_many)
     report = plane.loop.tick()
     assert report.failures == {"snapshot": 1} and report.admitted == 1, report
     assert plane.run_until(good.id, {"Succeeded", "Failed"}).phase == Phase.SUCCEEDED

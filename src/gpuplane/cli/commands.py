@@ -1,4 +1,4 @@
-"""The runtime's commands: ``up``, ``apply``, ``get``, ``describe``, ``delete``, ``logs``, ``top``."""
+"""The runtime's commands: ``up``, ``api``, ``apply``, ``get``, ``describe``, ``delete``, ``logs``, ``top``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from gpuplane.cli import observe, resources, up
+    from gpuplane.cli import api, observe, resources, up
 
     up.register(app)
+    api.register(app)
     resources.register(app)
     observe.register(app)

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -32,6 +33,16 @@ ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", envvar="GPUPL
                                                 show_default=False,
                                                 help="Project of the workload (default: any / the "
                                                      "only match).")]
+# the options of the commands that start servers (``up``, ``api``)
+BindHostOpt = Annotated[str, typer.Option("--host", envvar="GPUPLANE_BIND_HOST",
+                                          help="Address to listen on.")]
+BindPortOpt = Annotated[int, typer.Option("--port", envvar="GPUPLANE_BIND_PORT", min=0,
+                                          max=65535, help="Port to listen on.")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="GPUPLANE_HOME", show_default=False,
+                                              help="State directory \\[default: ./.gpuplane].")]
+DbUrlOpt = Annotated[str | None, typer.Option("--db-url", envvar="GPUPLANE_DB_URL",
+                                              show_default=False,
+                                              help="Database URL \\[default: SQLite in home].")]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

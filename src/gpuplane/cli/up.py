@@ -14,22 +14,14 @@ from typing import Annotated
 
 import typer
 
-from gpuplane.cli.common import guarded
+from gpuplane.cli.common import BindHostOpt, BindPortOpt, DbUrlOpt, HomeOpt, guarded
 
 
 def up(
-    host: Annotated[str, typer.Option("--host", envvar="GPUPLANE_BIND_HOST",
-                                      help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", envvar="GPUPLANE_BIND_PORT", min=0, max=65535,
-                                      help="Port to listen on.")] = 8080,
-    home: Annotated[Path | None, typer.Option("--home", envvar="GPUPLANE_HOME",
-                                              show_default=False,
-                                              help="State directory [default: ./.gpuplane].")
-                    ] = None,
-    db_url: Annotated[str | None, typer.Option("--db-url", envvar="GPUPLANE_DB_URL",
-                                               show_default=False,
-                                               help="Database URL [default: SQLite in home].")
-                      ] = None,
+    host: BindHostOpt = "127.0.0.1",
+    port: BindPortOpt = 8080,
+    home: HomeOpt = None,
+    db_url: DbUrlOpt = None,
     demo: Annotated[bool, typer.Option("--demo/--no-demo", envvar="GPUPLANE_DEMO",
                                        help="Load the simulated demo fleet.")] = True,
     demo_file: Annotated[Path | None, typer.Option("--demo-file", show_default=False,
@@ -38,7 +30,7 @@ def up(
     host_name: Annotated[str | None, typer.Option("--host-name", envvar="GPUPLANE_HOST_NAME",
                                                   show_default=False,
                                                   help="Name of this machine's host "
-                                                       "[default: its hostname].")] = None,
+                                                       "\\[default: its hostname].")] = None,
     local_gpus: Annotated[str | None, typer.Option(
         "--local-gpus", envvar="GPUPLANE_LOCAL_GPUS", show_default=False,
         help="Declare GPUs for development when NVML finds none, e.g. 2xL40S-48GB.")] = None,

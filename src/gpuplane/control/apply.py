@@ -3,7 +3,8 @@
 Each function is one short transaction (or, when a batch hits a generation conflict, one per
 item so a single changed task does not hold the others back). Generations guard every row the
 loop read before deciding (STYLE habit 7): a host, workload or task that changed in between
-raises ``Conflict`` and the decision is retried on fresh data next tick.
+costs the decisions made on it (a ``Conflict``, or an admission ``lifecycle.admit_many`` leaves
+out), which are retried on fresh data next tick; the others are written.
 
 The loop passes a ``FencedStore`` (``store/leases.py``): every transaction here first checks,
 inside the transaction, that the loop's lease grant is still the live lease. A stale leader's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gpuplane.control.convert import PendingItem, from_placement
@@ -79,75 +81,115 @@ def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None],
 
 
 # -- 1. decisions ------------------------------------------------------------
+#: admissions written per transaction: bounds how long one write holds its locks
+ADMIT_BATCH = 500
+
+
+@dataclass
+class Applied:
+    """What ``apply_decisions`` wrote: tasks admitted, and decisions left out because what they
+    were decided on changed meanwhile (each is decided again next tick)."""
+
+    admitted: int = 0
+    conflicts: int = 0
+
+
 def apply_decisions(store: Any, decisions: Any, items: Mapping[str, PendingItem],
                     workloads: Mapping[str, Any], host_generations: Mapping[str, int],
-                    now: float, on_error: OnError | None = None) -> int:
-    """One write transaction for the whole cycle; returns the number of tasks admitted.
-    Raises ``Conflict`` (nothing written) when anything it read has changed, ``LeaseLost``
-    (nothing written) when the loop's lease grant is stale.
+                    now: float, on_error: OnError | None = None) -> Applied:
+    """Write a cycle's decisions: admissions in transactions of up to ``ADMIT_BATCH``
+    workloads (``lifecycle.admit_many``), then the pending reasons that changed (one
+    statement), then each preemption. Raises ``LeaseLost`` (nothing more written) when the
+    loop's lease grant is stale.
 
-    When the transaction fails otherwise (one workload's write raises), each admission,
-    pending reason and preemption is retried in a transaction of its own: the one at fault
-    goes to ``on_error``, the others are written (an admission on a host an earlier one of
-    this cycle claimed conflicts and is decided again next tick)."""
-    try:
-        with store.write() as tx:
-            claimed: set[str] = set()
-            admitted = sum(_admit(tx, decisions, wid, items, workloads, host_generations,
-                                  claimed, now) for wid in decisions.admits)
-            for wid, reason in decisions.pending.items():
-                _pending(tx, workloads, wid, reason)
-            for v in decisions.preempt:
-                _preempt(tx, workloads, v, now)
-        return admitted
-    except Conflict:
-        raise
-    except Exception:  # noqa: BLE001 - one at a time below
-        log.debug("the cycle's write failed; writing its decisions one by one", exc_info=True)
-    admitted = 0
-    steps: list[tuple[str, Callable[[Any], int | None]]] = []
+    One conflict costs one decision, not the cycle: ``admit_many`` locks and checks every
+    workload, task and host first and leaves out only the admissions whose rows changed since
+    the loop read them (a concurrent cancel, a drained host). When a batch fails otherwise (one
+    workload's write raises), each of its admissions is retried in a transaction of its own:
+    the one at fault goes to ``on_error``, the others are written."""
+    applied = Applied()
+    generations = dict(host_generations)
+    admissions = []
     for wid in decisions.admits:
-        steps.append((f"workload {wid}", lambda tx, wid=wid: _admit(
-            tx, decisions, wid, items, workloads, host_generations, set(), now)))
-    for wid, reason in decisions.pending.items():
-        steps.append((f"workload {wid}", lambda tx, wid=wid, reason=reason:
-                      _pending(tx, workloads, wid, reason)))
-    for v in decisions.preempt:
-        steps.append((f"task {v.task_id}", lambda tx, v=v: _preempt(tx, workloads, v, now)))
-    for what, step in steps:
         try:
-            with store.write() as tx:
-                admitted += step(tx) or 0
+            admissions.append(_admission(decisions, wid, items, workloads))
+        except Exception as exc:  # noqa: BLE001 - this workload's alone
+            _report(on_error, f"workload {wid}", exc)
+    for i in range(0, len(admissions), ADMIT_BATCH):
+        batch = admissions[i:i + ADMIT_BATCH]
+        try:
+            _admit_batch(store, batch, generations, now, applied)
         except LeaseLost:
             raise
-        except Conflict as exc:
-            log.debug("conflict, retried next tick: %s", exc)
-        except Exception as exc:  # noqa: BLE001
-            if on_error is not None:
-                on_error(what, exc)
-            else:
-                log.warning("applying the decision on %s failed: %s", what, exc)
-    return admitted
+        except Exception:  # noqa: BLE001 - one at a time below
+            log.debug("an admission batch failed; writing its admissions one by one",
+                      exc_info=True)
+            for a in batch:
+                try:
+                    _admit_batch(store, [a], generations, now, applied)
+                except LeaseLost:
+                    raise
+                except Conflict as exc:
+                    log.debug("conflict, retried next tick: %s", exc)
+                    applied.conflicts += 1
+                except Exception as exc:  # noqa: BLE001
+                    _report(on_error, f"workload {a.workload.id}", exc)
+    _pending_reasons(store, workloads, decisions.pending, on_error)
+    _each(store, list(decisions.preempt), lambda tx, v: _preempt(tx, workloads, v, now),
+          on_error)
+    return applied
 
 
-def _admit(tx: Any, decisions: Any, wid: str, items: Mapping[str, PendingItem],
-           workloads: Mapping[str, Any], host_generations: Mapping[str, int],
-           claimed: set[str], now: float) -> int:
+def _report(on_error: OnError | None, what: str, exc: BaseException) -> None:
+    if on_error is not None:
+        on_error(what, exc)
+    else:
+        log.warning("applying the decision on %s failed: %s", what, exc)
+
+
+def _admission(decisions: Any, wid: str, items: Mapping[str, PendingItem],
+               workloads: Mapping[str, Any]) -> lifecycle.Admission:
     placements = decisions.admits[wid]
     item, w = items[wid], workloads[wid]
     index_of = {t.id: t.index for t in w.tasks}
-    chosen = {index_of[tid]: from_placement(p)
-              for tid, p in zip(item.task_ids, placements) if p is not None}
-    hosts = {p.host for p in chosen.values()} - claimed
-    lifecycle.admit_tasks(tx, w, chosen, now, {h: host_generations[h] for h in sorted(hosts)})
-    claimed |= hosts
-    return len(chosen)
+    return lifecycle.Admission(w, {index_of[tid]: from_placement(p)
+                                   for tid, p in zip(item.task_ids, placements)
+                                   if p is not None})
 
 
-def _pending(tx: Any, workloads: Mapping[str, Any], wid: str, reason: Any) -> None:
-    old = workloads[wid].pending_reason if wid in workloads else None
-    if old is None or (old.code, old.message) != (reason.code, reason.message):
-        tx.workloads.set_pending_reason(wid, reason)
+def _admit_batch(store: Any, batch: Sequence[lifecycle.Admission],
+                 generations: dict[str, int], now: float, applied: Applied) -> None:
+    """One transaction of admissions; on commit, the hosts it claimed move to their new
+    generation in ``generations`` (later batches of this cycle build on them)."""
+    with store.write() as tx:
+        skipped = lifecycle.admit_many(tx, batch, now, generations)
+    for wid, why in skipped.items():
+        log.debug("admission of %s left out, decided again next tick: %s", wid, why)
+    done = [a for a in batch if a.workload.id not in skipped]
+    for host in {p.host for a in done for p in a.placements.values()}:
+        generations[host] += 1
+    applied.admitted += sum(len(a.placements) for a in done)
+    applied.conflicts += len(skipped)
+
+
+def _pending_reasons(store: Any, workloads: Mapping[str, Any], pending: Mapping[str, Any],
+                     on_error: OnError | None) -> None:
+    """Write the pending reasons that changed (advisory: no generation guard), in one
+    transaction; a workload whose reason reads as before is not written."""
+    changed = {}
+    for wid, reason in pending.items():
+        old = workloads[wid].pending_reason if wid in workloads else None
+        if old is None or (old.code, old.message) != (reason.code, reason.message):
+            changed[wid] = reason
+    if not changed:
+        return
+    try:
+        with store.write() as tx:
+            tx.workloads.set_pending_reasons(changed)
+    except LeaseLost:
+        raise
+    except Exception as exc:  # noqa: BLE001 - advisory; written again next tick
+        _report(on_error, f"pending reasons of {len(changed)} workload(s)", exc)
 
 
 def _preempt(tx: Any, workloads: Mapping[str, Any], v: Any, now: float) -> None:
@@ -176,19 +218,41 @@ def _preempt(tx: Any, workloads: Mapping[str, Any], v: Any, now: float) -> None:
 # -- 2. starts ---------------------------------------------------------------
 def record_starts(store: Any, started: Sequence[tuple[Any, Any, DriverHandle | None, str | None]],
                   now: float, on_error: OnError | None = None) -> list[DriverHandle]:
-    """Store the handles of started tasks (or the failure to start them: the task fails with
-    ``StartFailed``, its retry policy applies). Returns the handles of tasks that changed
-    meanwhile, or whose start could not be recorded: the caller must stop those."""
+    """Store the handles of started tasks (``lifecycle.mark_many_running``, one transaction;
+    one per task if that fails otherwise than by a stale lease) or the failure to start them
+    (the task fails with ``StartFailed``, its retry policy applies). Returns the handles of
+    tasks that changed meanwhile, or whose start could not be recorded: the caller must stop
+    those."""
+    ran = [(t, h) for _w, t, h, _err in started if h is not None]
+    skipped: set[int] = set()
+    if ran:
+        try:
+            with store.write() as tx:
+                skipped = set(lifecycle.mark_many_running(
+                    tx, [(t, h.to_dict()) for t, h in ran], now))
+        except LeaseLost:
+            raise
+        except Exception:  # noqa: BLE001 - one at a time below
+            log.debug("batch write failed; writing one start at a time", exc_info=True)
+            skipped = set()
+            for t, h in ran:
+                try:
+                    with store.write() as tx:
+                        skipped |= set(lifecycle.mark_many_running(tx, [(t, h.to_dict())], now))
+                except LeaseLost:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    skipped.add(t.id)
+                    if not isinstance(exc, Conflict):
+                        _report(on_error, _describe(t), exc)
 
-    def one(tx: Any, entry: tuple[Any, Any, DriverHandle | None, str | None]) -> None:
-        _w, t, handle, error = entry
-        if handle is not None:
-            lifecycle.mark_task_running(tx, t.id, t.generation, now, handle.to_dict())
-        else:
-            lifecycle.finish_task(tx, t.id, t.generation, Phase.FAILED, now,
-                                  reason="StartFailed", message=f"could not start: {error}")
+    def failed(tx: Any, entry: tuple[Any, Any, DriverHandle | None, str | None]) -> None:
+        _w, t, _handle, error = entry
+        lifecycle.finish_task(tx, t.id, t.generation, Phase.FAILED, now,
+                              reason="StartFailed", message=f"could not start: {error}")
 
-    return [e[2] for e in _each(store, started, one, on_error) if e[2] is not None]
+    _each(store, [e for e in started if e[2] is None], failed, on_error)
+    return [h for t, h in ran if t.id in skipped]
 
 
 def cancel_unstarted(store: Any, workloads: Iterable[Any], now: float,

@@ -15,7 +15,7 @@ from typing import Any
 from gpuplane.domain.inventory import GpuDevice, Host, Taint
 from gpuplane.domain.requests import Placement, TaskRequest, Toleration
 from gpuplane.domain.workloads import Phase, Task, TaskGroup, TaskPlacement, Workload
-from gpuplane.scheduling.queueing import PendingWorkload, RunningTask
+from gpuplane.scheduling.queueing import PendingWorkload, RunningTask, task_units
 
 #: Labels every host carries so selectors can tell real from simulated capacity.
 LABEL_DRIVER = "gpuplane.io/driver"
@@ -156,6 +156,25 @@ def to_running(workloads: Iterable[Workload], now: float | None = None) -> list[
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
                                   if w.spec.max_runtime_s and t.started_at else None)))
     return out
+
+
+def holdings(workloads: Iterable[Workload]) -> dict[str, tuple[float, float, float]]:
+    """What each project holds now, as fair share counts it: (milli-GPU, milli-CPU, MiB) of
+    its tasks holding resources. A task that cannot be read counts nothing."""
+    out: dict[str, list[float]] = {}
+    for w in workloads:
+        for t in w.tasks:
+            if not t.phase.holds_resources:
+                continue
+            try:
+                units = float(task_units(t))
+            except Exception:  # noqa: BLE001 - counted by build_snapshot's containment
+                continue
+            v = out.setdefault(w.project, [0.0, 0.0, 0.0])
+            v[0] += units
+            v[1] += t.cpu_milli
+            v[2] += t.memory_mib
+    return {p: (v[0], v[1], v[2]) for p, v in out.items()}
 
 
 def _checkpoint(t: Task) -> float | None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from gpuplane.domain.requests import Placement
 from gpuplane.domain.workloads import PendingReason
+from gpuplane.scheduling.admission.fairshare import UsageHistory
 from gpuplane.scheduling.cycle import CycleOptions, run_cycle
 from gpuplane.scheduling.queueing import PendingWorkload, RunningTask
 from gpuplane.scheduling.snapshot import ClusterSnapshot
@@ -46,14 +47,17 @@ class Decisions:
 
 def decide(snap: ClusterSnapshot, pending: Sequence[PendingWorkload],
            running: Sequence[RunningTask], quotas: Any, now: float,
-           rng: np.random.Generator, options: CycleOptions | None = None) -> Decisions:
+           rng: np.random.Generator, options: CycleOptions | None = None,
+           history: UsageHistory | None = None) -> Decisions:
     """Decide one cycle. ``snap`` holds exactly the running tasks; the cycle may change it.
 
     An admission that needs victims to stop first is not applied in this cycle: the victims
     are stopped, and the workload is admitted by a later cycle once their resources are free
     (it stays pending with a reason saying so). ``options`` carries the preemption grace
-    period and a placement ``Profile`` object kept across cycles (so its caches survive)."""
-    result = run_cycle(snap, pending, running, quotas, now, rng, options=options)
+    period and a placement ``Profile`` object kept across cycles (so its caches survive);
+    ``history`` the decayed usage fair share weighs (``None``: current holdings only)."""
+    result = run_cycle(snap, pending, running, quotas, now, rng, options=options,
+                       history=history)
     out = Decisions()
     for wid, r in result.pending.items():
         out.pending[str(wid)] = PendingReason(code=str(r.code), message=str(r.message),

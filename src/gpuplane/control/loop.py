@@ -1,18 +1,23 @@
-"""The one reconciler (STYLE habit 8): load -> decide -> apply -> drivers -> observe.
+"""The one reconciler (STYLE habit 8): observe -> load -> decide -> apply -> drivers.
 
-Every tick of the leader:
+Every tick of the leader, in this order (what ended is freed before the cycle decides, as the
+simulator does):
 
-1. ``schedule``: a short read transaction builds the snapshot (hosts, tasks holding resources)
-   and the pending work; ``decide`` (scheduling layer, pure) returns admissions, preemptions
-   and pending reasons; a short write transaction applies them, guarded by the generations of
-   every host, workload and task it read (a conflict rolls the whole cycle back; the next tick
-   reruns it on fresh data).
-2. ``launch``: after commit, Admitted tasks without a driver handle are started by the driver
-   of their host; handles are stored in another short transaction.
-3. ``stop``: tasks to cancel, preempt or past their max runtime are stopped (off the loop
-   thread, since a stop may wait for a grace period).
-4. ``observe``: drivers report on every task with a handle (adopting tasks started before a
+1. ``observe``: drivers report on every task with a handle (adopting tasks started before a
    restart); changes go back to the store with events, usage and audit entries.
+2. ``schedule``: a short read transaction builds the snapshot (hosts, tasks holding resources)
+   and the pending work; ``decide`` (scheduling layer, pure) returns admissions, preemptions
+   and pending reasons; short write transactions apply them (``control/apply.py``), each
+   admission checked against the generations of the host, workload and tasks it was decided
+   on: one that changed meanwhile (a cancel) loses only its own admission, which the next tick
+   decides again on fresh data; the fair-share usage history advances every tick.
+3. ``launch``: after commit, Admitted tasks without a driver handle are started by the driver
+   of their host; handles are stored in another short transaction.
+4. ``stop``: tasks to cancel, preempt or past their max runtime are stopped (off the loop
+   thread, since a stop may wait for a grace period); after ``schedule``, so the victims of
+   this tick's preemptions are signalled at once.
+5. ``remember``: the scheduler memory that changed (``control/memory.py``) is written in a
+   fenced transaction; a process that takes the lease loads it first.
 
 No tenant can stall the loop (DESIGN invariant 8): a failure that belongs to one task or one
 host is contained to it. A task whose start raises (any exception, not only ``DriverError``)
@@ -24,7 +29,8 @@ tasks and takes no new ones (``convert.build_snapshot``). Each such failure is a
 line (once per task or host; repeats go to DEBUG), an event, and a count in ``LoopStats``
 (``gpuplane_loop_task_failures_total{stage}`` on ``/metrics``); the rest of the tick goes on.
 
-Only the holder of the database lease ``scheduler`` runs ticks; every process serves the API.
+Only the holder of the database lease ``scheduler`` runs ticks (``control/leadership.py``:
+holding, renewing, losing and releasing it); every process serves the API.
 The lease's expiry is judged by the database's clock, and every write transaction of a tick
 is fenced by the lease epoch the loop was granted (``store/leases.py``): a leader that was
 paused (SIGSTOP, a long GC, a partition) past its TTL and wakes up mid-tick commits nothing; its
@@ -34,7 +40,6 @@ the lease log). No network or driver call happens inside a transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -48,19 +53,29 @@ import numpy as np
 
 from gpuplane.control import apply as store_apply
 from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
-                                      free_gpu_by_jurisdiction, load_quotas, to_pending,
-                                      to_placement)
+                                      free_gpu_by_jurisdiction, holdings, load_quotas,
+                                      to_pending, to_placement)
 from gpuplane.control.decide import decide
+from gpuplane.control.leadership import LeaseHolder
+from gpuplane.control.memory import PersistedState, SchedulerMemory
 from gpuplane.control.containment import REASON_OBSERVE_FAILED, LoopStats, one_line
 from gpuplane.control.execution import REASON_PREEMPTED, outcome, stop_reason, task_spec
 from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverHandle
+from gpuplane.scheduling.admission.fairshare import UsageHistory
 from gpuplane.scheduling.cycle import CycleOptions
 from gpuplane.scheduling.placement import profiles
-from gpuplane.store.leases import FencedStore, LeaseGrant
+from gpuplane.scheduling.placement.online import OnlineWorkload
+from gpuplane.store.leases import LeaseGrant
 
 log = logging.getLogger("gpuplane.control")
+
+#: the name of the fair-share usage history in the scheduler memory
+FAIRSHARE_MEMORY = "fairshare"
+#: the name of the online placement workload model in the scheduler memory
+PLACEMENT_MEMORY = "placement_workload"
+
 
 @dataclass
 class TickReport:
@@ -77,7 +92,7 @@ class TickReport:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-class ControlLoop:
+class ControlLoop(LeaseHolder):
     """Runs ticks while holding the scheduler lease.
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
@@ -87,6 +102,9 @@ class ControlLoop:
     (signal, grace, then kill; the outcome and the work lost are recorded).
     ``observe_failure_limit``: ticks in a row a task's observation may raise before the task
     is stopped and failed. ``stats`` collects contained failures (a fresh one by default).
+    ``memory``: more named objects to persist across leaders besides the fair-share usage
+    history (``fairshare``), see ``control/memory.py``; ``memory_every_s``: how often at most
+    the changed ones are written.
     """
 
     def __init__(self, store: Any, drivers: Mapping[str, Any], *, holder: str,
@@ -95,7 +113,8 @@ class ControlLoop:
                  clock: Callable[[], float] = time.time,
                  rng: np.random.Generator | None = None,
                  lease_log: Path | None = None, preempt_grace_s: float = 30.0,
-                 observe_failure_limit: int = 3, stats: LoopStats | None = None) -> None:
+                 observe_failure_limit: int = 3, stats: LoopStats | None = None,
+                 memory: Mapping[str, Any] | None = None, memory_every_s: float = 5.0) -> None:
         self.store = store
         self.drivers = dict(drivers)
         self.holder = holder
@@ -106,9 +125,23 @@ class ControlLoop:
         self.clock = clock
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.lease_log = lease_log
+        #: the workload distribution the default placement policy learns online (issue 11):
+        #: each arriving workload counted once (``schedule``); plain data, ``to_dict()`` /
+        #: ``restore(d)`` so a new leader resumes it (placement/online.py)
+        self.workload_model = OnlineWorkload()
+        #: what the scheduler learns over time, kept in the store by the leader
+        #: (``control/memory.py``); loaded whenever this process takes the lease. The workload
+        #: model is restored in place: the placement profile holds this very object.
+        self.memory = SchedulerMemory(
+            {FAIRSHARE_MEMORY: UsageHistory(),
+             PLACEMENT_MEMORY: PersistedState(self.workload_model.to_dict,
+                                              self.workload_model.restore),
+             **(memory or {})}, every_s=memory_every_s)
+        self._memory_epoch: int | None = None
         # one placement profile for every cycle (plugins keep their caches in it); the grace
         # period each preempted task gets to checkpoint and exit after its SIGTERM
-        self.cycle_options = CycleOptions(grace_s=preempt_grace_s, profile=profiles.get())
+        self.cycle_options = CycleOptions(grace_s=preempt_grace_s,
+                                          profile=profiles.get(online=self.workload_model))
         self.leader_until = 0.0
         #: the lease grant we hold (its epoch fences our writes), None when not the leader
         self.grant: LeaseGrant | None = None
@@ -123,80 +156,21 @@ class ControlLoop:
         self._observe_failures: dict[str, int] = {}
         self._warned: set[tuple[str, str]] = set()
 
-    # -- lease ---------------------------------------------------------------
+    # -- memory --------------------------------------------------------------
     @property
-    def is_leader(self) -> bool:
-        return self.grant is not None and self.clock() < self.leader_until
-
-    def _lease(self, now: float) -> bool:
-        """Hold (acquire or renew) the scheduler lease; True while we are the leader.
-
-        The database decides, on its own clock, whether the lease is ours, and grants an
-        epoch. Locally we act only until two thirds of the TTL after ``now`` (taken before
-        asking), so a process that stalls stops acting before its lease ends; should it act
-        anyway, the epoch check inside each of its write transactions refuses the write."""
-        try:
-            grant = self.store.leases.try_acquire(self.holder, self.lease_ttl_s)
-        except Exception as exc:  # noqa: BLE001 - database down: not the leader
-            log.warning("lease: %s", exc)
-            grant = None
-        answered = self.clock()  # the grant holds from here (the call may have waited)
-        with self._lease_lock:
-            old = self.grant
-            if grant is not None:
-                self.grant = grant
-                self.leader_until = now + self.lease_ttl_s * 2 / 3
-                self._note("renewed" if old is not None and old.epoch == grant.epoch
-                           else "acquired", answered)
-            elif old is not None:
-                self.grant, self.leader_until = None, 0.0
-                self._note("lost", answered, "another process holds it now, or the database "
-                           "did not answer", epoch=old.epoch)
-            else:
-                self.leader_until = 0.0
-        return grant is not None
-
-    def _lose(self, grant: LeaseGrant | None, why: str) -> None:
-        """A fenced write of ``grant`` was refused: stop leading (unless the lease thread has
-        meanwhile been granted a newer epoch)."""
-        with self._lease_lock:
-            if self.grant is None or (grant is not None and self.grant.epoch != grant.epoch):
-                return
-            self.grant, self.leader_until = None, 0.0
-            self._note("lost", self.clock(), why, epoch=grant.epoch if grant else None)
-
-    def _fenced(self) -> FencedStore:
-        """The store as this tick writes to it: every write transaction checks our epoch."""
-        grant = self._tick_grant or self.grant
-        if grant is None:
-            raise LeaseLost(f"{self.holder} holds no scheduler lease")
-        return FencedStore(self.store, grant)
-
-    def _note(self, what: str, now: float, why: str = "", epoch: int | None = None) -> None:
-        if epoch is None:
-            epoch = self.grant.epoch if self.grant is not None else None
-        if what == "lost":
-            log.warning("scheduler lease lost by %s (epoch %s): %s; this process stops "
-                        "leading", self.holder, epoch, why)
-        elif what != "renewed":
-            log.info("scheduler lease %s by %s (epoch %s)", what, self.holder, epoch)
-        if self.lease_log is not None:
-            entry = {"holder": self.holder, "event": what, "at": now,
-                     "valid_until": self.leader_until, "epoch": epoch}
-            if why:
-                entry["why"] = why
-            with open(self.lease_log, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry) + "\n")
+    def history(self) -> UsageHistory:
+        """The fair-share usage history (decayed), advanced every tick, kept across leaders."""
+        return self.memory[FAIRSHARE_MEMORY]
 
     def release(self) -> None:
-        """Give the lease back (on shutdown) so another process takes over at once."""
-        if self.grant is not None or self.leader_until:
+        """Write the scheduler memory that changed (however recently it was last written), then
+        give the lease back: a graceful hand-over loses nothing the scheduler learned."""
+        if self.grant is not None:
             try:
-                self.store.leases.release(self.holder)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("lease release: %s", exc)
-            self._note("released", self.clock())
-            self.grant, self.leader_until = None, 0.0
+                self.remember(force=True)
+            except Exception as exc:  # noqa: BLE001 - the next leader resumes an older copy
+                log.warning("scheduler memory not saved at shutdown: %s", one_line(exc))
+        super().release()
 
     # -- running -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -219,11 +193,6 @@ class ControlLoop:
             self.release()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _keep_lease(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self._lease(self.clock())
-            stop.wait(self.lease_ttl_s / 3)
-
     def tick(self, renew: bool = True) -> TickReport:
         """One reconciliation pass. ``renew``: take or renew the lease first (when no lease
         thread runs, as in tests); otherwise act only if the lease is already held."""
@@ -235,13 +204,16 @@ class ControlLoop:
         report.leader = True
         self._tick_grant = grant = self.grant  # one epoch fences every write of this tick
         try:
+            if grant is not None and grant.epoch != self._memory_epoch:
+                self.memory.load(self.store)  # a new term: resume the memory of the last one
+                self._memory_epoch = grant.epoch
             self._steps(report, grant)
         finally:
             self._tick_grant = None
         return report
 
     def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
-        for step in (self.schedule, self.launch, self.stop_due, self.observe):
+        for step in (self.observe, self.schedule, self.launch, self.stop_due, self.remember):
             if not self.is_leader:
                 break
             try:
@@ -278,7 +250,7 @@ class ControlLoop:
         log.warning("%s failed for %s; contained, the loop goes on: %s", stage, what, text,
                     exc_info=isinstance(exc, BaseException) and log.isEnabledFor(logging.DEBUG))
 
-    # -- 1. schedule ---------------------------------------------------------
+    # -- 2. schedule ---------------------------------------------------------
     def schedule(self, report: TickReport) -> None:
         now = self.clock()
         with self.store.read() as tx:
@@ -286,6 +258,7 @@ class ControlLoop:
             active = tx.workloads.list_active()
             waiting = tx.workloads.list_schedulable(now)
             quotas = load_quotas(tx)
+        self.history.advance(now, holdings(active))
         if not waiting:
             return
         built = build_snapshot(hosts, active, now)
@@ -304,15 +277,32 @@ class ControlLoop:
                 items.append(item)
         if not items:
             return
+        # count newly arrived workloads once in the online placement model (seen ones skip)
+        self.workload_model.arrive_many((i.work.id, i.work.submitted_at, i.work.tasks)
+                                        for i in items)
         decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng,
-                           self.cycle_options)
+                           self.cycle_options, history=self.history)
         if not self.is_leader:
             return
-        report.admitted += store_apply.apply_decisions(
+        applied = store_apply.apply_decisions(
             self._fenced(), decisions, {i.work.id: i for i in items},
             {w.id: w for w in waiting}, {h.name: h.generation for h in hosts}, now,
             on_error=lambda what, exc: self._contain(report, "snapshot", what,
                                                      f"applying the decision on {what}", exc))
+        report.admitted += applied.admitted
+        report.conflicts += applied.conflicts
+
+    def remember(self, report: TickReport | None = None, force: bool = False) -> None:
+        """Write the scheduler memory that changed (at most every ``memory_every_s`` unless
+        ``force``), in a fenced transaction of this tick."""
+        now = self.clock()
+        due = self.memory.due(now, force)
+        if not due:
+            return
+        fenced = self._fenced()
+        with fenced.write() as tx:
+            self.memory.write(tx, due, fenced.grant.epoch, now)
+        self.memory.committed(due, now)
 
     def _note_quarantine(self, report: TickReport, quarantined: Mapping[str, str],
                          dropped: Mapping[str, str], now: float) -> None:
@@ -348,7 +338,7 @@ class ControlLoop:
         except Exception as exc:  # noqa: BLE001 - the events are a courtesy; scheduling goes on
             log.warning("could not record quarantine events: %s", one_line(exc))
 
-    # -- 2. launch -----------------------------------------------------------
+    # -- 3. launch -----------------------------------------------------------
     def _driver_for(self, host: Any) -> Any | None:
         driver = self.drivers.get(host.driver)
         if driver is None or (host.driver == "local" and host.name != self.local_host):
@@ -404,7 +394,7 @@ class ControlLoop:
             if handle.task_id not in stored:
                 self._stop_async(handle, self.stop_grace_s)
 
-    # -- 3. stop ---------------------------------------------------------------
+    # -- 4. stop ---------------------------------------------------------------
     def stop_due(self, report: TickReport) -> None:
         now = self.clock()
         with self.store.read() as tx:
@@ -466,7 +456,7 @@ class ControlLoop:
         self._pool.submit(run)
         return True
 
-    # -- 4. observe ------------------------------------------------------------
+    # -- 1. observe ------------------------------------------------------------
     def observe(self, report: TickReport) -> None:
         with self.store.read() as tx:
             active = tx.workloads.list_active()

@@ -50,6 +50,29 @@ def record(tx, *, at: float, actor: str, action: str, object_kind: str, object_i
     return entry
 
 
+def record_many(tx, entries: Iterable[Mapping[str, Any]]) -> list[AuditEntry]:  # noqa: ANN001
+    """``record`` for many entries (each a mapping of ``record``'s keyword arguments): the head
+    is locked once, the entries are chained in order and written in one statement."""
+    items = list(entries)
+    if not items:
+        return []
+    seq, prev = tx.audit.lock_head()
+    out = []
+    for item in items:
+        seq += 1
+        fields = dict(seq=seq, at=float(item["at"]), actor=item["actor"], action=item["action"],
+                      object_kind=item["object_kind"], object_id=str(item["object_id"]),
+                      project_id=item.get("project_id"), org_id=item.get("org_id"),
+                      outcome=item.get("outcome", "ok"),
+                      detail=json.loads(json.dumps(dict(item.get("detail") or {}), default=str)),
+                      prev_hash=prev)
+        entry = AuditEntry(**fields, hash=entry_hash(fields))
+        out.append(entry)
+        prev = entry.hash
+    tx.audit.append_many(out)
+    return out
+
+
 def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:
     return {**{k: getattr(entry, k) for k in FIELDS}, "detail": dict(entry.detail),
             "hash": entry.hash}

@@ -19,15 +19,15 @@ Typical use by the control loop::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpuplane.domain.errors import Conflict
 from gpuplane.domain.workloads import (Phase, Task, TaskPlacement, Workload, aggregate_phase,
-                                       check_task_transition)
+                                       can_transition, check_task_transition)
 from gpuplane.governance import audit
-from gpuplane.store.records import UsageRecord, WorkloadPhaseState
+from gpuplane.store.records import LockedWorkload, UsageRecord, WorkloadPhaseState
 
 
 def _phase_values(state: WorkloadPhaseState, now: float) -> tuple[Phase, dict[str, Any]]:
@@ -121,6 +121,142 @@ def admit_workload(tx, workload: Workload, placements: Mapping[int, TaskPlacemen
     A gang is admitted whole: the caller passes every task of it."""
     admit_tasks(tx, workload, placements, now, host_generations)
     return tx.workloads.get(workload.id)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One workload's admission for ``admit_many``: the workload as the loop read it and the
+    placement of each task it admits, by task index (a gang: every task of it)."""
+
+    workload: Workload
+    placements: Mapping[int, TaskPlacement]
+
+
+def _refresh_many(tx, locked: Mapping[str, LockedWorkload], now: float,  # noqa: ANN001
+                  extra: Mapping[str, Any] | None = None
+                  ) -> tuple[dict[str, Phase], list[dict[str, Any]]]:
+    """Recompute the phases of the ``locked`` workloads from their tasks and store them (with
+    ``extra`` columns, in few statements); returns the new phases and the phase events to
+    write. The rows must have been locked (and checked) in this transaction."""
+    phases = tx.tasks.phases_by_workload(w.pk for w in locked.values())
+    updates, events, out = [], [], {}
+    for w in locked.values():
+        state = WorkloadPhaseState(w.generation, w.phase, w.cancel_requested, w.admitted_at,
+                                   w.started_at, phases.get(w.pk, ()), w.project_id, w.org_id)
+        phase, values = _phase_values(state, now)
+        out[w.uid] = phase
+        if values or extra:
+            updates.append((w.pk, w.generation, {**values, **(extra or {})}))
+        if values:
+            events.append({"at": now, "type": "Warning" if phase in (Phase.FAILED, Phase.LOST)
+                           else "Normal", "reason": phase.value,
+                           "message": f"workload is {phase.value} (was {w.phase})",
+                           "project_id": w.project_id, "workload_pk": w.pk})
+    tx.workloads.update_many(updates)
+    return out, events
+
+
+def admit_many(tx, admissions: Sequence[Admission], now: float,  # noqa: ANN001
+               host_generations: Mapping[str, int]) -> dict[str, str]:
+    """``admit_tasks`` for many workloads in one transaction and a few statements, each
+    admission standing alone: the workloads, tasks and hosts are locked and checked first,
+    and an admission whose workload or task changed since the loop read it (a cancel), or
+    whose host's generation is not ``host_generations[host]`` any more, is left out (its
+    workload id -> why is returned) while the others are written. Each host is claimed with
+    one generation bump however many admissions land on it. Events and audit entries
+    (``workload.admit``) as ``admit_tasks`` writes them."""
+    locked = tx.workloads.lock(a.workload.id for a in admissions)
+    task_of = {a.workload.id: {t.index: t for t in a.workload.tasks} for a in admissions}
+    tasks = tx.tasks.lock(task_of[a.workload.id][i].id for a in admissions
+                          for i in a.placements if i in task_of[a.workload.id])
+    hosts = tx.hosts.lock_generations(p.host for a in admissions for p in a.placements.values())
+    skipped: dict[str, str] = {}
+    ok: list[Admission] = []
+    for a in admissions:
+        w, row = a.workload, locked.get(a.workload.id)
+        why = None
+        if row is None or row.generation != w.generation:
+            why = f"workload {w.id} changed since it was read"
+        for index, p in sorted(a.placements.items()):
+            t = task_of[w.id].get(index)
+            cur = tasks.get(t.id) if t is not None else None
+            if why is None and (cur is None or cur.generation != t.generation
+                                or not can_transition(Phase(cur.phase), Phase.ADMITTED)):
+                why = f"task {index} of workload {w.id} changed since it was read"
+            h = hosts.get(p.host)
+            if why is None and (h is None or h[1] != host_generations.get(p.host)):
+                why = f"host {p.host!r} changed since it was read"
+        if why is None:
+            ok.append(a)
+        else:
+            skipped[w.id] = why
+    if not ok:
+        return skipped
+    tx.tasks.update_many([
+        (t.id, t.generation, dict(phase=Phase.ADMITTED, placement=p,
+                                  host_id=hosts[p.host][0], attempt=t.attempt + 1,
+                                  exit_code=None, reason=None, message=None, handle=None,
+                                  not_before=None))
+        for a in ok for i, p in sorted(a.placements.items())
+        for t in (task_of[a.workload.id][i],)])
+    tx.hosts.bump_many(sorted({hosts[p.host] for a in ok for p in a.placements.values()}))
+    mine = {a.workload.id: locked[a.workload.id] for a in ok}
+    _phases, phase_events = _refresh_many(tx, mine, now, {"pending_reason": None})
+    events, entries = [], []
+    for a in ok:
+        row = mine[a.workload.id]
+        placed = sorted({p.host for p in a.placements.values()})
+        events.append({"at": now, "type": "Normal", "reason": "Admitted",
+                       "message": f"{len(a.placements)} task(s) placed on {', '.join(placed)}",
+                       "project_id": row.project_id, "workload_pk": row.pk})
+        entries.append(dict(at=now, actor="scheduler", action="workload.admit",
+                            object_kind="workload", object_id=a.workload.id,
+                            project_id=row.project_id, org_id=row.org_id, detail={
+                                "placements": {str(i): {"host": p.host,
+                                                        "gpu_indices": list(p.gpu_indices),
+                                                        "gpu_milli": p.gpu_milli}
+                                               for i, p in sorted(a.placements.items())}}))
+    tx.events.add_many(events + phase_events)
+    audit.record_many(tx, entries)
+    return skipped
+
+
+def mark_many_running(tx, starts: Sequence[tuple[Task, Mapping[str, Any]]],  # noqa: ANN001
+                      now: float) -> dict[int, str]:
+    """``mark_task_running`` for many started tasks (each with its driver handle) in one
+    transaction and a few statements. A task whose generation moved since it was read (or
+    that can no longer go to Running) is left out: its id -> why is returned, the others are
+    written. Events and workload phases as ``mark_task_running`` writes them."""
+    locked = tx.workloads.lock(t.workload_id for t, _ in starts)
+    tasks = tx.tasks.lock(t.id for t, _ in starts)
+    skipped: dict[int, str] = {}
+    ok = []
+    for t, handle in starts:
+        cur = tasks.get(t.id)
+        if (cur is None or cur.generation != t.generation or t.workload_id not in locked
+                or not can_transition(Phase(cur.phase), Phase.RUNNING)):
+            skipped[t.id] = f"task {t.index} of workload {t.workload_id} changed since it was read"
+        else:
+            ok.append((t, dict(handle)))
+    if not ok:
+        return skipped
+    tx.tasks.update_many([(t.id, t.generation, dict(phase=Phase.RUNNING, started_at=now,
+                                                    handle=handle)) for t, handle in ok])
+    events = []
+    for t, handle in ok:
+        row = locked[t.workload_id]
+        unsandboxed = ((handle or {}).get("data") or {}).get("sandbox") == "none"
+        events.append({"at": now, "type": "Normal", "reason": "Started",
+                       "message": f"task {t.index} started (attempt {t.attempt})"
+                       + (f" on {t.placement.host}" if t.placement else "")
+                       + (" unsandboxed" if unsandboxed else ""),
+                       "project_id": row.project_id, "workload_pk": row.pk,
+                       "host_name": t.placement.host if t.placement else None,
+                       "task_idx": t.index})
+    _phases, phase_events = _refresh_many(tx, {t.workload_id: locked[t.workload_id]
+                                               for t, _ in ok}, now)
+    tx.events.add_many(events + phase_events)
+    return skipped
 
 
 def mark_task_running(tx, task_id: int, seen_generation: int, now: float,  # noqa: ANN001

@@ -97,9 +97,14 @@ class WorkloadService(ServiceBase):
 
     def submit_workload(self, principal: Principal, spec: WorkloadSpec) -> Workload:
         """Accept a workload (phase Pending). Once this returns, the workload is committed:
-        it survives a crash (DESIGN invariant 5). Conflict if the name exists in the project."""
+        it survives a crash (DESIGN invariant 5). Conflict if the name exists in the project.
+
+        Runs without the global write lock (``Store.write(serial=False)``): it only inserts
+        rows, so concurrent submissions (from several API processes too) go in parallel; the
+        unique (project, name) constraint settles a race for one name (``Conflict``) and the
+        audit head's row lock orders the chain."""
         now = self.now()
-        with self.store.write() as tx:
+        with self.store.write(serial=False) as tx:
             project = self._project(tx, principal, spec.project, "workload.write")
             if spec.priority_class is None:
                 pc = tx.priorities.default()

@@ -3,11 +3,19 @@
 ``Store.read()`` and ``Store.write()`` yield a ``Tx`` carrying one repository per concept.
 Keep transactions short and never call the network inside one (STYLE habit 8).
 
-Write transactions are serialised on both databases, so both behave the same and writers can
-never deadlock (they lock rows in different orders: workloads, tasks, hosts, the audit head):
-on SQLite a write transaction starts with ``BEGIN IMMEDIATE``; on PostgreSQL its first
-statement takes a transaction-scoped advisory lock. Reads never wait (WAL / MVCC). Decisions
-made on an earlier read are still checked by generation-guarded updates (``Conflict``).
+Write transactions are serialised by default on both databases, so both behave the same and
+writers can never deadlock (they lock rows in different orders: workloads, tasks, hosts, the
+audit head): on SQLite a write transaction starts with ``BEGIN IMMEDIATE``; on PostgreSQL its
+first statement takes a transaction-scoped advisory lock. Reads never wait (WAL / MVCC).
+Decisions made on an earlier read are still checked by generation-guarded updates
+(``Conflict``).
+
+``write(serial=False)`` skips the advisory lock on PostgreSQL (SQLite is serial anyway): for
+writes whose correctness rests on row locks and constraints alone, which only insert new rows
+and append to the audit chain (its head row lock orders appenders; the head is the last row
+such a writer locks, so it cannot deadlock with a serialised writer). Submitting a workload is
+one: a unique constraint keeps names unique per project, a foreign key keeps the project.
+Many such writers run at once, one API process or several.
 """
 
 from __future__ import annotations
@@ -116,11 +124,13 @@ class Store:
                                    ) from exc
 
     @contextmanager
-    def write(self, fence: LeaseGrant | None = None) -> Iterator[Tx]:
+    def write(self, fence: LeaseGrant | None = None, serial: bool = True) -> Iterator[Tx]:
         """A write transaction, committed when the block ends without an exception.
 
         ``fence``: a lease grant (``store/leases.py``); the transaction first checks that the
         grant is still the live lease and raises ``LeaseLost`` (nothing written) if not.
+        ``serial=False``: no advisory lock on PostgreSQL (see the module docstring for which
+        writes may do without it).
         A unique-constraint race lost to a concurrent writer (two creates of one name on
         PostgreSQL) surfaces as ``Conflict(gpuplane.conflict)``, never as a driver error."""
         try:
@@ -128,7 +138,7 @@ class Store:
                 conn.execution_options(gpuplane_write=True)
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                     with session.begin():
-                        if self.dialect == "postgresql":
+                        if self.dialect == "postgresql" and serial:
                             session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                                             {"k": _PG_WRITE_LOCK})
                         if fence is not None:

@@ -194,3 +194,30 @@ class WorkloadPhaseState:
     task_phases: tuple[str, ...]
     project_id: int
     org_id: int
+
+
+@dataclass(frozen=True)
+class LockedWorkload:
+    """A workload row as a batch writer locked it (``WorkloadRepo.lock``)."""
+
+    pk: int
+    uid: str
+    generation: int
+    phase: str
+    cancel_requested: bool
+    admitted_at: float | None
+    started_at: float | None
+    project_id: int
+    org_id: int
+
+
+@dataclass(frozen=True)
+class LockedTask:
+    """A task row as a batch writer locked it (``TaskRepo.lock``)."""
+
+    id: int
+    generation: int
+    phase: str
+    workload_pk: int
+    index: int
+    attempt: int

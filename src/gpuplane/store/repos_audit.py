@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gpuplane.store.records import AuditEntry
@@ -27,24 +27,32 @@ class AuditRepo:
     def lock_head(self) -> tuple[int, str]:
         """Lock the chain head for this transaction (row lock on PostgreSQL; SQLite write
         transactions are already exclusive) and return (last seq, last hash)."""
-        self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
-                       .values(seq=AuditHeadRow.seq).execution_options(synchronize_session=False))
-        row = self.s.execute(select(AuditHeadRow.seq, AuditHeadRow.hash)
-                             .where(AuditHeadRow.id == 1)).first()
+        row = self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
+                             .values(seq=AuditHeadRow.seq)
+                             .returning(AuditHeadRow.seq, AuditHeadRow.hash)
+                             .execution_options(synchronize_session=False)).first()
         if row is None:
             return 0, GENESIS_HASH
         return int(row[0]), row[1]
 
     def append(self, entry: AuditEntry) -> None:
-        self.s.add(AuditRow(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action,
-                            object_kind=entry.object_kind, object_id=entry.object_id,
-                            project_id=entry.project_id, org_id=entry.org_id,
-                            outcome=entry.outcome, detail=dict(entry.detail),
-                            prev_hash=entry.prev_hash, hash=entry.hash))
-        self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
-                       .values(seq=entry.seq, hash=entry.hash)
-                       .execution_options(synchronize_session=False))
+        self.append_many([entry])
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Append consecutive entries (the first follows the locked head) in one executemany
+        statement, then move the head once."""
+        if not entries:
+            return
         self.s.flush()
+        self.s.connection().execute(insert(AuditRow.__table__), [
+            dict(seq=e.seq, at=e.at, actor=e.actor, action=e.action, object_kind=e.object_kind,
+                 object_id=e.object_id, project_id=e.project_id, org_id=e.org_id,
+                 outcome=e.outcome, detail=dict(e.detail), prev_hash=e.prev_hash, hash=e.hash)
+            for e in entries])
+        last = entries[-1]
+        self.s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
+                       .values(seq=last.seq, hash=last.hash)
+                       .execution_options(synchronize_session=False))
 
     def list(self, project_ids: Iterable[int] | None = None, org_ids: Iterable[int] | None = None,
              after: int | None = None, limit: int = 1000,

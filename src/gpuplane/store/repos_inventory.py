@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import Conflict, NotFound
-from gpuplane.store.generations import guarded_update
+from gpuplane.store.generations import guarded_update, guarded_update_many
 from gpuplane.store.paging import Page, paginate
 from gpuplane.store.records import Gpu, HostRecord, Site
 from gpuplane.store.tables import GpuRow, HostRow, SiteRow, TaskRow
@@ -164,6 +164,21 @@ class HostRepo:
         row = self._row(name)
         return guarded_update(self.s, HostRow, HostRow.id, row.id, seen_generation,
                               f"host {name!r}")
+
+    def lock_generations(self, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Lock (PostgreSQL: ``FOR UPDATE``, in id order) the named hosts; name -> (id,
+        generation). Absent names are left out."""
+        names = sorted(set(names))
+        if not names:
+            return {}
+        rows = self.s.execute(select(HostRow.id, HostRow.name, HostRow.generation)
+                              .where(HostRow.name.in_(names)).order_by(HostRow.id)
+                              .with_for_update()).all()
+        return {r.name: (r.id, r.generation) for r in rows}
+
+    def bump_many(self, seen: Sequence[tuple[int, int]]) -> None:
+        """Claim many hosts at once: (host id, generation seen); Conflict if any moved."""
+        guarded_update_many(self.s, HostRow, "id", [(hid, g, {}) for hid, g in seen], "host")
 
     def heartbeat(self, name: str, now: float) -> None:
         self._row(name).heartbeat_at = now

@@ -6,19 +6,19 @@ table, so an allocation can never outlive its task (DESIGN invariant 5).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import NotFound
 from gpuplane.domain.validation import STORED
 from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPlacement, Workload,
                                        WorkloadSpec)
-from gpuplane.store.generations import guarded_update
+from gpuplane.store.generations import guarded_update, guarded_update_many
 from gpuplane.store.paging import Page, paginate
-from gpuplane.store.records import UsageRecord, WorkloadPhaseState
+from gpuplane.store.records import LockedTask, LockedWorkload, UsageRecord, WorkloadPhaseState
 from gpuplane.store.tables import (EventRow, HostRow, OrganisationRow, ProjectRow, TaskRow,
                                    UsageRow, WorkloadRow)
 
@@ -35,6 +35,24 @@ def _placement(data: dict[str, Any] | None) -> TaskPlacement | None:
                          mig=tuple(data.get("mig", ())))
 
 
+#: Parsed specs by workload uid (a spec is written once, at submit, and never changed; the
+#: cached entry is used only while the stored JSON still equals the one it was parsed from).
+#: Saves the control loop re-validating every active spec several times per tick.
+_SPECS: dict[str, tuple[Any, WorkloadSpec]] = {}
+_SPECS_MAX = 50_000
+
+
+def _spec(uid: str, raw: Any) -> WorkloadSpec:
+    hit = _SPECS.get(uid)
+    if hit is not None and hit[0] == raw:
+        return hit[1]
+    spec = WorkloadSpec.model_validate(raw, context=STORED)
+    if len(_SPECS) >= _SPECS_MAX:
+        _SPECS.clear()
+    _SPECS[uid] = (raw, spec)
+    return spec
+
+
 def placement_json(p: TaskPlacement) -> dict[str, Any]:
     return {"host": p.host, "gpu_indices": list(p.gpu_indices), "gpu_milli": p.gpu_milli,
             "mig": [dict(m) for m in p.mig]}
@@ -45,34 +63,35 @@ class WorkloadRepo:
         self.s = session
 
     # -- conversion -------------------------------------------------------------------------
-    def _tasks(self, pks: list[int]) -> dict[int, list[Task]]:
-        out: dict[int, list[Task]] = {pk: [] for pk in pks}
-        if not pks:
+    def _tasks(self, uids: Mapping[int, str]) -> dict[int, list[Task]]:
+        """The tasks of the workloads ``uids`` (pk -> uid), by workload pk. Plain rows (no
+        ORM objects): the loop reads every active task several times per tick."""
+        out: dict[int, list[Task]] = {pk: [] for pk in uids}
+        if not uids:
             return out
-        uids = dict(self.s.execute(select(WorkloadRow.pk, WorkloadRow.uid)
-                                   .where(WorkloadRow.pk.in_(pks))).tuples().all())
-        rows = self.s.execute(select(TaskRow, HostRow.simulated).outerjoin(
-            HostRow, HostRow.id == TaskRow.host_id).where(TaskRow.workload_pk.in_(pks))
-            .order_by(TaskRow.workload_pk, TaskRow.idx)).tuples().all()
-        for t, simulated in rows:
-            out[t.workload_pk].append(task_from_row(t, uids[t.workload_pk], bool(simulated)))
+        rows = self.s.execute(select(TaskRow.__table__, HostRow.simulated).outerjoin(
+            HostRow, HostRow.id == TaskRow.host_id).where(TaskRow.workload_pk.in_(list(uids)))
+            .order_by(TaskRow.workload_pk, TaskRow.idx)).all()
+        for t in rows:
+            out[t.workload_pk].append(task_from_row(t, uids[t.workload_pk], bool(t.simulated)))
         return out
 
-    def _convert(self, rows: Sequence[WorkloadRow], with_tasks: bool = True) -> list[Workload]:
+    def _convert(self, rows: Sequence[Any], with_tasks: bool = True) -> list[Workload]:
+        """Workload rows (ORM objects or plain rows of the table) -> ``Workload``."""
         if not rows:
             return []
         proj = {p.id: p for p in self.s.execute(select(ProjectRow).where(
             ProjectRow.id.in_({r.project_id for r in rows}))).scalars()}
         orgs = dict(self.s.execute(select(OrganisationRow.id, OrganisationRow.name).where(
             OrganisationRow.id.in_({p.org_id for p in proj.values()}))).tuples().all())
-        tasks = self._tasks([r.pk for r in rows]) if with_tasks else {}
+        tasks = self._tasks({r.pk: r.uid for r in rows}) if with_tasks else {}
         out = []
         for r in rows:
             p = proj[r.project_id]
             reason = r.pending_reason
             out.append(Workload(
                 id=r.uid, project=p.name, project_id=p.id, org=orgs[p.org_id], name=r.name, kind=r.kind,
-                spec=WorkloadSpec.model_validate(r.spec, context=STORED), phase=Phase(r.phase),
+                spec=_spec(r.uid, r.spec), phase=Phase(r.phase),
                 priority=r.priority, priority_class=r.priority_class, preemptible=r.preemptible,
                 generation=r.generation, cancel_requested=r.cancel_requested,
                 pending_reason=PendingReason(reason["code"], reason["message"],
@@ -143,23 +162,23 @@ class WorkloadRepo:
         pks = select(TaskRow.workload_pk).where(
             TaskRow.phase == Phase.PENDING.value,
             or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)).distinct()
-        rows = self.s.execute(select(WorkloadRow).where(
+        rows = self.s.execute(select(WorkloadRow.__table__).where(
             WorkloadRow.pk.in_(pks), WorkloadRow.cancel_requested.is_(False))
-            .order_by(WorkloadRow.pk)).scalars().all()
+            .order_by(WorkloadRow.pk)).all()
         return self._convert(rows)
 
     def list_active(self) -> list[Workload]:
         """Workloads with at least one task holding resources (Admitted or Running)."""
         pks = select(TaskRow.workload_pk).where(TaskRow.phase.in_(ACTIVE_PHASES)).distinct()
-        rows = self.s.execute(select(WorkloadRow).where(WorkloadRow.pk.in_(pks))
-                              .order_by(WorkloadRow.pk)).scalars().all()
+        rows = self.s.execute(select(WorkloadRow.__table__).where(WorkloadRow.pk.in_(pks))
+                              .order_by(WorkloadRow.pk)).all()
         return self._convert(rows)
 
     def list_cancel_requested(self) -> list[Workload]:
         """Workloads whose cancel was asked and that are not finished yet."""
-        rows = self.s.execute(select(WorkloadRow).where(
+        rows = self.s.execute(select(WorkloadRow.__table__).where(
             WorkloadRow.cancel_requested.is_(True), WorkloadRow.phase.not_in(TERMINAL_PHASES))
-            .order_by(WorkloadRow.pk)).scalars().all()
+            .order_by(WorkloadRow.pk)).all()
         return self._convert(rows)
 
     def count_by_phase(self) -> dict[str, int]:
@@ -178,15 +197,29 @@ class WorkloadRepo:
                           submitted_by=submitted_by, submitted_at=now, generation=1)
         self.s.add(row)
         self.s.flush()
+        tasks = []
         for index, group, replica in spec.task_slots():
             res = group.resources
-            self.s.add(TaskRow(workload_pk=row.pk, idx=index, group_name=group.name,
-                               replica=replica, phase=Phase.PENDING.value, attempt=0,
-                               cpu_milli=res.cpu_milli, memory_mib=res.memory_mib, gpus=res.gpus,
-                               gpu_milli=res.gpu_milli, mig_profile=res.mig_profile,
-                               gpu_models=list(res.gpu_models), generation=1))
+            tasks.append(TaskRow(workload_pk=row.pk, idx=index, group_name=group.name,
+                                 replica=replica, phase=Phase.PENDING.value, attempt=0,
+                                 cpu_milli=res.cpu_milli, memory_mib=res.memory_mib,
+                                 gpus=res.gpus, gpu_milli=res.gpu_milli,
+                                 mig_profile=res.mig_profile, gpu_models=list(res.gpu_models),
+                                 generation=1))
+        self.s.add_all(tasks)
         self.s.flush()
-        return self.get(uid)
+        # built from what was just written (no read back): one query for the two names
+        names = self.s.execute(select(ProjectRow.name, OrganisationRow.name)
+                               .join(OrganisationRow, OrganisationRow.id == ProjectRow.org_id)
+                               .where(ProjectRow.id == project_id)).one()
+        _SPECS[uid] = (row.spec, spec)
+        return Workload(
+            id=uid, project=names[0], project_id=project_id, org=names[1], name=spec.name,
+            kind=spec.kind, spec=spec, phase=Phase.PENDING, priority=priority,
+            priority_class=priority_class, preemptible=preemptible, generation=1,
+            cancel_requested=False, pending_reason=None, message=None,
+            submitted_by=submitted_by, submitted_at=now, admitted_at=None, started_at=None,
+            finished_at=None, tasks=tuple(task_from_row(t, uid, False) for t in tasks))
 
     def update(self, uid: str, seen_generation: int, **values: Any) -> int:
         """Generation-guarded update of workload columns; returns the new generation."""
@@ -194,6 +227,41 @@ class WorkloadRepo:
             values["phase"] = values["phase"].value
         return guarded_update(self.s, WorkloadRow, WorkloadRow.uid, uid, seen_generation,
                               f"workload {uid}", **values)
+
+    def lock(self, uids: Iterable[str]) -> dict[str, LockedWorkload]:
+        """Lock (PostgreSQL: ``FOR UPDATE``, in key order; SQLite write transactions are
+        exclusive anyway) and read the rows a batch of changes needs, by uid; absent uids are
+        left out. Inside the same transaction, generations read here cannot move."""
+        uids = sorted(set(uids))
+        if not uids:
+            return {}
+        rows = self.s.execute(
+            select(WorkloadRow.pk, WorkloadRow.uid, WorkloadRow.generation, WorkloadRow.phase,
+                   WorkloadRow.cancel_requested, WorkloadRow.admitted_at,
+                   WorkloadRow.started_at, WorkloadRow.project_id, ProjectRow.org_id)
+            .join(ProjectRow, ProjectRow.id == WorkloadRow.project_id)
+            .where(WorkloadRow.uid.in_(uids)).order_by(WorkloadRow.pk)
+            .with_for_update(of=WorkloadRow)).all()
+        return {r.uid: LockedWorkload(r.pk, r.uid, r.generation, r.phase, r.cancel_requested,
+                                      r.admitted_at, r.started_at, r.project_id, r.org_id)
+                for r in rows}
+
+    def update_many(self, rows: Sequence[tuple[int, int, dict[str, Any]]]) -> None:
+        """Generation-guarded updates of many workloads: (pk, seen generation, values)."""
+        rows = [(pk, seen, {k: (v.value if isinstance(v, Phase) else v)
+                            for k, v in values.items()}) for pk, seen, values in rows]
+        guarded_update_many(self.s, WorkloadRow, "pk", rows, "workload")
+
+    def set_pending_reasons(self, reasons: Mapping[str, PendingReason | None]) -> None:
+        """``set_pending_reason`` for many workloads in one executemany statement."""
+        if not reasons:
+            return
+        t = WorkloadRow.__table__
+        self.s.connection().execute(
+            update(t).where(t.c.uid == bindparam("_uid")).values(pending_reason=bindparam("_r")),
+            [{"_uid": uid, "_r": None if r is None else {"code": r.code, "message": r.message,
+                                                       "detail": dict(r.detail)}}
+             for uid, r in reasons.items()])
 
     def set_pending_reason(self, uid: str, reason: PendingReason | None) -> None:
         """Advisory (not generation-guarded, does not bump the generation)."""
@@ -262,6 +330,44 @@ class TaskRepo:
         return guarded_update(self.s, TaskRow, TaskRow.id, task_id, seen_generation,
                               f"task {task_id}", **values)
 
+    def lock(self, ids: Iterable[int]) -> dict[int, LockedTask]:
+        """Lock (PostgreSQL: ``FOR UPDATE``, in id order) and read the task rows a batch of
+        changes needs; absent ids are left out."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        rows = self.s.execute(
+            select(TaskRow.id, TaskRow.generation, TaskRow.phase, TaskRow.workload_pk,
+                   TaskRow.idx, TaskRow.attempt)
+            .where(TaskRow.id.in_(ids)).order_by(TaskRow.id).with_for_update()).all()
+        return {r.id: LockedTask(r.id, r.generation, r.phase, r.workload_pk, r.idx, r.attempt)
+                for r in rows}
+
+    def phases_by_workload(self, workload_pks: Iterable[int]) -> dict[int, tuple[str, ...]]:
+        """The task phases of each workload, in task order (one query)."""
+        pks = sorted(set(workload_pks))
+        out: dict[int, list[str]] = {pk: [] for pk in pks}
+        if pks:
+            for pk, phase in self.s.execute(
+                    select(TaskRow.workload_pk, TaskRow.phase)
+                    .where(TaskRow.workload_pk.in_(pks))
+                    .order_by(TaskRow.workload_pk, TaskRow.idx)).tuples():
+                out[pk].append(phase)
+        return {pk: tuple(v) for pk, v in out.items()}
+
+    def update_many(self, rows: Sequence[tuple[int, int, dict[str, Any]]]) -> None:
+        """Generation-guarded updates of many tasks: (id, seen generation, values); values
+        as in ``update``, except that hosts are given as ``host_id`` (no name lookup)."""
+        out = []
+        for tid, seen, values in rows:
+            values = dict(values)
+            if isinstance(values.get("phase"), Phase):
+                values["phase"] = values["phase"].value
+            if isinstance(values.get("placement"), TaskPlacement):
+                values["placement"] = placement_json(values["placement"])
+            out.append((tid, seen, values))
+        guarded_update_many(self.s, TaskRow, "id", out, "task")
+
 
 class EventRepo:
     def __init__(self, session: Session) -> None:
@@ -270,16 +376,30 @@ class EventRepo:
     def add(self, at: float, type: str, reason: str, message: str, *,  # noqa: A002
             project_id: int | None = None, workload_uid: str | None = None,
             host: str | None = None, task_index: int | None = None) -> None:
-        pk = None
+        values: dict[str, Any] = dict(at=at, type=type, reason=reason, message=message[:4000],
+                                      project_id=project_id, workload_pk=None, host_name=host,
+                                      task_idx=task_index)
         if workload_uid is not None:
-            row = self.s.execute(select(WorkloadRow.pk, WorkloadRow.project_id)
-                                 .where(WorkloadRow.uid == workload_uid)).first()
-            if row is not None:
-                pk, project_id = row[0], row[1]
-        self.s.add(EventRow(at=at, type=type, reason=reason, message=message[:4000],
-                            project_id=project_id, workload_pk=pk, host_name=host,
-                            task_idx=task_index))
+            # the workload's pk and project in the same statement (no read first)
+            values["workload_pk"] = (select(WorkloadRow.pk)
+                                     .where(WorkloadRow.uid == workload_uid).scalar_subquery())
+            values["project_id"] = func.coalesce(
+                select(WorkloadRow.project_id).where(WorkloadRow.uid == workload_uid)
+                .scalar_subquery(), project_id)
         self.s.flush()
+        self.s.execute(insert(EventRow).values(**values))
+
+    def add_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Insert many events in one executemany statement. Each is a mapping of ``at``,
+        ``type``, ``reason``, ``message`` and optionally ``project_id``, ``workload_pk`` (not
+        the uid: the caller has it from a ``lock``), ``host_name``, ``task_idx``."""
+        if not events:
+            return
+        keys = ("at", "type", "reason", "message", "project_id", "workload_pk", "host_name",
+                "task_idx")
+        self.s.connection().execute(insert(EventRow.__table__), [
+            {k: (e.get(k)[:4000] if k == "message" else e.get(k)) for k in keys}
+            for e in events])
 
     def list(self, project_ids: Iterable[int] | None, workload_uid: str | None = None,
              after: int | None = None, limit: int = 1000) -> Page[Event]:

@@ -286,3 +286,15 @@ class LeaseRow(Base):
     holder: Mapped[str | None] = mapped_column(String(253), nullable=True)
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SchedulerStateRow(Base):
+    """A named JSON document of the scheduler's memory (fair-share usage history, a placement
+    workload model ...), written by the lease holder inside its fenced transactions, read by
+    the next one when it takes the lease. ``epoch``: the lease epoch that wrote it."""
+
+    __tablename__ = "scheduler_state"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column()
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)

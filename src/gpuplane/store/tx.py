@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from gpuplane.store.repos_audit import AuditRepo
 from gpuplane.store.repos_inventory import HostRepo, SiteRepo
 from gpuplane.store.repos_policy import PriorityRepo, QuotaRepo
+from gpuplane.store.repos_state import SchedulerStateRepo
 from gpuplane.store.repos_tenancy import OrgRepo, ProjectRepo, TokenRepo, UserRepo
 from gpuplane.store.repos_workloads import EventRepo, TaskRepo, UsageRepo, WorkloadRepo
 
@@ -71,3 +72,7 @@ class Tx:
     @cached_property
     def audit(self) -> AuditRepo:
         return AuditRepo(self.session)
+
+    @cached_property
+    def scheduler_state(self) -> SchedulerStateRepo:
+        return SchedulerStateRepo(self.session)
