@@ -146,6 +146,8 @@ class ControlLoop(LeaseHolder):
         #: the lease grant we hold (its epoch fences our writes), None when not the leader
         self.grant: LeaseGrant | None = None
         self._tick_grant: LeaseGrant | None = None
+        #: what ``launch`` read, handed to ``stop_due`` of the same tick (one read less)
+        self._launch_read: tuple[list[Any], dict[str, Any]] | None = None
         self._lease_lock = threading.Lock()
         self._stopping: set[str] = set()
         self._stop_lock = threading.Lock()
@@ -210,6 +212,7 @@ class ControlLoop(LeaseHolder):
             self._steps(report, grant)
         finally:
             self._tick_grant = None
+            self._launch_read = None
         return report
 
     def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
@@ -349,6 +352,7 @@ class ControlLoop(LeaseHolder):
         with self.store.read() as tx:
             active = tx.workloads.list_active()
             hosts = {h.name: h for h in tx.hosts.list_all()}
+        self._launch_read = (active, hosts)
         started = []
         for w in active:
             if w.cancel_requested:
@@ -398,9 +402,12 @@ class ControlLoop(LeaseHolder):
     def stop_due(self, report: TickReport) -> None:
         now = self.clock()
         with self.store.read() as tx:
-            active = tx.workloads.list_active()
             cancelled = tx.workloads.list_cancel_requested()
-            draining = {h.name for h in tx.hosts.list_all() if h.state == "draining"}
+            if self._launch_read is None:
+                active, hosts = tx.workloads.list_active(), tx.hosts.list_all()
+            else:  # what launch read this tick: the tasks it just started are due next tick
+                active, hosts = self._launch_read[0], list(self._launch_read[1].values())
+        draining = {h.name for h in hosts if h.state == "draining"}
 
         def on_error(what: str, exc: BaseException) -> None:
             self._contain(report, "stop", what, f"recording the stop of {what}", exc)
