@@ -1,33 +1,41 @@
-"""The sprawl benchmark: one cluster per team vs one FIFO pool vs gpuplane's shared pool.
+"""The sprawl benchmark: one cluster per team vs pooled baselines vs gpuplane's shared pool.
 
 Replays a multi-tenant job history (default: Microsoft Philly, Oct 1 - Dec 1 2017, the 11 main
 virtual clusters as teams; ../shared/data/philly, see SOURCE.md there) at several quota scales
 (default 1, 1/2, 1/4: the published quotas leave the pool mostly idle) through the one scheduling
-cycle, in three modes (plus gpuplane on a 20 % smaller pool), and checks the issue's figures:
+cycle in five modes -- ``dedicated``, ``fifo``, ``fifo+backfill``, ``drf``, ``gpuplane`` -- with
+the run-time knowledge given (default ``requested``: user limits, see sim/runtime.py), and for
+each pooled mode searches the smallest pool in which every team's p95 wait is no worse than in
+its dedicated cluster (``--find-min``: the consolidation factor = dedicated GPUs / that pool).
 
-- sharing incentive: no team's p95 wait in gpuplane worse than in its dedicated cluster;
-- GPU-hours served per GPU owned >= 1.25x dedicated, or the same service with >= 20 % fewer GPUs
-  (``gpuplane_smaller_pool``: served GPU-hours >= dedicated and the sharing incentive holding);
-- against FIFO: the worst-off team's p95 wait at least halved, allocation within 2 points.
+Figures checked (issue 11):
 
-The FIFO and dedicated baselines run in the same process, on the same jobs, through the same
-cycle. Writes ``<out>/sharing_<scale>.json``, PNG figures under ``<out>/scale_<scale>/`` and a
-``<out>/sharing_summary.json``; prints the tables.
+- consolidation factor of gpuplane >= 2.5 at scale 1 and >= 1.3 at 1/4;
+- at 1/4, the worst-off team's p95 wait in gpuplane at most half of fifo+backfill's;
+- sharing incentive: no team's p95 wait in gpuplane worse than in its dedicated cluster.
+
+Writes ``<out>/sharing_<scale>.json``, PNG figures under ``<out>/scale_<scale>/`` (copied to
+``--docs`` as ``philly_q<scale>_*.png``) and ``<out>/sharing_summary.json``; prints the tables.
 
 Run: ``.venv/bin/python benchmarks/sharing_sprawl.py [--jobs CSV --quotas CSV] [--scales 1,0.5,0.25]
-[--start ISO --end ISO] [--out benchmarks/results]``. Nothing here is specific to Philly: any
-``submit_time,duration,gpus,tenant`` / ``tenant,gpus`` pair works.
+[--start ISO --end ISO] [--runtime-knowledge requested] [--find-min MODES|none]
+[--resolution-pct 2] [--workers 2]
+[--out benchmarks/results] [--docs docs/sharing] [--name philly]``. Nothing here is specific to
+Philly: any ``submit_time,duration,gpus,tenant`` / ``tenant,gpus`` pair works (e.g. the
+synthetic trace of ``gpuplane sim trace-gen``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
-from gpuplane.sim.sharing import prepare, run_all
+from gpuplane.sim.sharing import POOLED, prepare, run_all
 from gpuplane.sim.sharing_plots import write_plots
+from gpuplane.sim.sharing_search import find_all
 from gpuplane.sim.sharing_tables import print_tables
 from gpuplane.sim.traces import parse_time, read_jobs, read_quotas
 
@@ -36,23 +44,26 @@ PHILLY = ROOT.parent / "shared" / "data" / "philly"
 
 
 def verdict(doc: dict) -> dict:
-    """The issue's pass/fail figures for one scale."""
+    """The issue's figures for one scale."""
     c = doc["comparison"]
-    sp = c.get("smaller_pool_vs_dedicated", {})
+    g = c["per_mode"].get("gpuplane", {})
+    found = doc.get("find_min_gpus", {})
+    factors = {m: v["consolidation_factor"] for m, v in found.items()}
+    scale = doc["quota_scale"]
+    target = 2.5 if scale >= 1 else (1.3 if scale <= 0.25 else None)
+    fg = factors.get("gpuplane")
+    ratio_fb = g.get("worst_team_p95_ratio_vs_fifo+backfill")
     return {
-        "quota_scale": doc["quota_scale"],
-        "sharing_incentive": c["sharing_incentive"]["holds"],
-        "served_per_gpu_vs_dedicated": c["served_per_gpu_vs_dedicated"],
-        "served_per_gpu_ok": c["served_per_gpu_vs_dedicated"] >= 1.25,
-        "smaller_pool_gpus_fewer_pct": sp.get("gpus_fewer_pct"),
-        "smaller_pool_served_ratio": sp.get("gpu_hours_served_ratio"),
-        "smaller_pool_sharing_incentive": sp.get("sharing_incentive_holds"),
-        "same_service_fewer_gpus_ok": bool(sp) and sp["gpu_hours_served_ratio"] >= 0.999
-        and sp["sharing_incentive_holds"] and sp["gpus_fewer_pct"] >= 19.9,
-        "worst_team_p95_ratio_vs_fifo": c["worst_team_p95_ratio"],
-        "worst_team_halved_ok": c["worst_team_p95_ratio"] <= 0.5,
-        "allocation_points_vs_fifo": c["allocation_points_vs_fifo"],
-        "allocation_ok": c["allocation_points_vs_fifo"] >= -2.0,
+        "quota_scale": scale,
+        "runtime_knowledge": doc.get("runtime_knowledge"),
+        "sharing_incentive": g.get("sharing_incentive"),
+        "consolidation_factor": factors,
+        "consolidation_target": target,
+        "consolidation_ok": None if target is None or fg is None else fg >= target,
+        "worst_team_p95_s": {m: v["worst_team_p95_s"] for m, v in c["per_mode"].items()},
+        "worst_team_p95_ratio_vs_fifo_backfill": ratio_fb,
+        "worst_team_halved_ok": None if ratio_fb is None or scale > 0.25 else ratio_fb <= 0.5,
+        "seconds": doc.get("seconds"),
     }
 
 
@@ -63,28 +74,50 @@ def main() -> None:
     ap.add_argument("--start", default="2017-10-01")
     ap.add_argument("--end", default="2017-12-01")
     ap.add_argument("--scales", default="1,0.5,0.25")
-    ap.add_argument("--fewer-gpus", type=float, default=0.2)
+    ap.add_argument("--runtime-knowledge", default="requested")
+    ap.add_argument("--find-min", default=",".join(POOLED),
+                    help="pooled modes to search the smallest pool for, or 'none'")
+    ap.add_argument("--resolution-pct", type=float, default=2.0,
+                    help="stop the pool-size bisection at this %% of the dedicated GPUs")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default="philly")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "sharing")
     a = ap.parse_args()
 
     _, jobs = read_jobs(a.jobs)
     _, teams = read_quotas(a.quotas)
     a.out.mkdir(parents=True, exist_ok=True)
+    search = [] if a.find_min == "none" else [m for m in a.find_min.split(",") if m]
+    config = {"runtime_knowledge": a.runtime_knowledge}
     summary = []
     for scale in [float(x) for x in a.scales.split(",")]:
         setup = prepare(jobs, teams, start=parse_time(a.start) if a.start else None,
                         end=parse_time(a.end) if a.end else None, quota_scale=scale)
         t0 = time.perf_counter()
-        doc = run_all(setup, fewer_gpus=a.fewer_gpus)
+        doc = run_all(setup, workers=a.workers, **config)
+        doc["seconds_modes"] = time.perf_counter() - t0
+        if search:
+            res = max(setup.gpus_per_host,
+                      int(round(setup.owned_gpus * a.resolution_pct / 100.0)))
+            doc["find_min_gpus"] = find_all(setup, search, doc["modes"]["dedicated"], config,
+                                            workers=a.workers, resolution=res)
         doc["seconds"] = time.perf_counter() - t0
-        (a.out / f"sharing_{scale:g}.json").write_text(json.dumps(doc, indent=1))
-        folder = a.out / f"scale_{scale:g}"
+        tag = f"{a.name}_{scale:g}"
+        (a.out / f"sharing_{tag}.json").write_text(json.dumps(doc, indent=1))
+        folder = a.out / f"scale_{tag}"
         folder.mkdir(exist_ok=True)
-        write_plots(doc, folder)
+        a.docs.mkdir(parents=True, exist_ok=True)
+        for p in write_plots(doc, folder):
+            shutil.copy(p, a.docs / f"{a.name}_q{f'{scale:g}'.replace('.', '')}_{p.name}")
         print_tables(doc)
         summary.append(verdict(doc))
         print(json.dumps(summary[-1]))
-    (a.out / "sharing_summary.json").write_text(json.dumps(summary, indent=1))
+    path = a.out / f"sharing_summary_{a.name}.json"     # merged with earlier runs, by scale
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {v["quota_scale"] for v in summary}
+    merged = [v for v in old if v["quota_scale"] not in done] + summary
+    path.write_text(json.dumps(sorted(merged, key=lambda v: -v["quota_scale"]), indent=1))
 
 
 if __name__ == "__main__":

@@ -1,39 +1,47 @@
-"""The sprawl benchmark: one multi-tenant job history replayed three ways.
+"""The sprawl benchmark: one multi-tenant job history replayed in five modes.
 
 - ``dedicated``: one cluster per team, sized to the team's guaranteed GPUs; inside it, age order
-  with backfill (gpuplane's cycle without sharing: no quota, no preemption).
+  with EASY backfill (the cycle without sharing: no quota, no preemption).
 - ``fifo``: one pool of the same total size, strict FIFO over all teams, no quotas, no backfill.
-- ``gpuplane``: the same pool with quotas (each team guaranteed its dedicated size, all in one
-  cohort, idle guarantees lent), reclaim by preemption, hierarchical DRF fair share with decayed
-  usage, and backfill.
+- ``fifo+backfill``: the pool, FIFO (age) order over all teams, no quotas, the same EASY backfill
+  and run-time knowledge as gpuplane.
+- ``drf``: the pool, no quotas or guarantees, teams served by dominant-resource fair share
+  (equal weights, usage decayed over the half-life), backfill, no preemption.
+- ``gpuplane``: the pool with quotas (each team guaranteed its dedicated size, all in one
+  cohort, idle guarantees lent), reclaim by preemption, hierarchical DRF, and backfill.
 
-All three use :func:`gpuplane.sim.replay.replay` and therefore the one scheduling cycle. Jobs of
-tenants absent from the quotas file are dropped (counted). A job larger than the cluster it must
-run on (a team's dedicated cluster or the pool) can never start there: it is counted as
-``unservable`` in that mode and left out of that mode's wait statistics.
+Every mode runs the same jobs through :func:`gpuplane.sim.replay.replay` and so the one
+scheduling cycle (``run_cycle``; only ``CycleOptions`` and the quota tree differ). Jobs of tenants
+absent from the quotas file are dropped (counted). A job larger than the cluster it must run on
+can never start there: it is counted as ``unservable`` in that mode and as waiting until the end
+of the window (see ``sharing_report``). ``runtime_knowledge`` (``oracle``, ``requested``,
+``none``) is what backfill is told about run times (``sim/replay.py``, ``sim/runtime.py``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from gpuplane.domain.errors import FieldError, InvalidInput
 from gpuplane.domain.inventory import GpuDevice, Host
 from gpuplane.domain.requests import TaskRequest
 from gpuplane.domain.tenancy import MILLI, FlavorQuota, Project, QuotaTree
 from gpuplane.scheduling.cycle import CycleOptions
-from gpuplane.sim.replay import ReplayConfig, ReplayResult, SimJob, replay
+from gpuplane.sim.replay import RUNTIME_KNOWLEDGE, ReplayConfig, ReplayResult, SimJob, replay
+from gpuplane.sim.runtime import requested_limits
+from gpuplane.sim.sharing_report import compare, document, merge, report
 from gpuplane.sim.traces import TeamQuota, TraceJob
 
-MODES = ("dedicated", "fifo", "gpuplane")
+MODES = ("dedicated", "fifo", "fifo+backfill", "drf", "gpuplane")
+POOLED = ("fifo", "fifo+backfill", "drf", "gpuplane")
 SMALLER = "gpuplane_smaller_pool"
 COHORT = "pool"
 FLAVOR = "gpu"
+
+__all__ = ["MODES", "POOLED", "SharingSetup", "compare", "document", "mode_config", "prepare",
+           "resize", "run_all", "run_mode", "shrink"]
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,13 @@ def gang_tasks(gpus: int, gpus_per_host: int) -> tuple[TaskRequest, ...]:
                  for i in range(k))
 
 
-def servable(job: SimJob, hosts: Sequence[Host]) -> bool:
-    """Could the job start on these hosts when they are empty (first-fit decreasing)?"""
-    free = sorted((h.gpu_count for h in hosts), reverse=True)
+def servable(job: SimJob, hosts: Sequence[Host] | Sequence[int]) -> bool:
+    """Could the job start on these hosts (or host GPU counts) when they are empty
+    (first-fit decreasing)?"""
+    sizes = [h if isinstance(h, int) else h.gpu_count for h in hosts]
+    if len(job.tasks) == 1:
+        return job.tasks[0].gpus <= max(sizes, default=0)
+    free = sorted(sizes, reverse=True)
     for t in sorted(job.tasks, key=lambda t: -t.gpus):
         for i, f in enumerate(free):
             if f >= t.gpus:
@@ -112,139 +124,96 @@ def servable(job: SimJob, hosts: Sequence[Host]) -> bool:
     return True
 
 
+def _servable_all(jobs: Sequence[SimJob], sizes: list[int]) -> list[bool]:
+    """:func:`servable` of each job on hosts of these GPU counts (memoised by gang shape)."""
+    memo: dict[tuple[int, ...], bool] = {}
+    out = []
+    for j in jobs:
+        shape = tuple(t.gpus for t in j.tasks)
+        if shape not in memo:
+            memo[shape] = servable(j, sizes)
+        out.append(memo[shape])
+    return out
+
+
 def mode_config(mode: str, seed: int = 0, cycle_s: float = 10.0,
                 checkpoint_s: float | None = 3600.0, half_life_s: float = 7 * 86400.0,
                 grace_s: float = 30.0, checkpoint_on_signal: bool = False,
-                profile: str | None = "bestfit") -> ReplayConfig:
+                profile: str | None = "bestfit",
+                runtime_knowledge: str = "requested") -> ReplayConfig:
     """The cycle policy of each mode (see the module docstring). ``profile`` is the placement
     profile (default ``bestfit``: whole-GPU jobs packed onto the fullest host that fits, which
     keeps whole hosts free for gangs)."""
+    common = dict(explain_all=False, profile=profile)
     if mode == "dedicated":
-        opts = CycleOptions(fair_share=False, preemption=False, backfill=True, explain_all=False,
-                            profile=profile)
+        opts = CycleOptions(fair_share=False, preemption=False, backfill=True, **common)
     elif mode == "fifo":
         opts = CycleOptions(fair_share=False, preemption=False, backfill=False, strict_fifo=True,
-                            explain_all=False, profile=profile)
+                            **common)
+    elif mode == "fifo+backfill":
+        opts = CycleOptions(fair_share=False, preemption=False, backfill=True, **common)
+    elif mode == "drf":
+        opts = CycleOptions(fair_share=True, preemption=False, backfill=True, **common)
     elif mode == "gpuplane":
-        opts = CycleOptions(fair_share=True, preemption=True, backfill=True, explain_all=False,
-                            profile=profile)
+        opts = CycleOptions(fair_share=True, preemption=True, backfill=True, **common)
     else:
-        raise InvalidInput(f"unknown mode {mode!r}", [FieldError("mode", "valid: " + ", ".join(MODES))])
+        raise InvalidInput(f"unknown mode {mode!r}",
+                           [FieldError("mode", "valid: " + ", ".join(MODES))])
+    if runtime_knowledge not in RUNTIME_KNOWLEDGE:
+        raise InvalidInput("unknown run-time knowledge",
+                           [FieldError("runtime_knowledge", f"got {runtime_knowledge!r}; valid: "
+                                       + ", ".join(RUNTIME_KNOWLEDGE))])
     return ReplayConfig(opts, cycle_s=cycle_s, checkpoint_s=checkpoint_s, half_life_s=half_life_s,
-                        grace_s=grace_s, checkpoint_on_signal=checkpoint_on_signal, seed=seed)
+                        grace_s=grace_s, checkpoint_on_signal=checkpoint_on_signal, seed=seed,
+                        runtime_knowledge=runtime_knowledge)
+
+
+def sim_jobs(setup: SharingSetup, seed: int = 0) -> list[SimJob]:
+    """The setup's jobs as gangs, each with its requested limit (``sim/runtime.py``; the same
+    for every mode of one seed)."""
+    limits = requested_limits([j.duration for j in setup.jobs], seed)
+    gph = setup.gpus_per_host
+    return [SimJob(j.id, j.tenant, j.submit, j.duration, gang_tasks(j.gpus, gph), limit=lim)
+            for j, lim in zip(setup.jobs, limits)]
+
+
+def pool_quotas(mode: str, teams: Sequence[TeamQuota]) -> QuotaTree:
+    """The quota tree of a pooled mode: guarantees in one cohort for gpuplane, none otherwise."""
+    if mode == "gpuplane":
+        return QuotaTree([Project(t.tenant, cohort=COHORT,
+                                  quotas={FLAVOR: FlavorQuota(t.gpus * MILLI)}) for t in teams])
+    return QuotaTree([Project(t.tenant) for t in teams], enforce=False)
 
 
 def run_mode(mode: str, setup: SharingSetup, config: ReplayConfig,
              progress: Callable[[float, float], None] | None = None) -> dict:
-    """Replay ``setup`` in ``mode``; returns the mode's report (see :func:`report`)."""
+    """Replay ``setup`` in ``mode``; returns the mode's report (``sharing_report.report``)."""
     gph = setup.gpus_per_host
-    sim_jobs = [SimJob(j.id, j.tenant, j.submit, j.duration, gang_tasks(j.gpus, gph))
-                for j in setup.jobs]
-    t0 = time.perf_counter()
+    jobs = sim_jobs(setup, config.seed)
     unservable: set[str] = set()
     if mode == "dedicated":
         results = []
         for team in setup.teams:
             hosts = team_hosts(team.tenant, team.gpus, gph)
-            mine = [j for j in sim_jobs if j.tenant == team.tenant]
-            ok = [j for j in mine if servable(j, hosts)]
-            unservable.update(j.id for j in mine if not servable(j, hosts))
+            mine = [j for j in jobs if j.tenant == team.tenant]
+            fits = _servable_all(mine, [h.gpu_count for h in hosts])
+            ok = [j for j, f in zip(mine, fits) if f]
+            unservable.update(j.id for j, f in zip(mine, fits) if not f)
             quotas = QuotaTree([Project(team.tenant)], enforce=False)
             if ok:
                 results.append(replay(ok, hosts, quotas, config, window=setup.window,
                                       progress=progress))
-        merged = _merge(results)
+        merged = merge(results)
     else:
         hosts = [h for t in setup.teams for h in team_hosts(t.tenant, t.gpus, gph)]
-        ok = [j for j in sim_jobs if servable(j, hosts)]
-        unservable.update(j.id for j in sim_jobs if not servable(j, hosts))
-        if mode == "fifo":
-            quotas = QuotaTree([Project(t.tenant) for t in setup.teams], enforce=False)
-        else:
-            quotas = QuotaTree([Project(t.tenant, cohort=COHORT,
-                                        quotas={FLAVOR: FlavorQuota(t.gpus * MILLI)})
-                                for t in setup.teams])
-        merged = replay(ok, hosts, quotas, config, window=setup.window, progress=progress)
-    merged.wall_s = time.perf_counter() - t0
-    return report(setup, merged, unservable)
-
-
-def _merge(results: list[ReplayResult]) -> ReplayResult:
-    outcomes, alloc, samples = {}, {}, {}
-    for r in results:
-        outcomes.update(r.outcomes)
-        for k, v in r.alloc_gpu_s.items():
-            alloc[k] = alloc.get(k, 0.0) + v
-        for t, total, per in r.samples:
-            s = samples.setdefault(t, [0.0, {}])
-            s[0] += total
-            s[1].update(per)
-    return ReplayResult(outcomes, [(t, v[0], v[1]) for t, v in sorted(samples.items())], alloc,
-                        sum(r.cycles for r in results),
-                        preemptions=sum(r.preemptions for r in results),
-                        lost_gpu_s=sum(r.lost_gpu_s for r in results),
-                        acks=sum(r.acks for r in results),
-                        timeouts=sum(r.timeouts for r in results),
-                        grace_gpu_s=sum(r.grace_gpu_s for r in results))
-
-
-def report(setup: SharingSetup, r: ReplayResult, unservable: set[str]) -> dict:
-    """Metrics of one mode: allocation, service, fairness, preemption, per-team waits."""
-    lo, hi = setup.window
-    span = hi - lo
-    owned = setup.owned_gpus
-    alloc_s = sum(r.alloc_gpu_s.values())
-    lost_s = r.lost_gpu_s + r.grace_gpu_s    # work lost, and GPUs booked but idle in a grace
-    teams: dict[str, dict] = {}
-    xs = []
-    for team in setup.teams:
-        mine = [o for o in r.outcomes.values() if o.job.tenant == team.tenant]
-        waits = np.array([o.first_start - o.job.submit for o in mine if o.first_start is not None])
-        jcts = np.array([o.end - o.job.submit for o in mine if o.end is not None])
-        offered = sum(j.gpus * j.duration for j in setup.jobs if j.tenant == team.tenant)
-        served = r.alloc_gpu_s.get(team.tenant, 0.0)
-        due = min(offered, team.gpus * span)
-        x = min(1.0, served / due) if due > 0 else 1.0
-        xs.append(x)
-        teams[team.tenant] = {
-            "gpus": team.gpus,
-            "jobs": int(sum(1 for j in setup.jobs if j.tenant == team.tenant)),
-            "unservable": int(sum(1 for j in setup.jobs
-                                  if j.tenant == team.tenant and j.id in unservable)),
-            "p50_wait_s": _pct(waits, 50), "p95_wait_s": _pct(waits, 95),
-            "mean_wait_s": float(waits.mean()) if waits.size else 0.0,
-            "mean_jct_s": float(jcts.mean()) if jcts.size else 0.0,
-            "gpu_hours_allocated": served / 3600.0,
-            "share_of_due": x,
-        }
-    xs_a = np.array(xs)
-    jain = float(xs_a.sum() ** 2 / (len(xs_a) * (xs_a ** 2).sum())) if (xs_a ** 2).sum() else 1.0
-    timeline = [(t, 100.0 * a / owned) for t, a, _ in r.samples if lo <= t < hi]
-    due_gpus = {t.tenant: t.gpus for t in setup.teams}
-    borrowed = [[t, sum(max(0.0, v - due_gpus.get(k, 0)) for k, v in per.items())]
-                for t, _, per in r.samples if lo <= t < hi]
-    return {
-        "allocation_mean": 100.0 * alloc_s / (owned * span) if span > 0 else 0.0,
-        "gpu_hours_allocated": alloc_s / 3600.0,
-        "gpu_hours_served": max(0.0, alloc_s - lost_s) / 3600.0,
-        "served_per_gpu_owned": max(0.0, alloc_s - lost_s) / 3600.0 / owned,
-        "jain_index": jain,
-        "preemptions": r.preemptions,
-        "preemption_acks": r.acks,
-        "preemption_timeouts": r.timeouts,
-        "lost_gpu_hours": r.lost_gpu_s / 3600.0,
-        "grace_gpu_hours": r.grace_gpu_s / 3600.0,
-        "unservable_jobs": len(unservable),
-        "cycles": r.cycles,
-        "seconds": r.wall_s,
-        "teams": teams,
-        "allocation_over_time": [[t, round(a, 3)] for t, a in timeline],
-        "borrowed_over_time": borrowed,
-    }
-
-
-def _pct(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if a.size else 0.0
+        fits = _servable_all(jobs, [h.gpu_count for h in hosts])
+        ok = [j for j, f in zip(jobs, fits) if f]
+        unservable.update(j.id for j, f in zip(jobs, fits) if not f)
+        merged = replay(ok, hosts, pool_quotas(mode, setup.teams), config, window=setup.window,
+                        progress=progress)
+    out = report(setup, merged, unservable)
+    out["runtime_knowledge"] = config.runtime_knowledge
+    return out
 
 
 def shrink(setup: SharingSetup, fraction: float) -> SharingSetup:
@@ -257,72 +226,46 @@ def shrink(setup: SharingSetup, fraction: float) -> SharingSetup:
                         setup.quota_scale * fraction, setup.dropped_unknown_tenant)
 
 
-def compare(modes: dict[str, dict]) -> dict:
-    """The issue's figures: sharing incentive and service against dedicated; worst-off p95 and
-    allocation against FIFO. Only keys for the modes present are filled."""
-    out: dict = {}
-    g = modes.get("gpuplane")
-    d = modes.get("dedicated")
-    f = modes.get("fifo")
-    if g and d:
-        worse = {t: {"dedicated_p95_s": d["teams"][t]["p95_wait_s"],
-                     "gpuplane_p95_s": v["p95_wait_s"]}
-                 for t, v in g["teams"].items() if v["p95_wait_s"] > d["teams"][t]["p95_wait_s"]}
-        out["sharing_incentive"] = {"holds": not worse, "teams_worse_than_dedicated": worse}
-        ratio = g["served_per_gpu_owned"] / d["served_per_gpu_owned"] if d[
-            "served_per_gpu_owned"] else math.inf
-        out["served_per_gpu_vs_dedicated"] = ratio
-    small = modes.get(SMALLER)
-    if small and d:
-        worse = {t: {"dedicated_p95_s": d["teams"][t]["p95_wait_s"],
-                     "smaller_pool_p95_s": v["p95_wait_s"]}
-                 for t, v in small["teams"].items()
-                 if v["p95_wait_s"] > d["teams"][t]["p95_wait_s"]}
-        owned_d = sum(v["gpus"] for v in d["teams"].values())
-        owned_s = sum(v["gpus"] for v in small["teams"].values())
-        out["smaller_pool_vs_dedicated"] = {
-            "gpus_fewer_pct": 100.0 * (1 - owned_s / owned_d),
-            "gpu_hours_served_ratio": (small["gpu_hours_served"] / d["gpu_hours_served"]
-                                       if d["gpu_hours_served"] else math.inf),
-            "sharing_incentive_holds": not worse, "teams_worse_than_dedicated": worse}
-    if g and f:
-        wf = max(v["p95_wait_s"] for v in f["teams"].values())
-        wg = max(v["p95_wait_s"] for v in g["teams"].values())
-        out["worst_team_p95_fifo_s"] = wf
-        out["worst_team_p95_gpuplane_s"] = wg
-        out["worst_team_p95_ratio"] = (wg / wf) if wf else (0.0 if wg == 0 else math.inf)
-        out["allocation_points_vs_fifo"] = g["allocation_mean"] - f["allocation_mean"]
-    return out
+def resize(setup: SharingSetup, gpus: int) -> SharingSetup:
+    """The same jobs on a pool of exactly ``gpus`` GPUs: every team's guarantee scaled in
+    proportion (largest remainder, at least 1 GPU each)."""
+    owned = setup.owned_gpus
+    n = max(gpus, len(setup.teams))
+    raw = [t.gpus * n / owned for t in setup.teams]
+    base = [max(1, int(math.floor(r))) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - math.floor(raw[i])), i))
+    k = 0
+    while sum(base) < n:
+        base[order[k % len(order)]] += 1
+        k += 1
+    teams = tuple(TeamQuota(t.tenant, g) for t, g in zip(setup.teams, base))
+    return SharingSetup(setup.jobs, teams, setup.window, setup.gpus_per_host,
+                        setup.quota_scale * sum(base) / owned, setup.dropped_unknown_tenant)
 
 
-def run_all(setup: SharingSetup, modes: Sequence[str] = MODES, *, fewer_gpus: float = 0.2,
+def run_all(setup: SharingSetup, modes: Sequence[str] = MODES, *, fewer_gpus: float = 0.0,
             progress: Callable[[str], Callable[[float, float], None] | None] | None = None,
-            **config: object) -> dict:
+            workers: int = 1, **config: object) -> dict:
     """Run ``modes`` (and, with ``dedicated`` and ``fewer_gpus > 0``, gpuplane on a pool that
-    much smaller) and return the benchmark document (see :func:`document`). ``config`` goes to
-    :func:`mode_config`; ``progress(mode)`` may return a per-mode progress callback."""
-    results: dict[str, dict] = {}
-    for m in modes:
-        cb = progress(m) if progress else None
-        results[m] = run_mode(m, setup, mode_config(m, **config), cb)   # type: ignore[arg-type]
+    much smaller) and return the benchmark document (``sharing_report.document``). ``config``
+    goes to :func:`mode_config`; ``progress(mode)`` may return a per-mode progress callback;
+    ``workers > 1`` runs modes in that many processes (``sim/parallel.py``)."""
+    jobs: list[tuple[str, str, SharingSetup]] = [(m, m, setup) for m in modes]
     if fewer_gpus and "dedicated" in modes:
-        cb = progress("smaller") if progress else None
-        results[SMALLER] = run_mode("gpuplane", shrink(setup, 1.0 - fewer_gpus),
-                                    mode_config("gpuplane", **config), cb)  # type: ignore[arg-type]
-    return document(setup, results, compare(results))
+        jobs.append((SMALLER, "gpuplane", shrink(setup, 1.0 - fewer_gpus)))
+    for m in modes:
+        mode_config(m, **config)       # type: ignore[arg-type]  # validate before forking
+    if workers > 1 and len(jobs) > 1:
+        from gpuplane.sim.parallel import run_parallel
 
-
-def document(setup: SharingSetup, results: dict, comparison: dict) -> dict:
-    """The JSON document printed by ``gpuplane sim sharing --json``."""
-    from gpuplane.sim.traces import format_time
-
-    return {
-        "window": {"start": format_time(setup.window[0]), "end": format_time(setup.window[1])},
-        "jobs": len(setup.jobs),
-        "jobs_dropped_unknown_tenant": setup.dropped_unknown_tenant,
-        "quota_scale": setup.quota_scale,
-        "owned_gpus": setup.owned_gpus,
-        "teams": {t.tenant: t.gpus for t in setup.teams},
-        "modes": results,
-        "comparison": comparison,
-    }
+        results = run_parallel(jobs, config, workers, progress)
+    else:
+        results = {}
+        for name, mode, s in jobs:
+            cb = progress(name) if progress else None
+            cfg = mode_config(mode, **config)   # type: ignore[arg-type]
+            results[name] = run_mode(mode, s, cfg, cb)
+    results = {name: results[name] for name, _, _ in jobs}
+    doc = document(setup, results, compare(results))
+    doc["runtime_knowledge"] = str(config.get("runtime_knowledge", "requested"))
+    return doc
