@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import insert
 
+from _pgdb import throwaway_database  # benchmarks/_pgdb.py, beside this script
 from gpuplane.store import Store
 from gpuplane.store.tables import EventRow, ProjectRow, TaskRow, WorkloadRow
 
@@ -175,23 +176,6 @@ def bare_run(db_url: str, n: int) -> dict:
     return {"writes": n, "seconds": round(wall, 3), "per_s": round(n / wall, 1)}
 
 
-def _pg_database(base: str):  # noqa: ANN202
-    import uuid
-
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return base.rsplit("/", 1)[0] + "/" + name, drop
-
-
 def _plot(results: dict, png: Path) -> None:
     import matplotlib
 
@@ -239,7 +223,7 @@ def main() -> None:
                 if kind == "sqlite":
                     url, drop = f"sqlite:///{home}/api.db", None
                 else:
-                    url, drop = _pg_database(a.pg_url)
+                    url, drop = throwaway_database(a.pg_url)
                 try:
                     runs[key] = api_run(url, home, a.clients, a.per_client, procs)
                 finally:
@@ -249,7 +233,7 @@ def main() -> None:
             if kind == "sqlite":
                 url, drop = f"sqlite:///{tmp}/bare.db", None
             else:
-                url, drop = _pg_database(a.pg_url)
+                url, drop = throwaway_database(a.pg_url)
             try:
                 bare = bare_run(url, n)
             finally:

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from _pgdb import throwaway_database  # benchmarks/_pgdb.py, beside this script
 from gpuplane.control.loop import ControlLoop
 from gpuplane.domain.workloads import Phase, WorkloadSpec
 from gpuplane.drivers.sim import SimDriver
@@ -176,24 +177,6 @@ def bare_run(db_url: str, hosts: int, workloads: int) -> dict:
             "tasks": len(chosen)}
 
 
-def _pg_database(base: str) -> tuple[str, Callable[[], None]]:
-    """A fresh database on the server of ``base`` and a function that drops it."""
-    import uuid
-
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return base.rsplit("/", 1)[0] + "/" + name, drop
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=125)
@@ -212,7 +195,7 @@ def main() -> None:
             def fresh(name: str) -> str:
                 if url is None:
                     return f"sqlite:///{tmp}/{name}.db"
-                db, drop = _pg_database(url)  # a throwaway database on that server
+                db, drop = throwaway_database(url)  # a throwaway database on that server
                 drops.append(drop)
                 return db
 

@@ -3,8 +3,9 @@
 Every tick of the leader, in this order (what ended is freed before the cycle decides, as the
 simulator does):
 
-1. ``observe``: drivers report on every task with a handle (adopting tasks started before a
-   restart); changes go back to the store with events, usage and audit entries.
+1. ``observe`` (``control/observing.py``): drivers report on every task with a handle
+   (adopting tasks started before a restart); changes go back to the store with events, usage
+   and audit entries.
 2. ``schedule``: a short read transaction builds the snapshot (hosts, tasks holding resources)
    and the pending work; ``decide`` (scheduling layer, pure) returns admissions, preemptions
    and pending reasons; short write transactions apply them (``control/apply.py``), each
@@ -58,8 +59,9 @@ from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
 from gpuplane.control.decide import decide
 from gpuplane.control.leadership import LeaseHolder
 from gpuplane.control.memory import PersistedState, SchedulerMemory
-from gpuplane.control.containment import REASON_OBSERVE_FAILED, LoopStats, one_line
-from gpuplane.control.execution import REASON_PREEMPTED, outcome, stop_reason, task_spec
+from gpuplane.control.observing import TaskObserving
+from gpuplane.control.containment import LoopStats, one_line
+from gpuplane.control.execution import REASON_PREEMPTED, stop_reason, task_spec
 from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverHandle
@@ -92,7 +94,7 @@ class TickReport:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-class ControlLoop(LeaseHolder):
+class ControlLoop(TaskObserving, LeaseHolder):
     """Runs ticks while holding the scheduler lease.
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
@@ -462,111 +464,6 @@ class ControlLoop(LeaseHolder):
 
         self._pool.submit(run)
         return True
-
-    # -- 1. observe ------------------------------------------------------------
-    def observe(self, report: TickReport) -> None:
-        with self.store.read() as tx:
-            active = tx.workloads.list_active()
-            hosts = {h.name: h for h in tx.hosts.list_all()}
-        by_driver: dict[str, list[tuple[Any, Any, DriverHandle]]] = {}
-        for w in active:
-            for t in w.tasks:
-                if not t.handle or not t.phase.holds_resources:
-                    continue
-                host = hosts.get(t.placement.host) if t.placement else None
-                if host is None or self._driver_for(host) is None:
-                    continue
-                try:
-                    h = DriverHandle.from_dict(t.handle)
-                except Exception as exc:  # noqa: BLE001 - a handle the loop cannot read
-                    self._contain(report, "observe", f"task:{t.id}",
-                                  f"task {t.index} of workload {w.id} (its stored handle)", exc)
-                    continue
-                by_driver.setdefault(h.driver, []).append((w, t, h))
-        changes = []
-        failed = []
-        now = self.clock()
-        for name, entries in by_driver.items():
-            driver = self.drivers.get(name)
-            if driver is None:
-                log.debug("no driver %r in this process for %d task(s)", name, len(entries))
-                continue
-            for (w, t, h), obs in self._observe_each(driver, entries):
-                key = f"{h.driver}:{h.task_id}"
-                try:
-                    if isinstance(obs, BaseException):
-                        raise obs
-                    change = outcome(t, obs, now)
-                except Exception as exc:  # noqa: BLE001 - this task's alone
-                    n = self._observe_failures.get(key, 0) + 1
-                    self._observe_failures[key] = n
-                    self._contain(report, "observe", key,
-                                  f"task {t.index} of workload {w.id} ({n} in a row)", exc)
-                    if n >= self.observe_failure_limit:
-                        failed.append((w, t, h, exc))
-                    continue
-                self._observe_failures.pop(key, None)
-                if change is not None:
-                    changes.append((w, t, h, change))
-        for w, t, h, exc in failed:
-            self._give_up_observing(w, t, h, exc, now, report)
-        if not changes:
-            return
-        ended = store_apply.record_observations(
-            self._fenced(), changes, self.clock(),
-            on_error=lambda what, exc: self._contain(report, "observe", what,
-                                                     f"recording the observation of {what}",
-                                                     exc))
-        report.observed_changes += len(changes)
-        for h in ended:
-            forget = getattr(self.drivers.get(h.driver), "forget", None)
-            if forget is not None:
-                try:
-                    forget([h])
-                except Exception as exc:  # noqa: BLE001
-                    self._contain(report, "observe", f"{h.driver}:{h.task_id}",
-                                  f"forgetting driver task {h.task_id}", exc)
-
-    def _observe_each(self, driver: Any,
-                      entries: list[tuple[Any, Any, DriverHandle]]
-                      ) -> list[tuple[tuple[Any, Any, DriverHandle], Any]]:
-        """``driver.observe`` over ``entries`` in one call; when that raises (or answers for
-        fewer tasks), one call per task, so that only the task whose observation raises gets
-        the exception (in place of its observation)."""
-        try:
-            observations = list(driver.observe([h for _, _, h in entries]))
-            if len(observations) == len(entries):
-                return list(zip(entries, observations))
-        except Exception:  # noqa: BLE001 - find the one task at fault below
-            log.debug("batch observe failed; observing one task at a time", exc_info=True)
-        out: list[tuple[tuple[Any, Any, DriverHandle], Any]] = []
-        for entry in entries:
-            try:
-                got = list(driver.observe([entry[2]]))
-                out.append((entry, got[0] if got else
-                            RuntimeError("the driver returned no observation")))
-            except Exception as exc:  # noqa: BLE001
-                out.append((entry, exc))
-        return out
-
-    def _give_up_observing(self, w: Any, t: Any, h: DriverHandle, exc: BaseException,
-                           now: float, report: TickReport) -> None:
-        """A task the driver could not observe ``observe_failure_limit`` ticks in a row: ask
-        its driver to stop it and fail it (``ObserveFailed``; the retry policy applies)."""
-        key = f"{h.driver}:{h.task_id}"
-        self._stop_async(h, self.stop_grace_s)
-        message = (f"its driver could not observe it {self.observe_failure_limit} times in a "
-                   f"row ({one_line(exc)}); stopped")
-        try:
-            store_apply.fail_task(self._fenced(), t, now, REASON_OBSERVE_FAILED, message)
-            self._observe_failures.pop(key, None)
-        except LeaseLost:
-            raise
-        except Conflict:
-            log.debug("task %s changed while failing it; next tick decides again", t.id)
-        except Exception as exc2:  # noqa: BLE001
-            self._contain(report, "observe", key, f"failing task {t.index} of workload {w.id}",
-                          exc2)
 
 
 def holder_id(host: str, port: int) -> str:

@@ -50,6 +50,7 @@ from gpuplane.drivers.base import (
     TaskSpec,
     TaskState,
 )
+from gpuplane.drivers.local_devices import device_nodes, visible_devices
 from gpuplane.drivers.local_inventory import LocalHostInfo
 from gpuplane.drivers.logs import log_path, read_log
 from gpuplane.drivers.processes import alive, boot_id, proc_start_time
@@ -60,11 +61,9 @@ from gpuplane.drivers.sandbox import (
     ENV_ALLOW_PREFIXES,
     TASK_PATH,
     Cgroups,
-    MigCaps,
     SandboxLayout,
     bwrap_argv,
     find_bwrap,
-    gpu_nodes,
     probe_env_default_signal,
     task_uid,
     unreachable_ancestor,
@@ -214,31 +213,8 @@ class LocalDriver:
             return None
 
     # -- environment -------------------------------------------------------
-    def _visible_devices(self, dev: PlacedDevices) -> list[str]:
-        if dev.mig_uuids:
-            return list(dev.mig_uuids)
-        gpus = {g.index: g for g in (self.inventory.gpus if self.inventory else ())}
-        if dev.mig:
-            return [self._mig_uuid(gpus.get(i), i, profile, start) for i, profile, start in dev.mig]
-        out = []
-        for i in dev.gpu_indices:
-            g = gpus.get(i)
-            if g is not None and g.mig:
-                raise DriverError(f"GPU {i} is in MIG mode; the placement names no MIG instance")
-            out.append(g.uuid if g is not None and g.uuid else str(i))
-        return out
-
-    @staticmethod
-    def _mig_uuid(gpu: Any, index: int, profile: str, start: int) -> str:
-        """The UUID of the existing MIG instance (profile, start) on GPU ``index``. Creating
-        instances is not done here: the placement must name one NVML reported."""
-        instances = gpu.mig if gpu is not None else ()
-        for m in instances:
-            if m.profile == profile and m.start in (start, -1):
-                return m.uuid
-        raise DriverError(f"GPU {index} has no MIG instance {profile} at slot {start}; "
-                          f"it has {', '.join(f'{m.profile}@{m.start}' for m in instances) or 'none'}"
-                          " (create it with nvidia-smi mig -cgi, or let gpuplane place elsewhere)")
+    def _gpus(self) -> dict[int, Any]:
+        return {g.index: g for g in (self.inventory.gpus if self.inventory else ())}
 
     def task_env(self, task: TaskSpec, dev: PlacedDevices) -> dict[str, str]:
         """The environment a task runs with (exposed for tests and ``describe``): the
@@ -253,7 +229,7 @@ class LocalDriver:
         # names refused at submit time (domain/validation.py) are dropped here too, for a spec
         # stored before that rule
         env.update({k: v for k, v in task.env.items() if env_name_problem(k) is None})
-        visible = self._visible_devices(dev)
+        visible = visible_devices(self._gpus(), dev)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(visible) if visible else "none"
         env["GPUPLANE_WORKLOAD"] = task.workload
@@ -290,23 +266,7 @@ class LocalDriver:
             raise DriverError(f"task {task.task_id}: {exc}") from exc
 
     def _device_nodes(self, dev: PlacedDevices) -> list[tuple[str, str]]:
-        gpus = {g.index: g for g in (self.inventory.gpus if self.inventory else ())}
-
-        def minor(i: int) -> int | None:
-            g = gpus.get(i)
-            if g is not None and g.declared:
-                return None  # declared for development: there is no device
-            return g.minor if g is not None and g.minor >= 0 else i
-
-        migs = []
-        for i, profile, start in dev.mig:
-            g = gpus.get(i)
-            m = next((m for m in (g.mig if g else ()) if m.profile == profile
-                      and m.start in (start, -1)), None)
-            if m is not None and m.gi >= 0 and minor(i) is not None:
-                migs.append(MigCaps(minor(i), m.gi, max(0, m.ci)))
-        minors = [m for m in (minor(i) for i in dev.gpu_indices) if m is not None]
-        return gpu_nodes(minors, migs, self.dev_root, self.caps_root)
+        return device_nodes(self._gpus(), dev, self.dev_root, self.caps_root)
 
     def _command(self, task: TaskSpec, dev: PlacedDevices, uid: int | None) -> list[str]:
         if self.mode != MODE_BWRAP:
