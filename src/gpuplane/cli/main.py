@@ -43,6 +43,7 @@ def _register() -> None:
     commands.register(app)
     app.add_typer(sim.app, name="sim")
     __import__("gpuplane.cli.sim_sharing").cli.sim_sharing.register(sim.app)
+    __import__("gpuplane.governance.attestation.cli").governance.attestation.cli.register(app)
     __import__("gpuplane.governance.cli").governance.cli.register(app)
 
 
