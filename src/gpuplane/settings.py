@@ -74,6 +74,25 @@ class Settings(BaseSettings):
         "base + the project id, below task_uid_count; gid = uid)."))
     task_uid_count: int = Field(65_536, ge=1, le=2**24,
                                 description="Size of the task uid range.")
+    audit_key_file: Path | None = Field(None, description=(
+        "Ed25519 private key (PEM) that signs audit checkpoints; kept outside the database. "
+        "Default: $GPUPLANE_HOME/audit-key.pem, created with mode 0600 on first use."))
+    audit_origin: str | None = Field(None, max_length=200, pattern=r"^[^\s+]+$", description=(
+        "The audit log's name in its checkpoints. Default: gpuplane/<key id>, kept in the "
+        "database from the first checkpoint on (and across an export/import)."))
+    audit_checkpoint_interval_s: float = Field(300.0, gt=0, le=86400, description=(
+        "Seconds between signed audit checkpoints (the leader signs one when the log grew, "
+        "and one at a graceful shutdown)."))
+    audit_witnesses: str = Field("", description=(
+        "Comma-separated witnesses that cosign each checkpoint, each NAME=URL=VERIFIER_KEY "
+        "(C2SP tlog-witness add-checkpoint endpoint; e.g. another gpuplane's "
+        "/witness/add-checkpoint). Empty: none."))
+    audit_tsa_url: str | None = Field(None, description=(
+        "RFC 3161 time-stamping authority that timestamps each checkpoint (optional)."))
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.home / "audit-key.pem"
 
     @property
     def database_url(self) -> str:

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gpuplane.api import create_app
+from gpuplane.governance import checkpoints
 from gpuplane.service.logs import LogChunk, TaskLogRef
 from gpuplane.settings import Settings
 
@@ -87,6 +88,9 @@ def build_world(db_url: str, tmp_path, clock=None) -> World:
     logs.logs[(wl["id"], 0)] = b"alpha-secret\n"
     _ok(client.post("/v1/workloads", headers=w.h("bob-beta"), json={
         "name": "job-beta", "project": "proj-beta", "tasks": [{"command": ["true"]}]}))
+    with app.state.store.write() as tx:  # a signed checkpoint, as the scheduler leader makes
+        key = checkpoints.load_or_create_key(settings.audit_key_path)
+        checkpoints.make_checkpoint(tx, checkpoints.notary_for(tx, key, None), "test", 0.0)
     return w
 
 

@@ -14,7 +14,11 @@ from gpuplane.api import create_app
 TENANT_PARAMS = {"workload", "project", "organisation", "user", "token_id", "quota_id",
                  "binding_id"}
 # ... or shared infrastructure every tenant may read and only global roles change.
-SHARED_PARAMS = {"site": "eu-de-1", "host": "gpu-1", "priority_class": "standard"}
+SHARED_PARAMS = {"site": "eu-de-1", "host": "gpu-1", "priority_class": "standard",
+                 "name": "residency"}
+# Required query parameters of routes that have them (aimed at tenant A's audit entries).
+QUERIES = {"/v1/audit/proof/inclusion": {"seq": 3}, "/v1/audit/proof/consistency": {"old": 1,
+                                                                                   "new": 3}}
 WRITE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -41,6 +45,8 @@ BODIES = {
     "PriorityClassSpec": {"name": "standard", "value": 1},  # the path names standard too
     "WorkloadSpec": {"name": "intruder", "project": "proj-alpha",
                      "tasks": [{"command": ["true"]}]},
+    "EvidenceIn": {"kind": "software", "nonce": "00" * 32, "evidence": "e30="},
+    "PolicyDocumentIn": {"classifications": {"public": {"jurisdictions": ["US"]}}},
 }
 
 
@@ -77,7 +83,8 @@ def _call(world, user, op: Op, values):
     if op.body is not None:
         assert op.body in BODIES, f"add a body for {op.body} ({op}) to BODIES"
     kw = {"json": BODIES[op.body]} if op.body else {}
-    return world.client.request(op.method, path, headers=world.h(user), **kw)
+    return world.client.request(op.method, path, headers=world.h(user),
+                                params=QUERIES.get(op.path), **kw)
 
 
 OPS = _operations()
@@ -145,7 +152,7 @@ def test_every_v1_route_needs_a_token(world):
     for op in OPS:
         path = op.path.format(**{p: values[p] for p in op.params})
         kw = {"json": BODIES[op.body]} if op.body else {}
-        resp = world.client.request(op.method, path, **kw)
+        resp = world.client.request(op.method, path, params=QUERIES.get(op.path), **kw)
         assert resp.status_code == 401, (op, resp.text)
         assert resp.json()["code"] == "gpuplane.auth.unauthenticated"
 

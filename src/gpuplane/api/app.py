@@ -22,7 +22,8 @@ from gpuplane.api import docs, problems
 from gpuplane.api.follow import FollowSlots
 from gpuplane.api.limits import BodySizeLimit
 from gpuplane.api.metrics import Metrics, MetricsMiddleware
-from gpuplane.api.routers import accounting, inventory, policy, tenancy, workloads
+from gpuplane.api.routers import (accounting, audit, governance, inventory, policy, tenancy,
+                                  witness, workloads)
 from gpuplane.api.schemas import HealthOut
 from gpuplane.api.security_headers import SecurityHeaders
 from gpuplane.service import LogSource, Services
@@ -30,7 +31,8 @@ from gpuplane.service.login_failures import FailedLogins
 from gpuplane.settings import Settings
 from gpuplane.store import Store
 
-ROUTERS = (inventory.router, tenancy.router, policy.router, workloads.router, accounting.router)
+ROUTERS = (inventory.router, tenancy.router, policy.router, workloads.router, accounting.router,
+           audit.router, governance.router, witness.router)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,

@@ -47,6 +47,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "gpuplane.rate_limited": 429,
     "gpuplane.auth.throttled": 429,
     "gpuplane.logs.follow_limit": 429,
+    "gpuplane.policy.unknown": 404,
+    "gpuplane.witness.unverified": 403,
     "gpuplane.store.unavailable": 503,
     "gpuplane.internal": 500,
 }

@@ -118,13 +118,15 @@ class ProjectOut(BaseModel):
     display_name: str
     weight: float
     cohort: str | None
+    classification: str | None
     generation: int
     created_at: float
 
     @classmethod
     def of(cls, p: r.Project) -> ProjectOut:
         return cls(name=p.name, organisation=p.org, display_name=p.display_name, weight=p.weight,
-                   cohort=p.cohort, generation=p.generation, created_at=p.created_at)
+                   cohort=p.cohort, classification=p.classification, generation=p.generation,
+                   created_at=p.created_at)
 
 
 class RoleBindingOut(BaseModel):

@@ -6,9 +6,11 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from gpuplane.cli import api, observe, resources, up
+    from gpuplane.cli import api, exchange, observe, resources, up, usage
 
     up.register(app)
     api.register(app)
     resources.register(app)
     observe.register(app)
+    usage.register(app)
+    exchange.register(app)

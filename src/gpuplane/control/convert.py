@@ -8,7 +8,7 @@ reads through the caller's transaction); nothing here writes, calls a driver or 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,8 +40,9 @@ def _mig_layout(model: str, raw: Sequence[Mapping[str, Any]] | None) -> Any:
     return MigLayout(model=model, instances=instances)
 
 
-def to_host(rec: Any) -> Host:
-    """A store ``HostRecord`` -> domain ``Host`` (labels gain driver/site markers)."""
+def to_host(rec: Any, attested: Collection[str] = ()) -> Host:
+    """A store ``HostRecord`` -> domain ``Host`` (labels gain driver/site markers, and the
+    confidential label when the host is in ``attested``: its appraisals pass now)."""
     gpus = tuple(
         GpuDevice(index=g.index, model=g.model, memory_mib=g.memory_mib, numa=g.numa,
                   nvlink_domain=g.nvlink_domain, mode=g.mode,
@@ -55,7 +56,8 @@ def to_host(rec: Any) -> Host:
     parts = [p for p in rec.jurisdiction.split("/") if p]
     for i in range(len(parts)):
         labels[LABEL_IN + "/".join(parts[:i + 1])] = "true"
-    if rec.tee:
+    labels.pop(LABEL_CONFIDENTIAL, None)  # never taken from a host's own labels
+    if rec.name in attested:
         labels[LABEL_CONFIDENTIAL] = "true"
     taints = tuple(Taint(key=t["key"], value=t.get("value", "") or "",
                          effect=t.get("effect", "NoSchedule") or "NoSchedule")
@@ -233,12 +235,11 @@ def _layout_now(layout: Any, refs: Sequence[Any]) -> Any:
     return MigLayout(model=layout.model, instances=tuple(kept))
 
 
-def choose_jurisdiction(workload: Workload, free_by_jurisdiction: Mapping[str, int]
+def choose_jurisdiction(allowed: Sequence[str] | None, free_by_jurisdiction: Mapping[str, int]
                         ) -> str | None:
-    """Among the jurisdictions ``workload`` allows, the one with the most free GPU capacity
-    (``free_by_jurisdiction`` maps full jurisdictions such as ``EU/DE`` to free milli-GPU).
-    ``None`` when the workload allows anywhere."""
-    allowed = workload.spec.residency.jurisdictions
+    """Among the ``allowed`` jurisdictions (what residency allows a workload: its own and its
+    classification's), the one with the most free GPU capacity (``free_by_jurisdiction`` maps
+    full jurisdictions such as ``EU/DE`` to free milli-GPU). ``None`` when it may go anywhere."""
     if not allowed:
         return None
     if len(allowed) == 1:
@@ -322,7 +323,7 @@ def _why(exc: BaseException) -> str:
 
 
 def build_snapshot(records: Sequence[Any], active: Sequence[Workload],
-                   now: float) -> SnapshotBuild:
+                   now: float, attested: Collection[str] = ()) -> SnapshotBuild:
     """The cycle's snapshot of ``records`` (store hosts) with the tasks of ``active`` holding
     resources, where no single host or task can make the build fail (DESIGN invariant 8).
 
@@ -343,7 +344,7 @@ def build_snapshot(records: Sequence[Any], active: Sequence[Workload],
     kept: list[Any] = []
     for rec in records:
         try:
-            hosts.append(to_host(rec))
+            hosts.append(to_host(rec, attested))
             kept.append(rec)
         except Exception as exc:  # noqa: BLE001 - one unreadable host must not stop the cycle
             quarantined[rec.name] = f"its inventory record cannot be read ({type(exc).__name__})"

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from gpuplane.control.governing import audit_signing
 from gpuplane.control.loop import ControlLoop, holder_id
 from gpuplane.control.logsource import DriverLogSource
 from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
@@ -145,7 +146,8 @@ class Embedded:
                                 lease_ttl_s=settings.lease_ttl_s,
                                 interval_s=settings.cycle_interval_s, local_host=self.host,
                                 preempt_grace_s=settings.preempt_grace_s,
-                                lease_log=self.home / "lease.log")
+                                lease_log=self.home / "lease.log",
+                                audit=audit_signing(settings))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -56,7 +56,8 @@ from gpuplane.control import apply as store_apply
 from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
                                       free_gpu_by_jurisdiction, holdings, load_quotas,
                                       to_pending, to_placement)
-from gpuplane.control.decide import decide
+from gpuplane.control.decide import Decisions, decide
+from gpuplane.control.governing import AuditSigning, Governing, governance_view
 from gpuplane.control.leadership import LeaseHolder
 from gpuplane.control.memory import PersistedState, SchedulerMemory
 from gpuplane.control.observing import TaskObserving
@@ -94,7 +95,7 @@ class TickReport:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-class ControlLoop(TaskObserving, LeaseHolder):
+class ControlLoop(Governing, TaskObserving, LeaseHolder):
     """Runs ticks while holding the scheduler lease.
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
@@ -116,7 +117,8 @@ class ControlLoop(TaskObserving, LeaseHolder):
                  rng: np.random.Generator | None = None,
                  lease_log: Path | None = None, preempt_grace_s: float = 30.0,
                  observe_failure_limit: int = 3, stats: LoopStats | None = None,
-                 memory: Mapping[str, Any] | None = None, memory_every_s: float = 5.0) -> None:
+                 memory: Mapping[str, Any] | None = None, memory_every_s: float = 5.0,
+                 audit: AuditSigning | None = None) -> None:
         self.store = store
         self.drivers = dict(drivers)
         self.holder = holder
@@ -145,6 +147,10 @@ class ControlLoop(TaskObserving, LeaseHolder):
         self.cycle_options = CycleOptions(grace_s=preempt_grace_s,
                                           profile=profiles.get(online=self.workload_model))
         self.leader_until = 0.0
+        #: signs audit checkpoints while leader (``governing.py``); None: this loop does not
+        self.audit = audit
+        #: (task id, attempt) of confidential tasks already evicted/flagged for a lapsed appraisal
+        self._flagged: set[tuple[int, int]] = set()
         #: the lease grant we hold (its epoch fences our writes), None when not the leader
         self.grant: LeaseGrant | None = None
         self._tick_grant: LeaseGrant | None = None
@@ -174,6 +180,7 @@ class ControlLoop(TaskObserving, LeaseHolder):
                 self.remember(force=True)
             except Exception as exc:  # noqa: BLE001 - the next leader resumes an older copy
                 log.warning("scheduler memory not saved at shutdown: %s", one_line(exc))
+            self.final_checkpoint()
         super().release()
 
     # -- running -------------------------------------------------------------
@@ -218,7 +225,8 @@ class ControlLoop(TaskObserving, LeaseHolder):
         return report
 
     def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
-        for step in (self.observe, self.schedule, self.launch, self.stop_due, self.remember):
+        for step in (self.observe, self.recheck_attestation, self.schedule, self.launch,
+                     self.stop_due, self.remember, self.sign_checkpoint):
             if not self.is_leader:
                 break
             try:
@@ -263,30 +271,36 @@ class ControlLoop(TaskObserving, LeaseHolder):
             active = tx.workloads.list_active()
             waiting = tx.workloads.list_schedulable(now)
             quotas = load_quotas(tx)
+            gov = governance_view(tx, hosts, now) if waiting else None
         self.history.advance(now, holdings(active))
-        if not waiting:
+        if gov is None:
             return
-        built = build_snapshot(hosts, active, now)
+        built = build_snapshot(hosts, active, now, attested=gov.attested)
         self._note_quarantine(report, built.quarantined, built.dropped, now)
         snap, running = built.snap, built.running
         free = free_gpu_by_jurisdiction(snap, built.records, skip=built.quarantined)
-        items = []
+        items, refused = [], {}
         for w in waiting:
             try:
-                item = to_pending(w, now, choose_jurisdiction(w, free))
+                allowed, why = gov.allowed(w)
+                if why is not None:
+                    refused[w.id] = why
+                    continue
+                item = to_pending(w, now, choose_jurisdiction(allowed, free))
             except Exception as exc:  # noqa: BLE001 - one unreadable workload waits alone
                 self._contain(report, "snapshot", f"workload:{w.id}",
                               f"pending workload {w.id} (left out of this cycle)", exc)
                 continue
             if item is not None:
                 items.append(item)
-        if not items:
+        if not items and not refused:
             return
         # count newly arrived workloads once in the online placement model (seen ones skip)
         self.workload_model.arrive_many((i.work.id, i.work.submitted_at, i.work.tasks)
                                         for i in items)
         decisions = decide(snap, [i.work for i in items], running, quotas, now, self.rng,
-                           self.cycle_options, history=self.history)
+                           self.cycle_options, history=self.history) if items else Decisions()
+        decisions.pending.update(refused)
         if not self.is_leader:
             return
         applied = store_apply.apply_decisions(
@@ -351,16 +365,23 @@ class ControlLoop(TaskObserving, LeaseHolder):
         return driver
 
     def launch(self, report: TickReport) -> None:
+        now = self.clock()
         with self.store.read() as tx:
             active = tx.workloads.list_active()
             hosts = {h.name: h for h in tx.hosts.list_all()}
+            refusals = self.launch_refusals(tx, (
+                (w, t) for w in active if not w.cancel_requested for t in w.tasks
+                if t.phase == Phase.ADMITTED and not t.handle and t.placement is not None), now)
         self._launch_read = (active, hosts)
+        if refusals:
+            self.refuse_starts(refusals, now)
         started = []
         for w in active:
             if w.cancel_requested:
                 continue
             for t in w.tasks:
-                if t.phase != Phase.ADMITTED or t.handle or t.placement is None:
+                if t.phase != Phase.ADMITTED or t.handle or t.placement is None \
+                        or t.id in refusals:
                     continue
                 host = hosts.get(t.placement.host)
                 driver = self._driver_for(host) if host is not None else None

@@ -275,7 +275,9 @@ class Residency(_Strict):
 
     jurisdictions: list[Annotated[str, Field(pattern=r"^[A-Z]{2}(/[A-Z]{2})?$")]] = Field(
         default_factory=list, max_length=64)
-    classification: str | None = Field(None, max_length=64)
+    classification: str | None = Field(
+        None, pattern=NAME_RE, description="Data classification; the residency policy maps it "
+        "to allowed jurisdictions. Default: the project's classification.")
 
 
 class WorkloadSpec(_Strict):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from gpuplane.service.auditing import AuditService
 from gpuplane.service.auth import AuthService
 from gpuplane.service.authz import Forbidden, Principal, Unauthenticated
+from gpuplane.service.governance import GovernanceService, WitnessService
 from gpuplane.service.inventory import InventoryService
 from gpuplane.service.logs import LogChunk, LogSource, NoLogs, TaskLogRef
 from gpuplane.service.policy import PolicyService
@@ -37,6 +38,8 @@ class Services:
         self.workloads = WorkloadService(*args)
         self.usage = UsageService(*args)
         self.audit = AuditService(*args)
+        self.governance = GovernanceService(*args)
+        self.witness = WitnessService(*args)
 
     def bootstrap_admin(self, admin_name: str = "admin", *, new_token_if_exists: bool = False
                         ) -> str | None:

@@ -33,7 +33,7 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(_READ_COMMON | {
         "inventory.write", "org.write", "project.write", "user.read", "user.write", "role.grant",
         "token.manage", "quota.write", "priority.write", "workload.read", "workload.write",
-        "workload.logs", "audit.read"}),
+        "workload.logs", "audit.read", "governance.write"}),
     "operator": frozenset(_READ_COMMON | {
         "inventory.write", "user.read", "quota.write", "priority.write", "workload.read",
         "workload.write", "workload.logs"}),
@@ -162,7 +162,8 @@ def require(principal: Principal, action: str, *, project_id: int | None = None,
 
 def require_global(principal: Principal, action: str, what: str) -> None:
     if not principal.is_global(action):
-        raise Forbidden(f"{action} on {what} needs a global admin or operator role")
+        roles = " or ".join(r for r in ROLES if action in ROLE_ACTIONS[r])
+        raise Forbidden(f"{action} on {what} needs a global {roles} role")
 
 
 def _not_found_code(what: str) -> str:

@@ -81,7 +81,7 @@ def gpu_from_spec(g) -> Gpu:  # noqa: ANN001
 
 class InventoryService(ServiceBase):
     def create_site(self, principal: Principal, spec: SiteSpec) -> Site:
-        require_global(principal, "inventory.write", "sites")
+        require_global(principal, "governance.write", "sites")
         _check_reserved(principal, spec.labels)
         with self.store.write() as tx:
             site = tx.sites.add(spec.name, spec.jurisdiction, spec.region, spec.provider,
@@ -100,7 +100,7 @@ class InventoryService(ServiceBase):
             return tx.sites.list(after, limit)
 
     def delete_site(self, principal: Principal, name: str) -> None:
-        require_global(principal, "inventory.write", "sites")
+        require_global(principal, "governance.write", "sites")
         with self.store.write() as tx:
             tx.sites.delete(name)
             self.audit(tx, principal.name, "site.delete", "site", name)

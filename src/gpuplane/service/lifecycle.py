@@ -19,7 +19,7 @@ Typical use by the control loop::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -102,13 +102,34 @@ def admit_tasks(tx, workload: Workload, placements: Mapping[int, TaskPlacement],
                   workload_uid=workload.id)
     audit.record(tx, at=now, actor="scheduler", action="workload.admit", object_kind="workload",
                  object_id=workload.id, project_id=state.project_id, org_id=state.org_id,
-                 detail={"placements": {str(i): {"host": p.host,
-                                                 "gpu_indices": list(p.gpu_indices),
-                                                 "gpu_milli": p.gpu_milli}
-                                        for i, p in sorted(placements.items())}})
+                 detail=_admit_detail(placements, placement_facts(tx, placements.values(), now)))
     if values:
         _phase_event(tx, workload.id, state.phase, phase, now)
     return phase
+
+
+def placement_facts(tx, placements: Iterable[TaskPlacement],  # noqa: ANN001
+                    now: float) -> dict[str, dict[str, Any]]:
+    """What an admission's audit entry records of each host it uses (issue: residency with
+    evidence): its site, the site's jurisdiction, and the identity its passing, unexpired
+    attestation results vouch for (kind -> chip id / device id / measurement)."""
+    names = {p.host for p in placements}
+    where = tx.hosts.locations(names)
+    attested: dict[str, dict[str, str]] = {}
+    for (host, kind), r in tx.attestation.latest(names).items():
+        if r.valid_at(now):
+            claims = r.claims
+            ident = claims.get("chip_id") or claims.get("fwid") or claims.get("measurement")
+            attested.setdefault(host, {})[kind] = str(ident or r.id)
+    return {h: {"site": where.get(h, ("", ""))[0], "jurisdiction": where.get(h, ("", ""))[1],
+                "attested": attested.get(h, {})} for h in sorted(names)}
+
+
+def _admit_detail(placements: Mapping[int, TaskPlacement],
+                  facts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {"placements": {str(i): {"host": p.host, "gpu_indices": list(p.gpu_indices),
+                                    "gpu_milli": p.gpu_milli, **facts.get(p.host, {})}
+                           for i, p in sorted(placements.items())}}
 
 
 def admit_workload(tx, workload: Workload, placements: Mapping[int, TaskPlacement],  # noqa: ANN001
@@ -203,6 +224,7 @@ def admit_many(tx, admissions: Sequence[Admission], now: float,  # noqa: ANN001
     mine = {a.workload.id: locked[a.workload.id] for a in ok}
     _phases, phase_events = _refresh_many(tx, mine, now, {"pending_reason": None})
     events, entries = [], []
+    facts = placement_facts(tx, (p for a in ok for p in a.placements.values()), now)
     for a in ok:
         row = mine[a.workload.id]
         placed = sorted({p.host for p in a.placements.values()})
@@ -211,11 +233,8 @@ def admit_many(tx, admissions: Sequence[Admission], now: float,  # noqa: ANN001
                        "project_id": row.project_id, "workload_pk": row.pk})
         entries.append(dict(at=now, actor="scheduler", action="workload.admit",
                             object_kind="workload", object_id=a.workload.id,
-                            project_id=row.project_id, org_id=row.org_id, detail={
-                                "placements": {str(i): {"host": p.host,
-                                                        "gpu_indices": list(p.gpu_indices),
-                                                        "gpu_milli": p.gpu_milli}
-                                               for i, p in sorted(a.placements.items())}}))
+                            project_id=row.project_id, org_id=row.org_id,
+                            detail=_admit_detail(a.placements, facts)))
     tx.events.add_many(events + phase_events)
     audit.record_many(tx, entries)
     return skipped
@@ -305,7 +324,13 @@ def _account(tx, task: Task, now: float, outcome: str,  # noqa: ANN001
         gpu_milli=task.placement.total_milli,
         cpu_milli=task.cpu_milli, memory_mib=task.memory_mib, started_at=start,
         finished_at=max(now, start), outcome=outcome,
-        lost_gpu_s=lost_gpu_s))
+        lost_gpu_s=lost_gpu_s, placement=usage_placement(task.placement)))
+
+
+def usage_placement(p) -> dict:  # noqa: ANN001 - a TaskPlacement
+    """What chargeback needs of a placement: the devices and how much of each."""
+    return {"gpus": list(p.gpu_indices), "gpu_milli": p.gpu_milli,
+            "mig": [dict(m) for m in p.mig]}
 
 
 def finish_task(tx, task_id: int, seen_generation: int, phase: Phase, now: float,  # noqa: ANN001

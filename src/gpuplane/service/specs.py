@@ -128,12 +128,16 @@ class ProjectSpec(_Spec):
     weight: float = Field(1.0, gt=0, le=1000, description="Fair-share weight.")
     cohort: str | None = Field(None, pattern=NAME_RE,
                                description="Projects of one cohort lend and borrow quota.")
+    classification: str | None = Field(
+        None, pattern=NAME_RE, description="Data classification of the project's workloads "
+        "(the residency policy says where each may run); a workload may name its own.")
 
 
 class ProjectUpdate(_Spec):
     display_name: str | None = Field(None, max_length=256)
     weight: float | None = Field(None, gt=0, le=1000)
     cohort: str | None = Field(None, pattern=NAME_RE)
+    classification: str | None = Field(None, pattern=NAME_RE)
     generation: int | None = Field(None, ge=1, le=MAX_GENERATION)
 
 

@@ -65,7 +65,7 @@ class TenancyService(ServiceBase):
             require(principal, "project.write", org_id=org.id,
                     what=f"organisation {spec.organisation!r}")
             project = tx.projects.add(spec.name, org.id, spec.display_name, spec.weight,
-                                      spec.cohort, self.now())
+                                      spec.cohort, self.now(), spec.classification)
             self.audit(tx, principal.name, "project.create", "project", spec.name,
                        project_id=project.id, org_id=org.id, detail=dump(spec))
             return project

@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from gpuplane.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from gpuplane.domain.workloads import Event, Phase, Workload, WorkloadSpec
+from gpuplane.governance import policies
 from gpuplane.service.authz import Principal, require, visible_project_ids
 from gpuplane.service.base import ServiceBase
+from gpuplane.service.governance import residency_policy
 from gpuplane.service.logs import LogChunk, NoLogs, TaskLogRef
 from gpuplane.service.redact import Redactor
 from gpuplane.store.paging import Page
@@ -72,7 +74,8 @@ class WorkloadService(ServiceBase):
         return wl
 
     # -- submit --------------------------------------------------------------------------------
-    def _check_against_inventory(self, tx, spec: WorkloadSpec) -> None:  # noqa: ANN001
+    def _check_against_inventory(self, tx, spec: WorkloadSpec,  # noqa: ANN001
+                                 project_classification: str | None) -> None:
         errors: list[FieldError] = []
         wanted = any(g.resources.gpu_models for g in spec.tasks)
         models = tx.hosts.gpu_models() if wanted else set()
@@ -91,6 +94,12 @@ class WorkloadService(ServiceBase):
                     errors.append(FieldError(
                         f"residency.jurisdictions[{ji}]",
                         f"no site is in jurisdiction {j!r}; known: {', '.join(sorted(known))}"))
+        decision = policies.residency(spec.residency.jurisdictions,
+                                      spec.residency.classification or project_classification,
+                                      residency_policy(tx))
+        if decision.denied:
+            errors.append(FieldError("residency.classification" if decision.code.endswith(
+                "unknown_classification") else "residency.jurisdictions", decision.message))
         if errors:
             raise InvalidInput("the workload asks for something this installation does not "
                                "have", errors, code="gpuplane.workload.unsatisfiable")
@@ -119,7 +128,7 @@ class WorkloadService(ServiceBase):
                     raise InvalidInput("unknown priority class", [FieldError(
                         "priority_class", f"unknown priority class {spec.priority_class!r}; "
                         f"known: {', '.join(names)}")]) from None
-            self._check_against_inventory(tx, spec)
+            self._check_against_inventory(tx, spec, project.classification)
             if tx.workloads.find(project.id, spec.name) is not None:
                 raise Conflict(f"workload {spec.name!r} already exists in project "
                                f"{project.name!r}; delete it or pick another name",

@@ -83,6 +83,7 @@ class Project:
     cohort: str | None
     generation: int
     created_at: float
+    classification: str | None = None  # data classification (governance/policies.py)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class UsageRecord:
     finished_at: float
     outcome: str
     lost_gpu_s: float = 0.0   # preempted attempts: GPU-seconds since the last checkpoint (or start)
+    placement: Mapping[str, Any] | None = None  # UsageRow.placement: devices and per-GPU share
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class AuditEntry:
     org_id: int | None
     outcome: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+    policy_hash: str = ""
     prev_hash: str = ""
     hash: str = ""
 
@@ -221,3 +224,47 @@ class LockedTask:
     workload_pk: int
     index: int
     attempt: int
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """A named governance policy's current version (``hash``: SHA-256 of its canonical JSON)."""
+
+    name: str
+    data: Mapping[str, Any]
+    version: int
+    hash: str
+    updated_by: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed audit checkpoint: the note text covers ``size`` entries with root ``root_hash``."""
+
+    id: int
+    size: int
+    root_hash: str
+    note: str
+    reason: str
+    timestamp_token: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    """One appraisal of a host's evidence (see governance/attestation)."""
+
+    id: int
+    host: str
+    kind: str
+    passed: bool
+    status: str
+    reasons: tuple[str, ...]
+    claims: Mapping[str, Any]
+    ear: Mapping[str, Any]
+    appraised_at: float
+    expires_at: float
+
+    def valid_at(self, now: float) -> bool:
+        return self.passed and now < self.expires_at

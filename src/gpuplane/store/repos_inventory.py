@@ -176,6 +176,16 @@ class HostRepo:
                               .with_for_update()).all()
         return {r.name: (r.id, r.generation) for r in rows}
 
+    def locations(self, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Host name -> (site, jurisdiction) for the named hosts that exist."""
+        names = sorted(set(names))
+        if not names:
+            return {}
+        rows = self.s.execute(select(HostRow.name, SiteRow.name, SiteRow.jurisdiction)
+                              .join(SiteRow, SiteRow.id == HostRow.site_id)
+                              .where(HostRow.name.in_(names))).all()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def bump_many(self, seen: Sequence[tuple[int, int]]) -> None:
         """Claim many hosts at once: (host id, generation seen); Conflict if any moved."""
         guarded_update_many(self.s, HostRow, "id", [(hid, g, {}) for hid, g in seen], "host")

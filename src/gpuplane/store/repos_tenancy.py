@@ -73,14 +73,15 @@ class ProjectRepo:
             select(OrganisationRow).where(OrganisationRow.id.in_({r.org_id for r in rows}))
         ).scalars()} if rows else {}
         return [Project(r.id, r.name, r.org_id, orgs[r.org_id], r.display_name, r.weight,
-                        r.cohort, r.generation, r.created_at) for r in rows]
+                        r.cohort, r.generation, r.created_at, r.classification) for r in rows]
 
     def add(self, name: str, org_id: int, display_name: str, weight: float, cohort: str | None,
-            now: float) -> Project:
+            now: float, classification: str | None = None) -> Project:
         if self.s.execute(select(ProjectRow.id).where(ProjectRow.name == name)).first():
             raise Conflict(f"project {name!r} already exists", code="gpuplane.project.exists")
         row = ProjectRow(name=name, org_id=org_id, display_name=display_name, weight=weight,
-                         cohort=cohort, generation=1, created_at=now)
+                         cohort=cohort, classification=classification, generation=1,
+                         created_at=now)
         self.s.add(row)
         self.s.flush()
         return self._convert([row])[0]

@@ -432,7 +432,8 @@ class UsageRepo:
                             gpu_milli=rec.gpu_milli, cpu_milli=rec.cpu_milli,
                             memory_mib=rec.memory_mib, started_at=rec.started_at,
                             finished_at=rec.finished_at, outcome=rec.outcome,
-                            lost_gpu_s=rec.lost_gpu_s or None))
+                            lost_gpu_s=rec.lost_gpu_s or None,
+                            placement=dict(rec.placement) if rec.placement else None))
         self.s.flush()
 
     def list(self, project_ids: Iterable[int] | None, since: float | None = None,
@@ -446,5 +447,6 @@ class UsageRepo:
             stmt = stmt.where(UsageRow.started_at <= until)
         return [UsageRecord(r.project_id, r.workload_uid, r.task_idx, r.attempt, r.host_name,
                             r.gpu_model, r.simulated, r.gpu_milli, r.cpu_milli, r.memory_mib,
-                            r.started_at, r.finished_at, r.outcome, r.lost_gpu_s or 0.0)
+                            r.started_at, r.finished_at, r.outcome, r.lost_gpu_s or 0.0,
+                            r.placement)
                 for r in self.s.execute(stmt.order_by(UsageRow.id)).scalars()]

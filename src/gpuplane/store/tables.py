@@ -96,6 +96,7 @@ class ProjectRow(Base):
     display_name: Mapped[str] = mapped_column(String(256), default="")
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     cohort: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    classification: Mapped[str | None] = mapped_column(String(63), nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -251,6 +252,9 @@ class UsageRow(Base):
     finished_at: Mapped[float] = mapped_column(Float, index=True)
     outcome: Mapped[str] = mapped_column(String(16))
     lost_gpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # which devices, and how much of each: {"gpus": [...], "gpu_milli": per-GPU milli,
+    # "mig": [{"gpu": i, "profile": "1g.10gb", "slices": n}]} (chargeback by fraction)
+    placement: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
 class AuditRow(Base):
@@ -267,17 +271,79 @@ class AuditRow(Base):
     org_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[dict[str, Any]] = mapped_column()
+    policy_hash: Mapped[str] = mapped_column(String(64), default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
 
 class AuditHeadRow(Base):
-    """One row (id=1): the chain head; appenders lock it by updating it first."""
+    """One row (id=1): the chain head; appenders lock it by updating it first. ``origin``: the
+    log's name in its signed checkpoints (kept across an export/import); ``public_keys``: the
+    keys that signed them (a server-side convenience: an auditor verifies with the key they
+    kept, ``gpuplane audit key``)."""
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(253), default="")
+    policy_hash: Mapped[str] = mapped_column(String(64), default="")  # of the policies in force
+    public_keys: Mapped[list[Any]] = mapped_column(default=list)  # PEMs that signed, oldest first
+
+
+class AuditCheckpointRow(Base):
+    """A signed checkpoint of the audit log (C2SP tlog-checkpoint as a signed note), with the
+    witnesses' cosignatures and an RFC 3161 timestamp token when anchoring is configured."""
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(16))
+    timestamp_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class PolicyDocumentRow(Base):
+    """A named governance policy (residency, attestation, cost model): the current version.
+    ``hash`` is the SHA-256 of its canonical JSON; audit entries carry the hash of the policy
+    set that allowed them."""
+
+    __tablename__ = "policy_documents"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_by: Mapped[str] = mapped_column(String(63))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AttestationChallengeRow(Base):
+    """A nonce gpuplane chose for one host's next evidence; used once, expires."""
+
+    __tablename__ = "attestation_challenges"
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(253), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class AttestationResultRow(Base):
+    """One appraisal of one host's evidence (RFC 9334 attestation result; ``ear`` is the EAR
+    claims set). The newest row per (host, kind) is the one placement looks at."""
+
+    __tablename__ = "attestation_results"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    host_name: Mapped[str] = mapped_column(String(253), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    claims: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ear: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    appraised_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class LeaseRow(Base):

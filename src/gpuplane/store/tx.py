@@ -7,6 +7,7 @@ from functools import cached_property
 from sqlalchemy.orm import Session
 
 from gpuplane.store.repos_audit import AuditRepo
+from gpuplane.store.repos_governance import AttestationRepo, CheckpointRepo, PolicyDocumentRepo
 from gpuplane.store.repos_inventory import HostRepo, SiteRepo
 from gpuplane.store.repos_policy import PriorityRepo, QuotaRepo
 from gpuplane.store.repos_state import SchedulerStateRepo
@@ -76,3 +77,15 @@ class Tx:
     @cached_property
     def scheduler_state(self) -> SchedulerStateRepo:
         return SchedulerStateRepo(self.session)
+
+    @cached_property
+    def policy_docs(self) -> PolicyDocumentRepo:
+        return PolicyDocumentRepo(self.session)
+
+    @cached_property
+    def checkpoints(self) -> CheckpointRepo:
+        return CheckpointRepo(self.session)
+
+    @cached_property
+    def attestation(self) -> AttestationRepo:
+        return AttestationRepo(self.session)

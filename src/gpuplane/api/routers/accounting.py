@@ -1,16 +1,17 @@
-"""/v1/usage and /v1/audit."""
+"""/v1/usage: accounting and chargeback."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 
-from gpuplane.api.deps import Pg, Svc, Who, encode_cursor
+from gpuplane.api.deps import Svc, Who
 from gpuplane.api.problems import responses
-from gpuplane.api.schemas import AuditEntryOut, AuditVerifyOut, PageOut, UsageOut
-from gpuplane.domain.validation import PRINTABLE_RE
+from gpuplane.api.schemas import UsageOut
+from gpuplane.api.schemas_accounting import By, ChargebackFormat, ChargebackOut, Instant, Spread
+from gpuplane.domain.errors import FieldError, InvalidInput
 from gpuplane.domain.workloads import NAME_RE
 
 router = APIRouter(prefix="/v1", tags=["accounting"], responses=responses(401, 403, 422))
@@ -25,30 +26,34 @@ def usage(svc: Svc, who: Who,
     return svc.usage.usage(who, project, since, until)
 
 
-@router.get("/audit", response_model=PageOut[AuditEntryOut])
-def list_audit(svc: Svc, who: Who, pg: Pg,
-               action: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_RE)] = None,
-               ) -> dict:
-    """Audit entries in your scope (auditors and admins), in chain order."""
-    entries, after = svc.audit.list_entries(who, pg.after, pg.limit, action)
-    return {"items": [AuditEntryOut.of(e) for e in entries], "next_cursor": encode_cursor(after)}
+_CSV = {"content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON; or CSV with format=csv (grouped rows) or format=focus (FinOps "
+                       "FOCUS-style rows)"}
 
 
-@router.get("/audit/export", response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-                             "description": "The whole chain, one JSON entry per line."}})
-def export_audit(svc: Svc, who: Who) -> StreamingResponse:
-    """The whole chain as JSON lines, for ``gpuplane audit verify FILE`` (global roles only)."""
-    lines = svc.audit.export(who)
-    first = next(lines, "")  # raises Forbidden before the response starts
-    def body():  # noqa: ANN202
-        if first:
-            yield first
-        yield from lines
-    return StreamingResponse(body(), media_type="application/x-ndjson")
-
-
-@router.get("/audit/verify", response_model=AuditVerifyOut)
-def verify_audit(svc: Svc, who: Who) -> AuditVerifyOut:
-    problems = svc.audit.verify(who)
-    return AuditVerifyOut(intact=not problems, problems=problems)
+@router.get("/usage/chargeback", response_model=ChargebackOut, responses={200: _CSV})
+def chargeback(svc: Svc, who: Who,
+               by: Annotated[By, Query(description="group rows by")] = "project",
+               since: Annotated[Instant, Query(
+                   description="ISO 8601 or epoch seconds; default: start of the UTC month")
+               ] = None,
+               until: Annotated[Instant, Query(
+                   description="ISO 8601 or epoch seconds; default: now")] = None,
+               spread: Annotated[Spread, Query(
+                   description="move idle capacity onto the tenants of each host")] = "off",
+               format: Annotated[ChargebackFormat, Query()] = "json",  # noqa: A002
+               ) -> object:
+    """Chargeback per org, project or user: GPU-hours by fraction (whole, MIG, shared), CPU
+    and memory, their cost, spread idle, and GPU time lost to preemption (not charged). Global
+    operators, admins and auditors also get each host's reconciliation: charged + idle + lost
+    = capacity x time."""
+    try:
+        out = svc.usage.chargeback(who, by, since, until, spread, format)
+    except InvalidInput as exc:  # the service names its arguments; here they are query fields
+        raise InvalidInput(exc.detail, [FieldError(f"query.{e.loc}", e.msg)
+                                        for e in exc.errors]) from None
+    if isinstance(out, str):
+        name = "focus" if format == "focus" else "chargeback"
+        return Response(out, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="gpuplane-{name}.csv"'})
+    return out
