@@ -21,9 +21,28 @@ class ChargePeriodOut(BaseModel):
     requested_end: float = Field(description="the until asked for (the billing period's end)")
 
 
-class ChargeRowOut(BaseModel):
-    """One tenant (org, project or user) in one period. Hours are resource-hours; ``cost`` =
-    ``usage_cost`` + ``idle_cost`` (idle spread onto it); ``lost_*`` is not charged."""
+class ChargeTotalsOut(BaseModel):
+    """Resource-hours and costs; ``cost`` = ``usage_cost`` + ``idle_cost`` (idle spread onto
+    it); ``lost_*`` is not charged."""
+
+    gpu_hours: float
+    gpu_hours_whole: float
+    gpu_hours_mig: float
+    gpu_hours_shared: float
+    cpu_core_hours: float
+    memory_gib_hours: float
+    idle_gpu_hours: float
+    idle_cpu_core_hours: float
+    idle_memory_gib_hours: float
+    lost_gpu_hours: float
+    usage_cost: float
+    idle_cost: float
+    cost: float
+    lost_cost: float
+
+
+class ChargeRowOut(ChargeTotalsOut):
+    """One tenant (org, project or user) in one period."""
 
     period_start: float
     period_end: float
@@ -31,38 +50,7 @@ class ChargeRowOut(BaseModel):
     project: str | None
     user: str | None
     simulated: bool
-    gpu_hours: float
-    gpu_hours_whole: float
-    gpu_hours_mig: float
-    gpu_hours_shared: float
-    cpu_core_hours: float
-    memory_gib_hours: float
-    idle_gpu_hours: float
-    idle_cpu_core_hours: float
-    idle_memory_gib_hours: float
-    lost_gpu_hours: float
-    usage_cost: float
-    idle_cost: float
-    cost: float
-    lost_cost: float
     currency: str
-
-
-class ChargeTotalsOut(BaseModel):
-    gpu_hours: float
-    gpu_hours_whole: float
-    gpu_hours_mig: float
-    gpu_hours_shared: float
-    cpu_core_hours: float
-    memory_gib_hours: float
-    idle_gpu_hours: float
-    idle_cpu_core_hours: float
-    idle_memory_gib_hours: float
-    lost_gpu_hours: float
-    usage_cost: float
-    idle_cost: float
-    cost: float
-    lost_cost: float
 
 
 class ExactSecondsOut(BaseModel):

@@ -15,6 +15,9 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 _PEM_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -40,6 +43,22 @@ def load_certificates(blobs: Iterable[bytes]) -> list[x509.Certificate]:
                 raise ValueError(f"certificate item {i} is neither PEM nor DER X.509 "
                                  f"({exc})") from None
     return certs
+
+
+def verify_p384(cert: x509.Certificate, r: int, s: int, message: bytes) -> str | None:
+    """Why an ECDSA P-384 / SHA-384 signature (r, s) over ``message`` does not verify with
+    ``cert``'s key (``"no P-384 key"`` or ``"does not verify"``); None when it does."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        return "no P-384 key"
+    try:
+        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        return "does not verify"
+    return None
 
 
 def common_name(cert: x509.Certificate) -> str:

@@ -25,11 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from gpuplane.governance.attestation.base import (
     Appraisal,
     AppraisalPolicy,
@@ -47,6 +42,7 @@ from gpuplane.governance.attestation.certs import (
     extension_value,
     load_certificates,
     validity_problems,
+    verify_p384,
 )
 
 SPDM_VERSION = 0x11
@@ -203,19 +199,12 @@ def certificate_fwid(cert: Any) -> bytes | None:
 
 
 def _signature_finding(evidence: SpdmMeasurements, leaf: Any) -> Finding | None:
-    try:
-        key = leaf.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        key = None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        return Finding("nvidia.signature_invalid", f"{common_name(leaf)!r} has no P-384 key")
     r, s = evidence.signature[:48], evidence.signature[48:]
-    try:
-        key.verify(encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big")),
-                   evidence.signed_bytes, ec.ECDSA(hashes.SHA384()))
-    except InvalidSignature:
-        return Finding("nvidia.signature_invalid", "measurement signature does not verify "
-                       f"with the key of {common_name(leaf)!r}")
+    why = verify_p384(leaf, int.from_bytes(r, "big"), int.from_bytes(s, "big"),
+                      evidence.signed_bytes)
+    if why is not None:
+        return Finding("nvidia.signature_invalid",
+                       f"measurement signature: the key of {common_name(leaf)!r} {why}")
     return None
 
 

@@ -21,11 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from gpuplane.governance.attestation.base import (
     SNP_TCB_COMPONENTS,
     Appraisal,
@@ -46,6 +41,7 @@ from gpuplane.governance.attestation.certs import (
     extension_value,
     load_certificates,
     validity_problems,
+    verify_p384,
 )
 
 REPORT_SIZE = 0x4A0
@@ -177,21 +173,12 @@ def check_policy(report: SnpReport, policy: AppraisalPolicy) -> list[Finding]:
 
 
 def _verify_signature(report: SnpReport, leaf: Any) -> Finding | None:
-    try:
-        key = leaf.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        key = None
     if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
         return Finding("snp.signature_invalid",
                        f"signature algorithm {report.signature_algo} is not ECDSA P-384")
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        return Finding("snp.signature_invalid", "the signing certificate has no P-384 key")
-    signature = encode_dss_signature(report.signature_r, report.signature_s)
-    try:
-        key.verify(signature, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
-    except InvalidSignature:
-        return Finding("snp.signature_invalid",
-                       "report signature does not verify with the signing key")
+    why = verify_p384(leaf, report.signature_r, report.signature_s, report.signed_bytes)
+    if why is not None:
+        return Finding("snp.signature_invalid", f"report signature: the signing key {why}")
     return None
 
 
