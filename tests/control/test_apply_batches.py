@@ -91,7 +91,10 @@ def test_admissions_split_over_transactions_claim_each_host_once_per_batch(plane
 
 
 def test_pending_reasons_are_written_only_when_they_change(plane):
-    w = plane.submit(name="huge", tasks=[{"resources": {"gpus": 64}, "command": ["x"]}])
+    for i in range(2):  # the two simulated hosts' 4 GPUs each, busy
+        plane.submit(name=f"busy{i}", tasks=[{"resources": {"gpus": 4}, "command": ["sleep 600"]}])
+    plane.loop.tick()
+    w = plane.submit(name="waits", tasks=[{"resources": {"gpus": 4}, "command": ["x"]}])
     plane.loop.tick()
     first = plane.get(w.id).pending_reason
     assert first is not None

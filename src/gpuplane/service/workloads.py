@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from gpuplane.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from gpuplane.domain.workloads import Event, Phase, Workload, WorkloadSpec
+from gpuplane.domain.feasibility import HostShape, infeasible
 from gpuplane.governance import policies
 from gpuplane.service.authz import Principal, require, visible_project_ids
 from gpuplane.service.base import ServiceBase
@@ -100,9 +101,30 @@ class WorkloadService(ServiceBase):
         if decision.denied:
             errors.append(FieldError("residency.classification" if decision.code.endswith(
                 "unknown_classification") else "residency.jurisdictions", decision.message))
+        if not errors:
+            errors = self._never_fits(tx, spec)
         if errors:
             raise InvalidInput("the workload asks for something this installation does not "
                                "have", errors, code="gpuplane.workload.unsatisfiable")
+
+    #: the fleet's shape as last read, and when (a submission that fits the cached shape is
+    #: accepted without reading the fleet; one that does not is checked again on a fresh read)
+    _shapes: tuple[float, list[HostShape]] = (float("-inf"), [])
+    SHAPES_TTL_S = 10.0
+
+    def _never_fits(self, tx, spec: WorkloadSpec) -> list[FieldError]:  # noqa: ANN001
+        """What of ``spec`` no host could ever give (domain/feasibility.py)."""
+        at, shapes = self._shapes
+        fresh = self.now() - at > self.SHAPES_TTL_S
+        for _ in range(2):
+            if fresh:
+                shapes = [HostShape(*s) for s in tx.hosts.shapes()]
+                self._shapes = (self.now(), shapes)
+            errors = infeasible(spec, shapes)
+            if not errors or fresh:
+                return errors
+            fresh = True
+        return errors
 
     def submit_workload(self, principal: Principal, spec: WorkloadSpec) -> Workload:
         """Accept a workload (phase Pending). Once this returns, the workload is committed:

@@ -148,6 +148,16 @@ class HostRepo:
         rows = self.s.execute(select(HostRow).order_by(HostRow.id)).scalars().all()
         return self._records(rows)
 
+    def shapes(self) -> list[tuple[int, int, tuple[tuple[str, str], ...]]]:
+        """(cpu_milli, memory_mib, ((model, mode) per GPU)) of every host, in two light
+        queries (what a submission's feasibility check needs, not whole records)."""
+        gpus: dict[int, list[tuple[str, str]]] = {}
+        for host_id, model, mode in self.s.execute(
+                select(GpuRow.host_id, GpuRow.model, GpuRow.mode).order_by(GpuRow.host_id)):
+            gpus.setdefault(host_id, []).append((model, mode))
+        return [(cpu, mem, tuple(gpus.get(hid, ()))) for hid, cpu, mem in self.s.execute(
+            select(HostRow.id, HostRow.cpu_milli, HostRow.memory_mib).order_by(HostRow.id))]
+
     def gpu_models(self) -> set[str]:
         return set(self.s.execute(select(GpuRow.model).distinct()).scalars())
 
