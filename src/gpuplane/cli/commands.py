@@ -6,11 +6,12 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from gpuplane.cli import api, exchange, observe, resources, up, usage
+    from gpuplane.cli import api, exchange, observe, operator, resources, up, usage
 
     up.register(app)
     api.register(app)
     resources.register(app)
     observe.register(app)
+    operator.register(app)
     usage.register(app)
     exchange.register(app)

@@ -18,7 +18,7 @@ app = typer.Typer(
     help="gpuplane: an open, sovereign control plane for shared GPU infrastructure.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, and `gpuplane completion`
 )
 
 

@@ -148,9 +148,27 @@ def get(
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     output: OutputOpt = Output.table,
+    watch: Annotated[bool, typer.Option("--watch", "-w",
+                                        help="Show it again every --interval seconds until "
+                                             "Ctrl-C, like `kubectl get -w` / `watch`.")] = False,
+    interval: Annotated[float, typer.Option(min=0.5, max=3600,
+                                            help="Seconds between refreshes with --watch.")] = 2.0,
 ) -> None:
     """List objects of a kind, or show one."""
-    _get(kind, name, project, url, token, output)
+    if not watch:
+        _get(kind, name, project, url, token, output)
+        return
+    import time
+
+    try:
+        while True:
+            typer.clear()
+            typer.echo(f"every {interval:g}s: gpuplane get {kind}{' ' + name if name else ''}"
+                       f"    {time.strftime('%H:%M:%S')}\n")
+            _get(kind, name, project, url, token, output)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 @guarded
