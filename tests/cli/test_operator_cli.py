@@ -77,3 +77,15 @@ def test_completion_scripts_complete_commands():
     bad = subprocess.run([sys.executable, "-m", "gpuplane", "completion", "tcsh"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bash, zsh or fish" in bad.stderr
+
+
+def test_quotas_are_named_by_project_resource_and_flavor(cli, monkeypatch):
+    from gpuplane.cli import resources
+
+    monkeypatch.setattr(resources, "make_client", operator.make_client)
+    shown = cli("admin", "describe", "quota", "proj-alpha/gpu", "-o", "json")
+    assert shown.exit_code == 0 and '"guaranteed": 4' in shown.stdout, shown.output
+    missing = cli("admin", "delete", "quota", "proj-alpha/cpu")
+    assert missing.exit_code != 0 and "gpuplane get quotas" in missing.output
+    assert cli("admin", "delete", "quota", "proj-alpha").exit_code == 0
+    assert cli.world.client.get("/v1/quotas", headers=cli.world.h("admin")).json()["items"] == []

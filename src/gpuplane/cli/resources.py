@@ -11,7 +11,7 @@ from gpuplane.cli.common import (DEFAULT_URL, Output, OutputOpt, ProjectOpt, Tok
                                  guarded, make_client)
 from gpuplane.cli.kinds import Kind, doc_kinds, enrich, gpu_row, kind_named, kind_of_doc
 from gpuplane.cli.render import dump, show, table
-from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
+from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput, NotFound
 
 KindArg = Annotated[str, typer.Argument(help="Kind: site, host, gpu, organisation, project, "
                                              "quota, priorityclass, user, workload, event.")]
@@ -23,7 +23,21 @@ def object_path(kind: Kind, name: str) -> str:
 
 def fetch_object(client, kind: Kind, name: str, project: str | None) -> dict[str, Any]:  # noqa: ANN001
     params = {"project": project} if kind.project_scoped and project else {}
-    return client.get_json(object_path(kind, name), **params)
+    return client.get_json(object_path(kind, object_ref(client, kind, name)), **params)
+
+
+def object_ref(client, kind: Kind, name: str) -> str:  # noqa: ANN001
+    """What the API names ``name`` by. Quotas have numeric ids; people name them
+    ``PROJECT[/RESOURCE[/FLAVOR]]`` (resource default ``gpu``, flavor default ``*``)."""
+    if kind.name != "quota" or name.isdigit():
+        return name
+    parts = name.split("/", 2)
+    project, resource, flavor = (parts + ["gpu", "*"][len(parts) - 1:])[:3]
+    for q in client.paginate(kind.path, project=project):
+        if q["resource"] == resource and q["flavor"] == flavor:
+            return str(q["id"])
+    raise NotFound(f"project {project!r} has no {resource} quota for flavor {flavor!r}; list "
+                   f"them with `gpuplane get quotas`", code="gpuplane.quota.not_found")
 
 
 # -- apply -----------------------------------------------------------------
@@ -294,7 +308,7 @@ def _delete(kind_name: str, name: str, project: str | None, url: str, token: str
         if kind.name == "workload":
             _delete_workload(client, kind, name, project)
         else:
-            client.delete(object_path(kind, name))
+            client.delete(object_path(kind, object_ref(client, kind, name)))
     typer.echo(f"{kind.name}/{name} deleted")
 
 
