@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +89,59 @@ class Settings(BaseSettings):
         "/witness/add-checkpoint). Empty: none."))
     audit_tsa_url: str | None = Field(None, description=(
         "RFC 3161 time-stamping authority that timestamps each checkpoint (optional)."))
+    # -- Keystone as identity (docs/keystone.md) -----------------------------------------------
+    keystone_url: str | None = Field(None, pattern=r"^https?://\S+$", description=(
+        "Keystone identity endpoint, e.g. https://keystone.example:5000/v3 (/v3 is added when "
+        "missing). Set: requests with `X-Auth-Token` are validated there. Empty: Keystone "
+        "tokens are refused; bearer tokens work either way."))
+    keystone_cache_s: float = Field(60.0, ge=0, le=3600, description=(
+        "Seconds a validated Keystone token is trusted before Keystone is asked again (never "
+        "beyond the token's own expiry): a token revoked in Keystone is refused at most this "
+        "long after. 0: ask Keystone on every request."))
+    keystone_timeout_s: float = Field(5.0, gt=0, le=120, description=(
+        "Timeout of one request to Keystone, in seconds; beyond it the API answers 503."))
+    keystone_username: str | None = Field(None, description=(
+        "gpuplane's own Keystone user, whose token validates users' tokens (needs the `service` "
+        "or `admin` role). Unset, and no application credential: each token validates "
+        "itself (Keystone's token_subject rule)."))
+    keystone_password: SecretStr | None = Field(None, description=(
+        "Password of keystone_username."))
+    keystone_user_domain_name: str = Field("Default", description=(
+        "Keystone domain of keystone_username."))
+    keystone_project_name: str | None = Field(None, description=(
+        "Keystone project gpuplane's own token is scoped to (e.g. `service`)."))
+    keystone_project_domain_name: str = Field("Default", description=(
+        "Keystone domain of keystone_project_name."))
+    keystone_application_credential_id: str | None = Field(None, description=(
+        "Instead of user and password: the id of gpuplane's Keystone application credential."))
+    keystone_application_credential_secret: SecretStr | None = Field(None, description=(
+        "Secret of keystone_application_credential_id."))
+    keystone_project_roles: str = Field(
+        "admin=admin,manager=admin,member=member,reader=viewer", description=(
+            "Keystone role on a project = gpuplane role on the mapped project, comma-separated; "
+            "roles not listed give nothing. Never a global role: see keystone_global_scope."))
+    keystone_domain_roles: str = Field(
+        "admin=admin,manager=admin,member=member,reader=viewer", description=(
+            "The same for domain-scoped tokens: Keystone role on a domain = gpuplane role on "
+            "the mapped organisation. Empty: domain-scoped tokens give no role."))
+    keystone_global_scope: str | None = Field(None, description=(
+        "The Keystone scope whose roles become gpuplane *global* roles (keystone_global_roles): "
+        "a project as DOMAIN/PROJECT names (e.g. Default/admin) or a project id, or `system` "
+        "for system-scoped tokens. Unset: no Keystone token ever gets a global role."))
+    keystone_global_roles: str = Field("admin=admin,reader=auditor", description=(
+        "Keystone role in keystone_global_scope = gpuplane global role, comma-separated "
+        "(e.g. admin=admin,gpuplane-operator=operator,reader=auditor)."))
+
+    @field_validator("keystone_project_roles", "keystone_domain_roles", "keystone_global_roles")
+    @classmethod
+    def _role_map(cls, value: str) -> str:
+        roles = ("admin", "operator", "member", "viewer", "auditor")
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            keystone, sep, ours = (p.strip() for p in item.partition("="))
+            if not sep or not keystone or ours not in roles:
+                raise ValueError(f"{item!r} is not KEYSTONE_ROLE=GPUPLANE_ROLE with GPUPLANE_ROLE "
+                                 f"one of {', '.join(roles)}")
+        return value
 
     @property
     def audit_key_path(self) -> Path:

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gpuplane.domain.errors import FieldError, InvalidInput
-from gpuplane.service import Principal, Services
+from gpuplane.service import Principal, Services, Unauthenticated
 from gpuplane.service.specs import MAX_GENERATION
 from gpuplane.service.login_failures import source_key
 from gpuplane.store.paging import Page
@@ -34,16 +34,19 @@ def client_source(request: Request) -> str:
 async def principal(request: Request,
                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
                     ) -> Principal:
-    """Authenticate the bearer token (401 problem+json if missing or invalid; 429 with
-    Retry-After while the caller's address is throttled for failed authentications).
+    """Authenticate the bearer token, or else a Keystone token in ``X-Auth-Token`` when
+    GPUPLANE_KEYSTONE_URL is set (service/keystone.py; 503 while Keystone cannot answer).
+    401 problem+json if missing or invalid; 429 with Retry-After while the caller's address
+    is throttled for failed authentications (bearer and Keystone failures count alike).
 
     The throttle check runs on the event loop, before any thread or database is used, and a
     throttled answer waits GPUPLANE_AUTH_THROTTLE_DELAY_S first, so a flood from one address
     costs the server almost nothing once it is throttled."""
     svc: Services = request.app.state.services
     token = creds.credentials if creds else None
+    keystone_token = None if token else request.headers.get("x-auth-token")
     source = client_source(request)
-    if token:
+    if token or keystone_token:
         key = source_key(source)
         wait, row = svc.auth.throttle(key)
         if row is not None:
@@ -52,6 +55,13 @@ async def principal(request: Request,
             # tarpit: a client that ignores Retry-After gets its 429s slowly (no thread held)
             await asyncio.sleep(min(wait, request.app.state.settings.auth_throttle_delay_s))
             raise svc.auth.throttled_error(key, wait)
+    if keystone_token:
+        keystone = svc.keystone(request.app.state.settings)
+        if keystone is None:
+            raise Unauthenticated("this gpuplane does not accept Keystone tokens "
+                                  "(GPUPLANE_KEYSTONE_URL is not set); send "
+                                  "'Authorization: Bearer <token>'")
+        return await run_in_threadpool(keystone.authenticate, keystone_token, source)
     return await run_in_threadpool(svc.auth.authenticate, token, source)
 
 

@@ -50,6 +50,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "gpuplane.policy.unknown": 404,
     "gpuplane.witness.unverified": 403,
     "gpuplane.store.unavailable": 503,
+    "gpuplane.keystone.unavailable": 503,
     "gpuplane.internal": 500,
 }
 

@@ -27,6 +27,8 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="GPUPLANE_URL",
                                      help="API address of the gpuplane server.")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="GPUPLANE_TOKEN", show_default=False,
                                               help="Bearer token (default: $GPUPLANE_TOKEN, else "
+                                                   "a Keystone token when OS_CLOUD or "
+                                                   "OS_AUTH_URL is set, else "
                                                    "$GPUPLANE_HOME/admin-token when readable).")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", envvar="GPUPLANE_PROJECT",
@@ -61,9 +63,20 @@ def resolve_token(token: str | None) -> str | None:
 
 
 def make_client(url: str, token: str | None):  # noqa: ANN201 - lazy import keeps --help fast
+    """A client with the first credentials found: ``--token``/``GPUPLANE_TOKEN``; else a
+    Keystone token obtained with the usual OpenStack settings (``OS_CLOUD`` and clouds.yaml,
+    or ``OS_AUTH_URL``, ``OS_USERNAME``, ... ; docs/keystone.md), sent as ``X-Auth-Token``;
+    else the local admin-token file."""
     from gpuplane.client import Client
+    from gpuplane.client.http import keystone_login_from_env, keystone_token
 
-    return Client(url=url, token=resolve_token(token))
+    if token and token.strip():
+        return Client(url=url, token=token.strip())
+    login = keystone_login_from_env()
+    if login is not None:
+        return Client(url=url, keystone_token=keystone_token(login),
+                      auth_source=login.source)
+    return Client(url=url, token=resolve_token(None))
 
 
 def guarded(fn: F) -> F:

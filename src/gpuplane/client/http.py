@@ -8,8 +8,11 @@ error code, ``errors`` the field paths at fault. Transport failures become
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,14 +42,20 @@ def error_from_problem(status: int, body: Any, fallback: str = "") -> GpuplaneEr
 
 
 class Client:
-    """Talks to one gpuplane server. ``token`` is a bearer token (``GPUPLANE_TOKEN``)."""
+    """Talks to one gpuplane server. ``token`` is a bearer token (``GPUPLANE_TOKEN``); else
+    ``keystone_token`` is sent as ``X-Auth-Token``, ``auth_source`` saying where its
+    credentials came from (for error messages; see ``keystone_login_from_env``)."""
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, *,
+                 keystone_token: str | None = None, auth_source: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.auth_source = None if token else auth_source
         headers = {"Accept": "application/json, application/problem+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        elif keystone_token:
+            headers["X-Auth-Token"] = keystone_token
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
 
@@ -79,7 +88,9 @@ class Client:
             except ValueError:
                 body = None
             err = error_from_problem(resp.status_code, body, resp.text[:200])
-            if resp.status_code == 401 and "GPUPLANE_TOKEN" not in err.detail:
+            if resp.status_code == 401 and self.auth_source:
+                err.detail += f" (the Keystone token was obtained with {self.auth_source})"
+            elif resp.status_code == 401 and "GPUPLANE_TOKEN" not in err.detail:
                 err.detail += " (set GPUPLANE_TOKEN or pass --token)"
             raise err
         return resp
@@ -145,3 +156,192 @@ class Client:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+# -- Keystone credentials (OS_* variables, clouds.yaml) ----------------------------------------
+#: the keystoneauth option names gpuplane understands, as clouds.yaml spells them under auth:
+#: (as environment variables: OS_ + upper case)
+KEYSTONE_OPTIONS = ("auth_url", "username", "user_id", "password", "user_domain_name",
+                    "user_domain_id", "project_name", "project_id", "project_domain_name",
+                    "project_domain_id", "domain_name", "domain_id", "system_scope",
+                    "application_credential_id", "application_credential_name",
+                    "application_credential_secret", "token")
+
+
+@dataclass(frozen=True)
+class KeystoneLogin:
+    """How to get a Keystone token: ``POST {auth_url}/auth/tokens`` with ``body``, or a
+    ready ``token``. ``source`` says where the values came from (for error messages)."""
+
+    source: str
+    auth_url: str | None = None
+    body: dict[str, Any] | None = None
+    token: str | None = None
+    who: str = ""
+    verify: bool | str = True
+
+
+def keystone_login_from_env(environ: Mapping[str, str] | None = None) -> KeystoneLogin | None:
+    """The Keystone login the usual OpenStack client settings describe: ``OS_CLOUD`` (a
+    cloud of clouds.yaml, with secure.yaml merged in), else ``OS_AUTH_URL`` / ``OS_TOKEN`` and
+    the other ``OS_*`` variables (password, token and application-credential auth types).
+    None when none of them is set. InvalidInput naming the missing variables or keys."""
+    env = os.environ if environ is None else environ
+    if env.get("OS_CLOUD"):
+        return _login_from_cloud(env["OS_CLOUD"], env)
+    if not (env.get("OS_AUTH_URL") or env.get("OS_TOKEN")):
+        return None
+    opts = {k: env[f"OS_{k.upper()}"] for k in KEYSTONE_OPTIONS if env.get(f"OS_{k.upper()}")}
+    opts.setdefault("project_name", env.get("OS_TENANT_NAME", ""))
+    opts.setdefault("project_id", env.get("OS_TENANT_ID", ""))
+    source = "the OS_* environment variables"
+    if opts.get("auth_url"):
+        source += f" (OS_AUTH_URL={opts['auth_url']})"
+    verify: bool | str = env.get("OS_CACERT") or env.get("OS_INSECURE", "").lower() not in (
+        "1", "true", "yes")
+    return _login(opts, env.get("OS_AUTH_TYPE", ""), source, verify, lambda k: f"OS_{k.upper()}")
+
+
+def _clouds_files(env: Mapping[str, str], kind: str) -> list[Path]:
+    explicit = env.get("OS_CLIENT_CONFIG_FILE" if kind == "clouds" else "OS_CLIENT_SECURE_FILE")
+    found = [Path(explicit)] if explicit else []
+    return found + [Path.cwd() / f"{kind}.yaml",
+                    Path.home() / ".config" / "openstack" / f"{kind}.yaml",
+                    Path("/etc/openstack") / f"{kind}.yaml"]
+
+
+def _read_cloud(path: Path, cloud: str) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}", [FieldError(str(path), str(exc))]
+                           ) from None
+    clouds = doc.get("clouds") if isinstance(doc, dict) else None
+    entry = clouds.get(cloud) if isinstance(clouds, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _login_from_cloud(cloud: str, env: Mapping[str, str]) -> KeystoneLogin:
+    path, entry = None, None
+    for candidate in _clouds_files(env, "clouds"):
+        entry = _read_cloud(candidate, cloud)
+        if entry is not None:
+            path = candidate
+            break
+    if entry is None or path is None:
+        tried = ", ".join(str(p) for p in _clouds_files(env, "clouds"))
+        raise InvalidInput(f"no cloud {cloud!r} (OS_CLOUD) in any clouds.yaml; looked in {tried}",
+                           [FieldError("OS_CLOUD", f"{cloud!r} is not defined")])
+    auth = dict(entry.get("auth") or {})
+    for candidate in _clouds_files(env, "secure"):
+        secret = _read_cloud(candidate, cloud)
+        if secret is not None:
+            auth.update(secret.get("auth") or {})
+            break
+    opts = {k: str(auth[k]) for k in KEYSTONE_OPTIONS if auth.get(k)}
+    verify: bool | str = entry.get("cacert") or bool(entry.get("verify", True))
+    return _login(opts, str(entry.get("auth_type") or ""), f"cloud {cloud!r} of {path}", verify,
+                  lambda k: f"clouds.{cloud}.auth.{k}")
+
+
+def _login(opts: dict[str, str], auth_type: str, source: str, verify: bool | str,
+           name: Any) -> KeystoneLogin:  # noqa: ANN401
+    """Build the ``POST /v3/auth/tokens`` body; ``name(key)`` spells a key for messages."""
+    kind = auth_type.lower().removeprefix("v3").replace("_", "") or (
+        "applicationcredential" if opts.get("application_credential_id") else
+        "token" if opts.get("token") and not opts.get("password") else "password")
+    if kind == "token" and not opts.get("auth_url"):
+        return KeystoneLogin(source, token=opts.get("token"), who="a ready token",
+                             verify=verify)
+    missing: list[FieldError] = []
+    if not opts.get("auth_url"):
+        missing.append(FieldError(name("auth_url"), "required: Keystone's identity URL"))
+    user: dict[str, Any] = ({"id": opts["user_id"]} if opts.get("user_id") else
+                            {"name": opts.get("username", ""), "domain": (
+                                {"name": opts["user_domain_name"]}
+                                if opts.get("user_domain_name") else
+                                {"id": opts.get("user_domain_id") or "default"})})
+    who = f"user {opts.get('username') or opts.get('user_id') or '?'}"
+    if kind == "password":
+        if not (opts.get("username") or opts.get("user_id")):
+            missing.append(FieldError(name("username"), "required for password authentication"))
+        if not opts.get("password"):
+            missing.append(FieldError(name("password"), "required for password authentication"))
+        identity: dict[str, Any] = {"methods": ["password"], "password": {
+            "user": {**user, "password": opts.get("password", "")}}}
+    elif kind == "applicationcredential":
+        cred: dict[str, Any] = {"secret": opts.get("application_credential_secret", "")}
+        if opts.get("application_credential_id"):
+            cred["id"] = opts["application_credential_id"]
+            who = f"application credential {opts['application_credential_id']}"
+        else:
+            cred.update(name=opts.get("application_credential_name", ""), user=user)
+            who = f"application credential {opts.get('application_credential_name', '?')}"
+        if not opts.get("application_credential_secret"):
+            missing.append(FieldError(name("application_credential_secret"),
+                                      "required for application-credential authentication"))
+        identity = {"methods": ["application_credential"], "application_credential": cred}
+    elif kind == "token":
+        identity = {"methods": ["token"], "token": {"id": opts.get("token", "")}}
+        who = "a token"
+    else:
+        raise InvalidInput(f"unsupported Keystone auth type {auth_type!r} (from {source})",
+                           [FieldError(name("auth_type"), "use password, token or "
+                                       "v3applicationcredential")])
+    if missing:
+        raise InvalidInput(f"incomplete Keystone credentials in {source}", missing)
+    body: dict[str, Any] = {"identity": identity}
+    if kind != "applicationcredential":  # an application credential carries its own scope
+        if opts.get("project_id"):
+            body["scope"] = {"project": {"id": opts["project_id"]}}
+        elif opts.get("project_name"):
+            body["scope"] = {"project": {"name": opts["project_name"], "domain": (
+                {"name": opts["project_domain_name"]} if opts.get("project_domain_name")
+                else {"id": opts.get("project_domain_id") or "default"})}}
+        elif opts.get("domain_id") or opts.get("domain_name"):
+            body["scope"] = {"domain": {"id": opts["domain_id"]} if opts.get("domain_id")
+                             else {"name": opts["domain_name"]}}
+        elif opts.get("system_scope"):
+            body["scope"] = {"system": {"all": True}}
+    scope = opts.get("project_name") or opts.get("project_id")
+    if scope:
+        who += f", project {scope}"
+    url = opts["auth_url"].rstrip("/")
+    return KeystoneLogin(source, url if url.endswith("/v3") else url + "/v3", {"auth": body},
+                         who=who, verify=verify)
+
+
+def keystone_token(login: KeystoneLogin, timeout: float = 30.0,
+                   transport: httpx.BaseTransport | None = None) -> str:
+    """A token for ``login``: its ready token, or one ``POST /v3/auth/tokens``. Errors say
+    which Keystone answered what, and where the credentials came from."""
+    if login.token:
+        return login.token
+    assert login.auth_url and login.body
+    try:
+        with httpx.Client(timeout=timeout, transport=transport, verify=login.verify) as http:
+            resp = http.post(login.auth_url + "/auth/tokens?nocatalog", json=login.body)
+    except httpx.HTTPError as exc:
+        raise GpuplaneError("gpuplane.client.keystone_unreachable",
+                            f"cannot reach Keystone at {login.auth_url} ({exc}); check the URL "
+                            f"in {login.source}") from None
+    token = resp.headers.get("X-Subject-Token")
+    if resp.status_code == 201 and token:
+        return token
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = resp.text[:200]
+    if resp.status_code == 401:
+        detail = (f"Keystone at {login.auth_url} refused the credentials of {login.who} from "
+                  f"{login.source}: {message}")
+    else:
+        detail = (f"Keystone at {login.auth_url} answered {resp.status_code} to the login of "
+                  f"{login.who} from {login.source}: {message}")
+    err = GpuplaneError("gpuplane.client.keystone_refused", detail)
+    err.status = resp.status_code  # type: ignore[attr-defined]
+    raise err

@@ -257,7 +257,14 @@ class TenancyService(ServiceBase):
     # -- API tokens ---------------------------------------------------------------------------
     def create_token(self, principal: Principal, spec: TokenSpec) -> tuple[ApiToken, str]:
         """Issue a token for yourself, or (admin) for a user of your organisation who holds
-        no binding beyond yours."""
+        no binding beyond yours. Not with a Keystone token: a gpuplane token would outlive its
+        revocation in Keystone (docs/keystone.md)."""
+        from gpuplane.service.keystone import KeystonePrincipal
+
+        if isinstance(principal, KeystonePrincipal):
+            raise Forbidden("gpuplane API tokens cannot be created with a Keystone token (they "
+                            "would outlive its revocation in Keystone); keep using Keystone "
+                            "tokens")
         with self.store.write() as tx:
             name = spec.user or principal.name
             if name == principal.name:
