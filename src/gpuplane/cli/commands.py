@@ -6,12 +6,13 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from gpuplane.cli import api, exchange, observe, operator, resources, up, usage
+    from gpuplane.cli import api, contexts, exchange, observe, operator, resources, up, usage
 
     up.register(app)
     api.register(app)
     resources.register(app)
     observe.register(app)
     operator.register(app)
+    contexts.register(app)
     usage.register(app)
     exchange.register(app)

@@ -63,20 +63,44 @@ def resolve_token(token: str | None) -> str | None:
 
 
 def make_client(url: str, token: str | None):  # noqa: ANN201 - lazy import keeps --help fast
-    """A client with the first credentials found: ``--token``/``GPUPLANE_TOKEN``; else a
-    Keystone token obtained with the usual OpenStack settings (``OS_CLOUD`` and clouds.yaml,
-    or ``OS_AUTH_URL``, ``OS_USERNAME``, ... ; docs/keystone.md), sent as ``X-Auth-Token``;
-    else the local admin-token file."""
+    """A client with the first credentials found (cli/contexts.py): ``--token`` /
+    ``GPUPLANE_TOKEN``; a Keystone token obtained with the usual OpenStack settings
+    (``OS_CLOUD`` and clouds.yaml, or ``OS_AUTH_URL``, ... ; docs/keystone.md), sent as
+    ``X-Auth-Token``; the current context's token file; the admin-token file of
+    ``$GPUPLANE_HOME`` (said on stderr). The server: ``--url``/``GPUPLANE_URL``, else the
+    current context's. A 401 names the server and where the token came from."""
+    from gpuplane.cli import contexts
     from gpuplane.client import Client
     from gpuplane.client.http import keystone_login_from_env, keystone_token
 
+    ctx = contexts.current()
+    explicit_url = "GPUPLANE_URL" in os.environ or any(
+        a == "--url" or a.startswith("--url=") for a in sys.argv)
+    if ctx is not None and ctx.url and not explicit_url and url == DEFAULT_URL:
+        url = ctx.url
     if token and token.strip():
-        return Client(url=url, token=token.strip())
+        source = "GPUPLANE_TOKEN" if os.environ.get("GPUPLANE_TOKEN") == token else "--token"
+        return Client(url=url, token=token.strip(), auth_source=source)
     login = keystone_login_from_env()
     if login is not None:
-        return Client(url=url, keystone_token=keystone_token(login),
-                      auth_source=login.source)
-    return Client(url=url, token=resolve_token(None))
+        return Client(url=url, keystone_token=keystone_token(login), auth_source=login.source)
+    if ctx is not None and ctx.token_file is not None:
+        try:
+            text = ctx.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise GpuplaneError("gpuplane.context.token_unreadable",
+                                f"context {ctx.name!r}: cannot read its token file "
+                                f"{ctx.token_file} ({exc.strerror})") from None
+        return Client(url=url, token=text, auth_source=f"context {ctx.name!r} "
+                                                        f"({ctx.token_file})")
+    found = resolve_token(None)
+    if found:
+        home = os.environ.get("GPUPLANE_HOME", ".gpuplane")
+        path = os.path.abspath(os.path.join(home, "admin-token"))
+        typer.echo(f"note: using the admin token in {path} (GPUPLANE_HOME); choose a server "
+                   "with `gpuplane config use-context` or GPUPLANE_TOKEN", err=True)
+        return Client(url=url, token=found, auth_source=path)
+    return Client(url=url)
 
 
 def guarded(fn: F) -> F:

@@ -50,7 +50,8 @@ class Client:
                  transport: httpx.BaseTransport | None = None, *,
                  keystone_token: str | None = None, auth_source: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.auth_source = None if token else auth_source
+        self.auth_source = auth_source
+        self.keystone = bool(keystone_token) and not token
         headers = {"Accept": "application/json, application/problem+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -88,10 +89,13 @@ class Client:
             except ValueError:
                 body = None
             err = error_from_problem(resp.status_code, body, resp.text[:200])
-            if resp.status_code == 401 and self.auth_source:
-                err.detail += f" (the Keystone token was obtained with {self.auth_source})"
+            if resp.status_code == 401 and self.keystone:
+                err.detail += (f" (server {self.url}; the Keystone token was obtained with "
+                               f"{self.auth_source})")
+            elif resp.status_code == 401 and self.auth_source:
+                err.detail += f" (server {self.url}; token from {self.auth_source})"
             elif resp.status_code == 401 and "GPUPLANE_TOKEN" not in err.detail:
-                err.detail += " (set GPUPLANE_TOKEN or pass --token)"
+                err.detail += f" (server {self.url}; set GPUPLANE_TOKEN or pass --token)"
             raise err
         return resp
 
