@@ -45,6 +45,7 @@ def _register() -> None:
     __import__("gpuplane.cli.sim_sharing").cli.sim_sharing.register(sim.app)
     __import__("gpuplane.governance.attestation.cli").governance.attestation.cli.register(app)
     __import__("gpuplane.governance.cli").governance.cli.register(app)
+    __import__("gpuplane.cli.openstack").cli.openstack.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
