@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600
 
-.PHONY: run test venv test-sqlite clean sandbox
+.PHONY: run test venv test-sqlite clean sandbox test-tools
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { scripts/apt-install.sh python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
@@ -33,11 +33,19 @@ sandbox:
 	@command -v bwrap >/dev/null 2>&1 || [ -x /usr/bin/bwrap ] || scripts/apt-install.sh bubblewrap \
 	  || echo "warning: bubblewrap is not installed: local tasks of other projects than 'default' will be refused" >&2
 
+# What the tests drive besides Python: promtool (checks the shipped alert rules) and Chromium
+# (the console's browser tests), from Debian when missing.
+test-tools:
+	@command -v promtool >/dev/null 2>&1 || scripts/apt-install.sh prometheus \
+	  || echo "warning: promtool is not installed: the alert-rule check will be skipped" >&2
+	@[ -x /usr/bin/chromium ] || scripts/apt-install.sh chromium \
+	  || echo "warning: chromium is not installed: the console's browser tests will fail" >&2
+
 run: venv sandbox
 	$(VENV)/bin/gpuplane up $(ARGS)
 
 # One pytest run: tests parametrized over databases get both SQLite and PostgreSQL.
-test: $(VENV)/.installed-test sandbox
+test: $(VENV)/.installed-test sandbox test-tools
 	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Without PostgreSQL (the PostgreSQL cases are skipped).

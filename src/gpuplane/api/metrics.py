@@ -1,41 +1,65 @@
-"""Prometheus metrics at /metrics: request counts/latency plus a store-backed collector.
+"""Prometheus metrics at /metrics: request counts/latency plus collectors read at scrape time.
 
 Each app has its own ``CollectorRegistry`` (several apps in one test process never clash).
-The collector reads the store at scrape time: workloads by phase, tasks holding resources,
-GPUs registered and allocated (milli-GPU sum), hosts by state. No tenant names are exposed.
+``StoreCollector`` reads the store in one read transaction per scrape: workloads by phase,
+tasks holding resources, GPUs registered and allocated, hosts by state, and the pool's series
+(``metrics_pool.py``: capacity by site/model/mode, fragmentation, per-tenant quota use, queue
+by pending reason, attestation expiry, admission/preemption/failure counters). Tenant labels
+are organisation and project names; no label names a task or a workload.
 Where the control loop runs in this process, ``LoopCollector`` adds what it contained
 (``gpuplane_loop_task_failures_total{stage}``, ``gpuplane_loop_step_failures_total{step}``,
-``gpuplane_loop_hosts_quarantined{host}``).
+``gpuplane_loop_hosts_quarantined{host}``) and its timings (tick, scheduling cycle and step
+histograms, last tick time). ``NvmlCollector`` adds this machine's GPU utilisation and memory
+where NVML answers. docs/observability.md lists every series.
 """
 
 from __future__ import annotations
 
 import time
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gpuplane.api.metrics_pool import (EventCounters, NvmlCollector, guarded, pool_families,
+                                       read_pool)
+from gpuplane.control.containment import DURATION_BUCKETS
 
 
 class StoreCollector:
-    def __init__(self, store) -> None:  # noqa: ANN001
+    """Everything read from the store, in one read transaction per scrape: the series below and
+    the pool's (``metrics_pool.py``). A database that does not answer leaves them out; the
+    scrape still succeeds."""
+
+    def __init__(self, store, clock: Callable[[], float] = time.time  # noqa: ANN001
+                 ) -> None:
         self.store = store
+        self.clock = clock
+        self.events = EventCounters()
 
     def collect(self):  # noqa: ANN201
         phases = GaugeMetricFamily("gpuplane_workloads", "Workloads by phase", labels=["phase"])
-        hosts = GaugeMetricFamily("gpuplane_hosts", "Hosts by state", labels=["state", "simulated"])
+        hosts = GaugeMetricFamily("gpuplane_hosts", "Hosts by state",
+                                  labels=["state", "simulated"])
         gpus = GaugeMetricFamily("gpuplane_gpus", "GPUs registered", labels=["model"])
         alloc = GaugeMetricFamily("gpuplane_gpus_allocated",
                                   "GPUs allocated to Admitted/Running tasks (fractional)")
         tasks = GaugeMetricFamily("gpuplane_tasks_active", "Tasks holding resources")
+        now = self.clock()
         try:
             with self.store.read() as tx:
                 by_phase = tx.workloads.count_by_phase()
                 host_list = tx.hosts.list_all()
-                active = tx.tasks.list_active()
+                active_workloads = tx.workloads.list_active()
+                pool = read_pool(tx, now, host_list, active_workloads)
+                events_ok = guarded("events", lambda: self.events.read(tx) or True, False)
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
             return
-        for phase in ("Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled", "Lost"):
+        active = [t for w in active_workloads for t in w.tasks if t.phase.holds_resources]
+        for phase in ("Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled",
+                      "Lost"):
             phases.add_metric([phase], by_phase.get(phase, 0))
         counts: dict[tuple[str, str], int] = {}
         models: dict[str, int] = {}
@@ -51,17 +75,24 @@ class StoreCollector:
         alloc.add_metric([], sum(t.placement.total_milli / 1000 for t in active if t.placement))
         tasks.add_metric([], len(active))
         yield from (phases, hosts, gpus, alloc, tasks)
+        for fam in guarded("pool series", lambda: list(pool_families(pool)), []):
+            yield fam
+        if events_ok:
+            yield from self.events.families()
 
 
 class LoopCollector:
-    """The control loop's contained failures, read at scrape time from its ``LoopStats``
-    (duck-typed: ``read()`` -> (failures by stage, step failures by step, quarantined hosts))."""
+    """The control loop's contained failures and timings, read at scrape time from its
+    ``LoopStats`` (``read()`` -> (failures by stage, step failures by step, quarantined hosts);
+    ``durations()`` -> (histograms by name, end of the last tick))."""
 
     def __init__(self, stats) -> None:  # noqa: ANN001
         self.stats = stats
 
     def collect(self):  # noqa: ANN201
         failures, steps, quarantined = self.stats.read()
+        if hasattr(self.stats, "durations"):  # every step timed so far counts, from 0
+            steps = {**{k: 0 for k in self.stats.durations()[0] if k != "tick"}, **steps}
         tasks = CounterMetricFamily(
             "gpuplane_loop_task_failures",
             "Failures the control loop contained to one task or host, by stage "
@@ -79,6 +110,32 @@ class LoopCollector:
         for host in sorted(quarantined):
             hosts.add_metric([host], 1)
         yield from (tasks, whole, hosts)
+        if hasattr(self.stats, "durations"):
+            yield from self._timings()
+
+    def _timings(self):  # noqa: ANN202
+        durations, last_tick = self.stats.durations()
+        empty = ([(le, 0.0) for le in (*(str(b) for b in DURATION_BUCKETS), "+Inf")], 0.0)
+        tick = durations.get("tick", empty)
+        yield HistogramMetricFamily("gpuplane_loop_tick_seconds",
+                                    "Duration of the control loop's ticks (leader only)",
+                                    buckets=tick[0], sum_value=tick[1])
+        cycle = durations.get("schedule", empty)
+        yield HistogramMetricFamily("gpuplane_scheduling_cycle_seconds",
+                                    "Duration of the scheduling cycle (snapshot, decide, apply)",
+                                    buckets=cycle[0], sum_value=cycle[1])
+        per_step = HistogramMetricFamily("gpuplane_loop_step_seconds",
+                                         "Duration of each control loop step", labels=["step"])
+        for name, (buckets, total) in sorted(durations.items()):
+            if name != "tick":
+                per_step.add_metric([name], buckets, total)
+        yield per_step
+        if last_tick is not None:
+            last = GaugeMetricFamily("gpuplane_loop_last_tick_timestamp_seconds",
+                                     "When this process last finished a tick as the leader "
+                                     "(Unix time)")
+            last.add_metric([], last_tick)
+            yield last
 
 
 class Metrics:
@@ -89,6 +146,7 @@ class Metrics:
         self.latency = Histogram("gpuplane_http_request_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry)
         self.registry.register(StoreCollector(store))
+        self.registry.register(NvmlCollector())
         if loop_stats is not None:
             self.registry.register(LoopCollector(loop_stats))
 

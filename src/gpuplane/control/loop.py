@@ -218,7 +218,8 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
             if grant is not None and grant.epoch != self._memory_epoch:
                 self.memory.load(self.store)  # a new term: resume the memory of the last one
                 self._memory_epoch = grant.epoch
-            self._steps(report, grant)
+            with self.stats.timed("tick"):
+                self._steps(report, grant)
         finally:
             self._tick_grant = None
             self._launch_read = None
@@ -230,7 +231,8 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
             if not self.is_leader:
                 break
             try:
-                step(report)
+                with self.stats.timed(step.__name__):  # /metrics: step and cycle latency
+                    step(report)
             except LeaseLost as exc:
                 report.lease_lost = True
                 self._lose(grant, f"{step.__name__}: {exc}")
