@@ -51,7 +51,10 @@ def test_cancelling_a_running_task_stops_its_process(plane):
 
 
 def test_an_unplaceable_workload_stays_pending_with_a_reason(plane):
-    w = plane.submit(name="huge", tasks=[{"resources": {"gpus": 8}, "command": ["x"]}])
+    for i in range(2):  # both simulated hosts' 4 GPUs busy (8 at once is refused at submit)
+        plane.submit(name=f"busy{i}", tasks=[{"resources": {"gpus": 4}, "command": ["sleep 600"]}])
+    plane.loop.tick()
+    w = plane.submit(name="waits", tasks=[{"resources": {"gpus": 4}, "command": ["x"]}])
     for _ in range(3):
         plane.loop.tick()
     got = plane.get(w.id)
