@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         "/witness/add-checkpoint). Empty: none."))
     audit_tsa_url: str | None = Field(None, description=(
         "RFC 3161 time-stamping authority that timestamps each checkpoint (optional)."))
+    # -- OpenStack Placement (docs/openstack.md) -------------------------------------------------
+    placement_url: str | None = Field(None, pattern=r"^https?://\S+$", description=(
+        "OpenStack Placement endpoint the leader keeps converged on gpuplane's inventory "
+        "(every placement_sync_interval_s, audited as openstack.sync), e.g. "
+        "http://placement.example:8778. Empty: off. The same variable is the default "
+        "--placement-url of `gpuplane openstack`."))
+    placement_token: SecretStr = Field(SecretStr("admin"), description=(
+        "X-Auth-Token sent to Placement: a Keystone token of gpuplane's service user (roles "
+        "admin and service), or `admin`, the noauth2 admin token of a test Placement."))
+    placement_sync_interval_s: float = Field(60.0, gt=0, le=86400, description=(
+        "Seconds between the leader's Placement syncs (one also runs when a process becomes "
+        "the leader); drift made behind gpuplane's back is repaired within one interval."))
     # -- Keystone as identity (docs/keystone.md) -----------------------------------------------
     keystone_url: str | None = Field(None, pattern=r"^https?://\S+$", description=(
         "Keystone identity endpoint, e.g. https://keystone.example:5000/v3 (/v3 is added when "

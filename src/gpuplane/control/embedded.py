@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from gpuplane.control.governing import audit_signing
 from gpuplane.control.loop import ControlLoop, holder_id
 from gpuplane.control.logsource import DriverLogSource
+from gpuplane.control.placement_sync import PlacementReconciler
 from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidInput
 from gpuplane.drivers.local_inventory import LocalHostInfo, discover_local_host
 from gpuplane.drivers.registry import make_driver
@@ -147,7 +148,8 @@ class Embedded:
                                 interval_s=settings.cycle_interval_s, local_host=self.host,
                                 preempt_grace_s=settings.preempt_grace_s,
                                 lease_log=self.home / "lease.log",
-                                audit=audit_signing(settings))
+                                audit=audit_signing(settings),
+                                placement=PlacementReconciler.from_settings(settings))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

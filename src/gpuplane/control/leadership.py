@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,8 @@ class LeaseHolder:
         while not stop.is_set():
             self._lease(self.clock())
             stop.wait(self.lease_ttl_s / 3)
+
+
+def holder_id(host: str, port: int) -> str:
+    """A lease holder name unique per process: host, port, pid, start time."""
+    return f"{host}:{port}:{os.getpid()}:{int(time.time() * 1000) % 10**9}"

@@ -19,6 +19,8 @@ simulator does):
    this tick's preemptions are signalled at once.
 5. ``remember``: the scheduler memory that changed (``control/memory.py``) is written in a
    fenced transaction; a process that takes the lease loads it first.
+6. ``reconcile_placement`` (when ``placement`` is given): a Placement sync is started in the
+   background when due (``control/placement_sync.py``); the tick never waits for it.
 
 No tenant can stall the loop (DESIGN invariant 8): a failure that belongs to one task or one
 host is contained to it. A task whose start raises (any exception, not only ``DriverError``)
@@ -58,9 +60,10 @@ from gpuplane.control.convert import (build_snapshot, choose_jurisdiction,
                                       to_pending, to_placement)
 from gpuplane.control.decide import Decisions, decide
 from gpuplane.control.governing import AuditSigning, Governing, governance_view
-from gpuplane.control.leadership import LeaseHolder
+from gpuplane.control.leadership import LeaseHolder, holder_id
 from gpuplane.control.memory import PersistedState, SchedulerMemory
 from gpuplane.control.observing import TaskObserving
+from gpuplane.control.placement_sync import PlacementReconciler, PlacementReconciling
 from gpuplane.control.containment import LoopStats, one_line
 from gpuplane.control.execution import REASON_PREEMPTED, stop_reason, task_spec
 from gpuplane.domain.errors import Conflict, LeaseLost
@@ -95,7 +98,7 @@ class TickReport:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-class ControlLoop(Governing, TaskObserving, LeaseHolder):
+class ControlLoop(Governing, PlacementReconciling, TaskObserving, LeaseHolder):
     """Runs ticks while holding the scheduler lease.
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
@@ -107,7 +110,8 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
     is stopped and failed. ``stats`` collects contained failures (a fresh one by default).
     ``memory``: more named objects to persist across leaders besides the fair-share usage
     history (``fairshare``), see ``control/memory.py``; ``memory_every_s``: how often at most
-    the changed ones are written.
+    the changed ones are written. ``placement``: keeps an OpenStack Placement in sync
+    (``control/placement_sync.py``).
     """
 
     def __init__(self, store: Any, drivers: Mapping[str, Any], *, holder: str,
@@ -118,7 +122,8 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
                  lease_log: Path | None = None, preempt_grace_s: float = 30.0,
                  observe_failure_limit: int = 3, stats: LoopStats | None = None,
                  memory: Mapping[str, Any] | None = None, memory_every_s: float = 5.0,
-                 audit: AuditSigning | None = None) -> None:
+                 audit: AuditSigning | None = None,
+                 placement: PlacementReconciler | None = None) -> None:
         self.store = store
         self.drivers = dict(drivers)
         self.holder = holder
@@ -149,6 +154,7 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
         self.leader_until = 0.0
         #: signs audit checkpoints while leader (``governing.py``); None: this loop does not
         self.audit = audit
+        self.placement = placement  # syncs OpenStack Placement in the background, or None
         #: (task id, attempt) of confidential tasks already evicted/flagged for a lapsed appraisal
         self._flagged: set[tuple[int, int]] = set()
         #: the lease grant we hold (its epoch fences our writes), None when not the leader
@@ -227,7 +233,7 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
 
     def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
         for step in (self.observe, self.recheck_attestation, self.schedule, self.launch,
-                     self.stop_due, self.remember, self.sign_checkpoint):
+                     self.stop_due, self.remember, self.sign_checkpoint, self.reconcile_placement):
             if not self.is_leader:
                 break
             try:
@@ -487,13 +493,6 @@ class ControlLoop(Governing, TaskObserving, LeaseHolder):
 
         self._pool.submit(run)
         return True
-
-
-def holder_id(host: str, port: int) -> str:
-    """A lease holder name unique per process: host, port, pid, start time."""
-    import os
-
-    return f"{host}:{port}:{os.getpid()}:{int(time.time() * 1000) % 10**9}"
 
 
 __all__ = ["ControlLoop", "TickReport", "holder_id"]

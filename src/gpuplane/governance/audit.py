@@ -23,7 +23,8 @@ address per minute, with a count; see ``service/login_failures.py``), ``token.cr
 ``priority_class.*``, ``policy.set``, and from the control loop ``workload.admit`` (each
 placement with site, jurisdiction, host and its attested identity), ``task.preempt``,
 ``workload.preempt`` (beneficiary, grace, outcome, lost GPU-time), ``task.finish``,
-``task.attestation_expired``.
+``task.attestation_expired``, ``openstack.sync`` / ``openstack.sync_problem`` (the Placement
+reconciler's repairs and what it could not repair).
 """
 
 from __future__ import annotations
