@@ -20,6 +20,8 @@ SHARED_PARAMS = {"site": "eu-de-1", "host": "gpu-1", "priority_class": "standard
 QUERIES = {"/v1/audit/proof/inclusion": {"seq": 3}, "/v1/audit/proof/consistency": {"old": 1,
                                                                                    "new": 3}}
 WRITE = {"POST", "PUT", "PATCH", "DELETE"}
+TICKET_ROUTES = {("GET", "/v1/stream")}  # takes ?ticket=, not the bearer token
+SELF_POSTS = {("POST", "/v1/stream/tickets")}  # a ticket for the caller; writes nothing
 
 
 def _param_values(world) -> dict[str, object]:
@@ -88,7 +90,7 @@ def _call(world, user, op: Op, values):
 
 
 OPS = _operations()
-WRITES = [op for op in OPS if op.method in WRITE]
+WRITES = [op for op in OPS if op.method in WRITE and (op.method, op.path) not in SELF_POSTS]
 
 
 def test_the_route_table_is_not_empty():
@@ -99,6 +101,12 @@ def test_the_route_table_is_not_empty():
 def test_tenant_b_cannot_touch_tenant_a(shared_world, op):
     world = shared_world
     resp = _call(world, "bob-beta", op, _param_values(world))
+    if (op.method, op.path) in TICKET_ROUTES:
+        assert resp.status_code == 401 and resp.json()["code"] == "gpuplane.auth.unauthenticated"
+        return _assert_a_intact(world)
+    if (op.method, op.path) in SELF_POSTS:
+        assert resp.status_code == 201 and "alpha" not in resp.text
+        return _assert_a_intact(world)
     names_a = bool(op.params & TENANT_PARAMS) or op.body in {
         "ProjectSpec", "UserSpec", "RoleBindingSpec", "TokenSpec", "QuotaSpec", "WorkloadSpec"}
     if names_a or op.method in WRITE:

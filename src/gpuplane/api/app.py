@@ -22,8 +22,8 @@ from gpuplane.api import docs, problems
 from gpuplane.api.follow import FollowSlots
 from gpuplane.api.limits import BodySizeLimit
 from gpuplane.api.metrics import Metrics, MetricsMiddleware
-from gpuplane.api.routers import (accounting, audit, governance, inventory, policy, tenancy,
-                                  witness, workloads)
+from gpuplane.api.routers import (accounting, audit, console, governance, inventory, policy,
+                                  tenancy, witness, workloads)
 from gpuplane.api.schemas import HealthOut
 from gpuplane.api.security_headers import SecurityHeaders
 from gpuplane.service import LogSource, Services
@@ -32,7 +32,7 @@ from gpuplane.settings import Settings
 from gpuplane.store import Store
 
 ROUTERS = (inventory.router, tenancy.router, policy.router, workloads.router, accounting.router,
-           audit.router, governance.router, witness.router)
+           audit.router, governance.router, witness.router, console.router)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,

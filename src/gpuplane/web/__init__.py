@@ -1,8 +1,10 @@
-"""The dashboard: one static page (vendored assets, no CDN) that reads the REST API.
+"""The operator's console: one static page (its own ES modules, no CDN) over the REST API,
+kept up to date by the server-sent event stream of ``api/routers/console.py``.
 
-``mount_dashboard(app)`` serves ``static/index.html`` at ``/`` and the assets under
-``/ui/``. The page asks for an API token once (kept in the browser's localStorage) and shows
-hosts, GPUs, workloads and why pending work waits; simulated capacity is marked as such.
+``mount_dashboard(app)`` serves ``static/index.html`` at ``/`` and the assets under ``/ui/``.
+The page asks for an API token once (kept for the tab only, in sessionStorage) and shows the
+fleet, a GPU map, the queue, tenancy, workloads, submit/cancel and the audit log
+(docs/console.md).
 """
 
 from __future__ import annotations
