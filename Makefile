@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600
+PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600 --durations=15
 
 .PHONY: run test venv test-sqlite clean sandbox test-tools
 

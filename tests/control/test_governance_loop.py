@@ -108,7 +108,7 @@ ops = st.lists(st.one_of(
 ), min_size=4, max_size=24)
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops)
 def test_no_confidential_start_without_valid_appraisal_and_none_outside_residency(steps):

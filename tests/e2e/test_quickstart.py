@@ -54,9 +54,9 @@ def test_the_demo_fleet_is_simulated_and_the_dashboard_is_served(make_server):
     assert len(sim) == 20 and {h["jurisdiction"] for h in sim} == {"EU/DE", "EU/FR", "CH"}
     assert [h["name"] for h in real] == ["e2e-local"]
     page = httpx.get(f"{srv.url}/")
-    assert page.status_code == 200 and "/ui/app.js" in page.text
+    assert page.status_code == 200 and "/ui/console/main.js" in page.text
     assert "cdn" not in page.text.lower()
-    assert httpx.get(f"{srv.url}/ui/app.js").status_code == 200
+    assert httpx.get(f"{srv.url}/ui/console/main.js").status_code == 200
     top = srv.cli("top")
     assert top.returncode == 0 and "GPUs allocated" in top.stdout
 

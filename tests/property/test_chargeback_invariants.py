@@ -85,7 +85,7 @@ def _clip(a, b, p0, p1) -> Fraction:
     return max(Fraction(0), min(Fraction(b), Fraction(p1)) - max(Fraction(a), Fraction(p0)))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(world(), st.sampled_from(SPREAD))
 def test_every_host_and_period_reconciles_exactly(w, spread):
     hosts, intervals, periods = w
