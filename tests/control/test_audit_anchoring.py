@@ -5,7 +5,6 @@ an in-process HTTP transport) timestamps them; a forked log is refused by the wi
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 
 import httpx
@@ -81,11 +80,7 @@ def test_witness_cosigns_consistent_checkpoints_and_refuses_a_fork(tmp_path, wit
             body = note.unverified_text(cp.note).encode()
             verify_timestamp(base64.b64decode(cp.timestamp_token), body, [tsa.root.read_bytes()])
         # the export verifies offline with the log key, the witness cosignatures ride along
-        log = audit.LogFile()
-        for line in svc.audit.export(ADMIN):
-            obj = json.loads(line)
-            (log.checkpoints.append((obj["size"], obj["checkpoint"], obj["timestamp_token"]))
-             if "checkpoint" in obj else log.entries.append(obj))
+        log = audit.parse_log(svc.audit.export(ADMIN))
         result = audit.verify_log(log, [note.make_verifier(ORIGIN, key.public_key())],
                                   tsa_roots=[tsa.root.read_bytes()])
         assert result.ok, result.problems

@@ -142,26 +142,30 @@ class LogFormatError(ValueError):
 
 
 def read_log(path: str | Path) -> LogFile:
-    out = LogFile()
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LogFormatError(f"line {lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise LogFormatError(f"line {lineno}: not a JSON object")
-            if "checkpoint" in obj:
-                if not isinstance(obj.get("checkpoint"), str) or \
-                        not isinstance(obj.get("size"), int):
-                    raise LogFormatError(f"line {lineno}: a checkpoint line needs "
-                                         "'checkpoint' (text) and 'size' (integer)")
-                out.checkpoints.append((obj["size"], obj["checkpoint"],
-                                        obj.get("timestamp_token")))
-            else:
-                out.entries.append(obj)
+        return parse_log(fh)
+
+
+def parse_log(lines: Iterable[str]) -> LogFile:
+    """The export format's lines -> entries and checkpoints (LogFormatError naming the line)."""
+    out = LogFile()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LogFormatError(f"line {lineno}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise LogFormatError(f"line {lineno}: not a JSON object")
+        if "checkpoint" in obj:
+            if not isinstance(obj.get("checkpoint"), str) or \
+                    not isinstance(obj.get("size"), int):
+                raise LogFormatError(f"line {lineno}: a checkpoint line needs "
+                                     "'checkpoint' (text) and 'size' (integer)")
+            out.checkpoints.append((obj["size"], obj["checkpoint"], obj.get("timestamp_token")))
+        else:
+            out.entries.append(obj)
     return out
 
 

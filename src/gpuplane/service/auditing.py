@@ -51,18 +51,10 @@ class AuditService(ServiceBase):
     def verify(self, principal: Principal) -> list[str]:
         """Verify the stored log against its own signed checkpoints with this installation's
         public key (the problems; empty: it holds). An auditor verifies an export offline."""
-        import json
-
         from gpuplane.governance import note
 
         self._global(principal, "verifying the audit log")
-        log = audit.LogFile()
-        for line in self.export(principal):
-            obj = json.loads(line)
-            if "checkpoint" in obj:
-                log.checkpoints.append((obj["size"], obj["checkpoint"], obj["timestamp_token"]))
-            else:
-                log.entries.append(obj)
+        log = audit.parse_log(self.export(principal))
         with self.store.read() as tx:
             origin, keys = tx.checkpoints.identity()
         verifiers = [note.verifier_from_pem(origin, pem.encode()) for pem in keys]
