@@ -105,12 +105,28 @@ def marker(scope: str) -> str:
 
 @pytest.fixture
 def cleanup() -> Iterator[Callable[[PlacementClient, str], None]]:
-    """Register (client, marker): every provider under that marker is deleted at the end."""
+    """Register (client, marker): every provider under that marker is deleted at the end,
+    with the consumers allocated on it."""
     todo: list[tuple[PlacementClient, str]] = []
     yield lambda client, marker: todo.append((client, marker))
     for client, marker in todo:
+        for rp in client.list_resource_providers(required=marker):  # claims block deletion
+            for consumer in client.provider_allocations(rp.uuid)[1]:
+                client.delete_allocations(consumer)
         PlacementSync(client, marker=marker).sync([])
         client.delete_trait(marker)
+
+
+@pytest.fixture
+def plane(tmp_path: Path, scope: str, marker: str, placement: PlacementClient,
+          placement_url: str, cleanup: Callable[[PlacementClient, str], None]) -> Iterator[Any]:
+    """A store with three hosts and a control loop keeping ``placement_url`` (live_plane.py)."""
+    from live_plane import Plane
+
+    cleanup(placement, marker)
+    p = Plane(tmp_path, scope, marker, placement_url)
+    yield p
+    p.close()
 
 
 @pytest.fixture

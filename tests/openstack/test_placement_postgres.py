@@ -3,12 +3,15 @@ workarounds of the two upstream bugs hold (docs/openstack.md, "Upstream bugs")."
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
-from gpuplane.drivers.openstack import tree
+from gpuplane.drivers.openstack import claims, contention, tree
 from gpuplane.drivers.openstack.placement import Conflict
 from gpuplane.drivers.openstack.sync import PlacementSync
+
+TOKEN = os.environ.get("GPUPLANE_TEST_PLACEMENT_TOKEN", "admin")
 
 
 def test_sync_converges_and_then_writes_nothing(placement_pg, fleet_docs, marker, cleanup):
@@ -85,3 +88,32 @@ def test_consumer_generations_guard_claims(placement_pg, scope, marker, cleanup)
         assert placement_pg.provider_usages(gpu.uuid) == {"CUSTOM_GPU_MILLI": 500}
     finally:
         placement_pg.delete_allocations(consumer)
+
+
+def test_eight_gpuplane_workers_claim_without_over_allocation(placement_pg, placement_pg_url,
+                                                             scope, marker, cleanup):
+    """8 workers, each planning on its own stale view, claim 240 mixed requests (whole GPUs,
+    pairs on one host, shares, MIG instances) on a fleet with room for fewer: every refusal is
+    retried or re-planned, nothing is over-allocated, and what the workers hold is exactly what
+    Placement holds (the full-size run is benchmarks/placement_claims.py)."""
+    cleanup(placement_pg, marker)
+    docs = [{"name": f"k{h}-{scope}", "cpu": 16, "memory": 65536,
+             "gpus": [{"index": 0, "model": "H100-80GB", "numa": 0},
+                      {"index": 1, "model": "H100-80GB", "numa": 0},
+                      {"index": 2, "model": "L40S", "mode": "shared", "numa": 1},
+                      {"index": 3, "model": "A100-80GB", "mode": "mig", "numa": 1,
+                       "mig_layout": [{"profile": "1g.10gb", "start": s} for s in range(7)]}]}
+            for h in range(6)]
+    desired = tree.fleet_tree(docs, marker=marker)
+    PlacementSync(placement_pg, marker=marker).sync(desired)
+    requests = contention.mixed_requests(240, seed=7)
+    report = contention.run_workers(placement_pg_url, TOKEN, desired, requests, workers=8)
+    assert len(report.claimed) + report.unplaced == len(requests)
+    assert report.unplaced > 0 and report.replans > 0  # it was contended, and full
+    gpus = [p for p in desired if p.kind == "gpu"]
+    for p in gpus:
+        used = placement_pg.provider_usages(p.uuid)
+        for rc, inv in p.inventories.items():
+            assert used.get(rc, 0) <= inv.total, (p.name, rc)
+    held = claims.observe_allocations(placement_pg, [p.uuid for p in gpus])
+    assert held == report.claimed

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from gpuplane.drivers.base import DriverError
 
 #: The stages a contained failure is counted under (``LoopStats.failures``).
-STAGES = ("launch", "observe", "stop", "snapshot")
+STAGES = ("launch", "claim", "observe", "stop", "snapshot")
 #: ``Task.reason`` of a task the loop failed because its driver could not observe it.
 REASON_OBSERVE_FAILED = "ObserveFailed"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -99,7 +99,10 @@ class Governing:
                        f"{view.attestation.fresh_s:g} s")
                 for w, t in confidential if t.placement.host not in view.fresh}
 
-    def refuse_starts(self, refusals: Mapping[int, str], now: float) -> None:
+    def refuse_starts(self, refusals: Mapping[int, str], now: float,
+                      reason: str = "AttestationStale", code: str = "attestation.stale") -> None:
+        """Put these admitted, unstarted tasks back in the queue (``reason``), each audited as
+        ``task.start_refused`` with ``code`` and why."""
         from gpuplane.governance import audit
         from gpuplane.service import lifecycle
 
@@ -108,13 +111,13 @@ class Governing:
                 t = tx.tasks.get(task_id)
                 if t.phase != Phase.ADMITTED or t.handle:
                     continue
-                lifecycle.requeue_task(tx, t.id, t.generation, now, "AttestationStale", why)
+                lifecycle.requeue_task(tx, t.id, t.generation, now, reason, why)
                 w = tx.workloads.get(t.workload_id)
                 p = tx.projects.get(w.project)
                 audit.record(tx, at=now, actor="scheduler", action="task.start_refused",
                              object_kind="task", object_id=f"{w.id}/{t.index}",
                              project_id=p.id, org_id=p.org_id, outcome="refused",
-                             detail={"reason": "attestation.stale", "message": why})
+                             detail={"reason": code, "message": why})
 
     def recheck_attestation(self, report: Any) -> None:
         """Running confidential tasks on hosts whose appraisal expired or failed: evicted

@@ -63,9 +63,10 @@ from gpuplane.control.governing import AuditSigning, Governing, governance_view
 from gpuplane.control.leadership import LeaseHolder, holder_id
 from gpuplane.control.memory import PersistedState, SchedulerMemory
 from gpuplane.control.observing import TaskObserving
+from gpuplane.control.placement_claims import REQUEUE_REASON, PlacementClaiming
 from gpuplane.control.placement_sync import PlacementReconciler, PlacementReconciling
 from gpuplane.control.containment import LoopStats, one_line
-from gpuplane.control.execution import REASON_PREEMPTED, stop_reason, task_spec
+from gpuplane.control.execution import REASON_PREEMPTED, driver_task_id, stop_reason, task_spec
 from gpuplane.domain.errors import Conflict, LeaseLost
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.base import DriverHandle
@@ -98,7 +99,8 @@ class TickReport:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-class ControlLoop(Governing, PlacementReconciling, TaskObserving, LeaseHolder):
+class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserving,
+                  LeaseHolder):
     """Runs ticks while holding the scheduler lease.
 
     ``drivers`` maps a host's ``driver`` name to a driver; ``local_host`` is the host the
@@ -377,32 +379,30 @@ class ControlLoop(Governing, PlacementReconciling, TaskObserving, LeaseHolder):
         with self.store.read() as tx:
             active = tx.workloads.list_active()
             hosts = {h.name: h for h in tx.hosts.list_all()}
-            refusals = self.launch_refusals(tx, (
-                (w, t) for w in active if not w.cancel_requested for t in w.tasks
-                if t.phase == Phase.ADMITTED and not t.handle and t.placement is not None), now)
+            due = [(w, t) for w in active if not w.cancel_requested for t in w.tasks
+                   if t.phase == Phase.ADMITTED and not t.handle and t.placement is not None]
+            refusals = self.launch_refusals(tx, due, now)
         self._launch_read = (active, hosts)
         if refusals:
             self.refuse_starts(refusals, now)
+        todo = [(w, t, hosts[t.placement.host]) for w, t in due if t.id not in refusals
+                and t.placement.host in hosts and self._driver_for(hosts[t.placement.host])]
+        requeue, defer = self.claim_starts(todo, report)  # Placement first, when it is kept
+        if requeue:
+            self.refuse_starts(requeue, now, reason=REQUEUE_REASON, code="placement.conflict")
         started = []
-        for w in active:
-            if w.cancel_requested:
+        for w, t, host in todo:
+            if t.id in requeue or t.id in defer:
                 continue
-            for t in w.tasks:
-                if t.phase != Phase.ADMITTED or t.handle or t.placement is None \
-                        or t.id in refusals:
-                    continue
-                host = hosts.get(t.placement.host)
-                driver = self._driver_for(host) if host is not None else None
-                if driver is None:
-                    continue
-                try:
-                    handle = driver.start(task_spec(w, t), to_placement(t.placement))
-                    started.append((w, t, handle, None))
-                except Exception as exc:  # noqa: BLE001 - any failure is this task's alone
-                    self._contain(report, "launch", f"task:{t.id}:{t.attempt}",
-                                  f"task {t.index} of workload {w.id} on {t.placement.host}",
-                                  exc)
-                    started.append((w, t, None, one_line(exc)))
+            try:
+                handle = self._driver_for(host).start(task_spec(w, t), to_placement(t.placement))
+                started.append((w, t, handle, None))
+            except Exception as exc:  # noqa: BLE001 - any failure is this task's alone
+                self._contain(report, "launch", f"task:{t.id}:{t.attempt}",
+                              f"task {t.index} of workload {w.id} on {t.placement.host}", exc)
+                started.append((w, t, None, one_line(exc)))
+        self.release_claims(driver_task_id(w.id, t.index, t.attempt)
+                            for w, t, handle, _ in started if handle is None)
         if not started:
             return
         try:
@@ -425,9 +425,10 @@ class ControlLoop(Governing, PlacementReconciling, TaskObserving, LeaseHolder):
         or recorded by an earlier leader) unless the stored handle is this very attempt."""
         with self.store.read() as tx:
             stored = {t.handle.get("task_id") for t in tx.tasks.list_active() if t.handle}
-        for handle in orphans:
-            if handle.task_id not in stored:
-                self._stop_async(handle, self.stop_grace_s)
+        gone = [h for h in orphans if h.task_id not in stored]
+        for handle in gone:
+            self._stop_async(handle, self.stop_grace_s)
+        self.release_claims(h.task_id for h in gone)
 
     # -- 4. stop ---------------------------------------------------------------
     def stop_due(self, report: TickReport) -> None:

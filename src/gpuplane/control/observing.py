@@ -102,6 +102,7 @@ class TaskObserving:
                                                      f"recording the observation of {what}",
                                                      exc))
         report.observed_changes += len(changes)
+        self.release_claims(h.task_id for h in ended)  # type: ignore[attr-defined]
         for h in ended:
             forget = getattr(self.drivers.get(h.driver), "forget", None)
             if forget is not None:

@@ -7,9 +7,17 @@ big fleet takes tens of seconds, and the loop's tick only checks whether a run i
 one (at most one at a time). One ``PlacementSync`` is kept across runs, so a steady-state run
 whose providers' generations did not move costs three reads and no write.
 
+After the inventory, the run reconciles the allocations (``claims.observe_allocations``, one
+read per provider with inventory: ~2 s for 200 hosts): a
+consumer holding allocations on gpuplane's providers that no running or starting task explains
+is a leak, removed; a running task whose claim is missing or differs is claimed again (the loop
+claims before it starts a task and releases when it ends: ``control/placement_claims.py``).
+
 Each change the run made becomes one audit entry (action ``openstack.sync``, actor
 ``scheduler``, object ``placement_provider`` / the provider name, detail: the change's
-``action``, ``uuid``, ``detail`` and the ``placement_url``), and each problem that the previous
+``action``, ``uuid``, ``detail`` and the ``placement_url``), each allocation repair one
+``openstack.allocation_repair`` (object ``placement_consumer``; detail: ``leak_removed`` or
+``claim_restored``, the task, the allocations before and after), and each problem that the previous
 run did not report one ``openstack.sync_problem``, in one transaction fenced by the lease
 epoch the run was started under (a deposed leader records nothing). A run with no change and no
 new problem writes nothing. A failed run (Placement unreachable, a host that cannot be mapped)
@@ -25,18 +33,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gpuplane.control.containment import one_line
+from gpuplane.control.execution import driver_task_id
+from gpuplane.domain.workloads import Phase
+from gpuplane.drivers.openstack import claims
 from gpuplane.drivers.openstack.placement import PlacementClient
 from gpuplane.drivers.openstack.sync import PlacementSync, SyncReport
-from gpuplane.drivers.openstack.tree import MANAGED_TRAIT, fleet_tree
+from gpuplane.drivers.openstack.tree import MANAGED_TRAIT, fleet_tree, host_view
 
 log = logging.getLogger("gpuplane.control")
 
 SYNC_ACTION = "openstack.sync"
 PROBLEM_ACTION = "openstack.sync_problem"
+REPAIR_ACTION = "openstack.allocation_repair"
 OBJECT_KIND = "placement_provider"
 
 
@@ -100,6 +112,11 @@ class PlacementReconciler:
             self._thread.start()
         return True
 
+    def make_due(self) -> None:
+        """Run at the next ``poke`` (a claim found Placement's inventory behind)."""
+        with self._lock:
+            self._next = float("-inf")
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the run under way (if any); True when none is running any more."""
         t = self._thread
@@ -124,7 +141,9 @@ class PlacementReconciler:
                 hosts = tx.hosts.list_all()
             desired = fleet_tree(hosts, whole_class=self.whole_class, marker=self.marker)
             report = self.sync.sync(desired)
-            self._record(fenced, at, report)
+            repairs, problems = self._reconcile_allocations(fenced, hosts, desired)
+            report.problems.extend(problems)
+            self._record(fenced, at, report, repairs)
         except Exception as exc:  # noqa: BLE001 - logged and counted; the next interval retries
             self.failures += 1
             if on_failure is not None:
@@ -147,7 +166,42 @@ class PlacementReconciler:
                      self.url, len(report.changes), len(report.problems), report.writes,
                      report.seconds)
 
-    def _record(self, fenced: Any, at: float, report: SyncReport) -> None:
+    def _reconcile_allocations(self, fenced: Any, hosts: list[Any], desired: list[Any]
+                               ) -> tuple[list[tuple[claims.Repair, str | None]], list[str]]:
+        """Leaked allocations on gpuplane's providers removed, missing claims of running tasks
+        restored (``claims.plan_repairs``). Placement is read before the store, so a claim made
+        in between is never taken for a leak. Returns ((repair, task), problems)."""
+        managed = {p.uuid for p in desired}
+        observed = claims.observe_allocations(self.client,
+                                              [p.uuid for p in desired if p.inventories])
+        views = {h.name: host_view(h) for h in hosts}
+        with fenced.read() as tx:
+            active = tx.workloads.list_active()
+        expected: dict[str, tuple[claims.Allocation, str, str]] = {}
+        tasks: dict[str, str] = {}
+        in_flight: set[str] = set()
+        for w in active:
+            for t in w.tasks:
+                if not t.phase.holds_resources or t.placement is None:
+                    continue
+                c = claims.consumer_uuid(driver_task_id(w.id, t.index, t.attempt))
+                view = views.get(t.placement.host)
+                if t.phase != Phase.RUNNING or not t.handle or view is None:
+                    in_flight.add(c)
+                    continue
+                alloc = claims.task_allocation(t.placement, view, t.memory_mib, self.whole_class)
+                expected[c] = (alloc, f"{w.org}/{w.project}", w.submitted_by)
+                tasks[c] = f"{w.id}/{t.index}"
+        leaks, missing = claims.plan_repairs(observed, {c: e[0] for c, e in expected.items()},
+                                             in_flight)
+        if not leaks and not missing:
+            return [], []
+        done, problems = claims.repair(self.client, managed, leaks,
+                                       {c: expected[c] for c in missing})
+        return [(r, tasks.get(r.consumer)) for r in done], problems
+
+    def _record(self, fenced: Any, at: float, report: SyncReport,
+                repairs: Sequence[tuple[claims.Repair, str | None]] = ()) -> None:
         from gpuplane.governance import audit
 
         new = [p for p in report.problems if p not in self._problems]
@@ -156,6 +210,11 @@ class PlacementReconciler:
                         detail={"action": c.action, "uuid": c.uuid, "detail": c.detail,
                                 "placement_url": self.url})
                    for c in report.changes]
+        entries += [dict(at=at, actor="scheduler", action=REPAIR_ACTION,
+                         object_kind="placement_consumer", object_id=r.consumer,
+                         detail={"action": r.action, "task": task, "before": r.before,
+                                 "after": r.after, "placement_url": self.url})
+                    for r, task in repairs]
         entries += [dict(at=at, actor="scheduler", action=PROBLEM_ACTION,
                          object_kind=OBJECT_KIND, object_id=problem_subject(p), outcome="failed",
                          detail={"problem": p, "placement_url": self.url}) for p in new]
@@ -190,4 +249,4 @@ class PlacementReconciling:
         super().release()  # type: ignore[misc]
 
 
-__all__ = ["PROBLEM_ACTION", "SYNC_ACTION", "PlacementReconciler", "PlacementReconciling"]
+__all__ = ["PROBLEM_ACTION", "REPAIR_ACTION", "SYNC_ACTION", "PlacementReconciler", "PlacementReconciling"]

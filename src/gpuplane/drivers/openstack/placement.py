@@ -337,6 +337,13 @@ class PlacementClient:
         self.request("PUT", f"/allocations/{consumer}", json=body,
                      what=f"claiming allocations for consumer {consumer}")
 
+    def provider_allocations(self, uuid: str) -> tuple[int, dict[str, dict[str, int]]]:
+        """(provider generation, consumer -> resource class -> amount) of one provider; the
+        generation moves with every claim or release on it."""
+        data = self._json("GET", f"/resource_providers/{uuid}/allocations")
+        return (int(data["resource_provider_generation"]),
+                {c: dict(v["resources"]) for c, v in data["allocations"].items()})
+
     def delete_allocations(self, consumer: str) -> None:
         """Remove all of a consumer's allocations (unguarded; 404 when it has none)."""
         self.request("DELETE", f"/allocations/{consumer}",
