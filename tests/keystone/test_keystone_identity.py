@@ -25,6 +25,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from functional.dbs import database_params, make_db_url
+
 from gpuplane.api import create_app
 from gpuplane.client.http import keystone_login_from_env
 from gpuplane.domain.errors import InvalidInput
@@ -221,6 +223,28 @@ def test_revoked_token_is_refused_within_the_cache_lifetime(world: World):
 
 
 # -- roles and isolation --------------------------------------------------------------------
+def test_a_display_name_does_not_link_a_keystone_project(world: World):
+    """The link lives in a table only the Keystone mapping writes: a display name that names
+    another Keystone project's id (anyone who may edit it could write one) links nothing."""
+    world.get("/v1/whoami", world.token("alice"))  # ml-team exists, linked to ML Team
+    third = world.ks.create_project("Third Team", world.domain_id)
+    world.passwords["carol"] = secrets.token_hex(8)
+    carol = world.ks.create_user("carol", world.passwords["carol"], world.domain_id)
+    world.ks.assign("member", carol, third)
+    resp = world.http.patch(world.url + "/v1/projects/ml-team", headers=world.admin,
+                            json={"display_name": f"ML Team (keystone project {third})"})
+    assert resp.status_code == 200, resp.text
+    token = world.token("carol", "Third Team")
+    me = world.get("/v1/whoami", token).json()
+    assert [(b["role"], b["scope_name"]) for b in me["roles"]] == [("member", "third-team")]
+    resp = world.post("/v1/workloads", token, workload("job-carol", "ml-team"))
+    assert resp.status_code == 404, resp.text  # ml-team is not carol's
+    # the next ML Team token puts ml-team's display name back
+    world.get("/v1/whoami", world.token("alice"))
+    assert world.as_admin("/v1/projects/ml-team")["display_name"] == \
+        f"ML Team (keystone project {world.ids['ml']})"
+
+
 def test_reader_cannot_submit_but_sees_the_project(world: World):
     token = world.token("rita")
     resp = world.post("/v1/workloads", token, workload("job-rita", "ml-team"))
@@ -412,3 +436,37 @@ def test_os_variables_and_clouds_yaml(tmp_path: Path):
                                                                            "id": "abc"}}}}
     with pytest.raises(InvalidInput, match="no cloud 'nope'"):
         keystone_login_from_env({**env, "OS_CLOUD": "nope"})
+
+
+@pytest.mark.parametrize("db", [p for p in database_params() if p != "sqlite"])
+def test_keystone_tenancy_on_postgresql(keystone: Keystone, tmp_path: Path, db: str):
+    """The mapping's writes (tenancy, links, bindings) on PostgreSQL: first use creates, the
+    next token of the same user writes nothing and lands in the same project."""
+    ks = keystone
+    domain = f"gpg-{secrets.token_hex(3)}"
+    domain_id = ks.create_domain(domain)
+    try:
+        project = ks.create_project("PG Team", domain_id)
+        password = secrets.token_hex(8)
+        ks.assign("member", ks.create_user("dora", password, domain_id), project)
+        for db_url in make_db_url(db, tmp_path):
+            app = create_app(Settings(home=tmp_path, db_url=db_url, keystone_url=ks.url,
+                                      keystone_cache_s=0))
+            with ServerThread(app) as server, httpx.Client(timeout=60) as http:
+                def whoami() -> dict:
+                    token = ks.token("dora", password, domain, "PG Team")
+                    resp = http.get(server.url + "/v1/whoami", headers={"X-Auth-Token": token})
+                    assert resp.status_code == 200, resp.text
+                    return resp.json()
+
+                first = whoami()
+                with app.state.store.read() as tx:
+                    entries = len(tx.audit.list()[0])
+                assert [(b["role"], b["scope_name"]) for b in first["roles"]] == [
+                    ("member", "pg-team")]
+                assert whoami() == first
+                with app.state.store.read() as tx:
+                    assert len(tx.audit.list()[0]) == entries  # in step: nothing written
+            app.state.store.dispose()
+    finally:
+        ks.delete_domain(domain_id)

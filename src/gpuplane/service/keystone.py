@@ -20,13 +20,15 @@ Keystone request holds exactly the grants its token maps to: stored bindings of 
 project-scoped token acts on its project.
 
 Linking: gpuplane names are global and only ``[a-z0-9-]``, Keystone names are per domain, so a
-gpuplane object created for Keystone carries the Keystone id in a field users do not choose
-(an organisation's and a project's display name end with ``(keystone domain|project <id>)``,
-a user's email is ``keystone:<id>``) and is found by that id, so a rename in Keystone keeps the
-gpuplane object. A name is the slug of the Keystone name (``ML Team`` -> ``ml-team``); when
+gpuplane object created for (or adopted by) Keystone is linked to the Keystone id in the
+``identity_links`` table, which only this mapping writes, and is found by that id, so a rename
+in Keystone keeps the gpuplane object. (The display name, ``<Keystone name> (keystone
+domain|project <id>)``, and a user's email ``keystone:<id>`` say so to people; they are not
+trusted: a tenant can edit them.) A project or user linked to an object of another
+organisation than its domain's is refused (403). A name is the slug of the Keystone name (``ML Team`` -> ``ml-team``); when
 that name is taken by another object, ``-<first 8 characters of the id>`` is appended. An
 existing object is adopted only inside the organisation mapped from the same domain (a
-project of that organisation with the slug name and no Keystone link, e.g. created by an
+project of that organisation with the slug name and no link, e.g. created by an
 operator beforehand to set quotas; users are never adopted without their link).
 
 Validated tokens are cached in memory (key: SHA-256 of the token) for ``keystone_cache_s``,
@@ -40,6 +42,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -49,7 +52,7 @@ from gpuplane.service.base import ServiceBase
 from gpuplane.service.keystone_client import (KeystoneClient, KeystoneConfig, TokenCache,
                                               TokenInfo)
 from gpuplane.service.login_failures import source_key
-from gpuplane.store.tables import OrganisationRow, ProjectRow, UserRow
+from gpuplane.store.tables import IdentityLinkRow, OrganisationRow, ProjectRow, UserRow
 
 log = logging.getLogger("gpuplane.keystone")
 ACTOR = "keystone"
@@ -281,12 +284,35 @@ class KeystoneService(ServiceBase):
                        f"({keystone_id}); tried {', '.join(name_candidates(name, keystone_id))}",
                        code="gpuplane.keystone.name_taken")
 
+    @staticmethod
+    def _linked(tx, kind: str, external_id: str, model: type) -> Any:  # noqa: ANN001
+        """The row linked to Keystone's ``external_id`` (``kind``: organisation, project,
+        user), or None; a link whose object was deleted is dropped."""
+        link = tx.session.execute(select(IdentityLinkRow).where(
+            IdentityLinkRow.provider == ACTOR, IdentityLinkRow.kind == kind,
+            IdentityLinkRow.external_id == external_id)).scalars().first()
+        if link is None:
+            return None
+        row = tx.session.get(model, link.object_id)
+        if row is None:
+            tx.session.delete(link)
+            tx.session.flush()
+        return row
+
+    def _link(self, tx, kind: str, external_id: str, object_id: int) -> None:  # noqa: ANN001
+        tx.session.add(IdentityLinkRow(provider=ACTOR, kind=kind, external_id=external_id,
+                                       object_id=object_id, created_at=self.now()))
+        tx.session.flush()
+
+    @staticmethod
+    def _is_linked(tx, kind: str, object_id: int) -> bool:  # noqa: ANN001
+        return tx.session.execute(select(IdentityLinkRow.id).where(
+            IdentityLinkRow.kind == kind, IdentityLinkRow.object_id == object_id)
+            ).first() is not None
+
     def _org(self, tx, domain_id: str, domain_name: str, write: bool):  # noqa: ANN001, ANN202
-        link = _domain_link(domain_id)
-        row = tx.session.execute(select(OrganisationRow).where(
-            OrganisationRow.display_name.endswith(link, autoescape=True))
-            .order_by(OrganisationRow.id)).scalars().first()
-        want = _display(domain_name, link)
+        row = self._linked(tx, "organisation", domain_id, OrganisationRow)
+        want = _display(domain_name, _domain_link(domain_id))
         if row is not None and row.display_name == want:
             return tx.orgs.by_id(row.id)
         if not write:
@@ -300,17 +326,17 @@ class KeystoneService(ServiceBase):
             return tx.orgs.by_id(row.id)
         name = self._free_name(tx, "orgs", domain_name, domain_id)
         org = tx.orgs.add(name, want, self.now())
+        self._link(tx, "organisation", domain_id, org.id)
         self.audit(tx, ACTOR, "organisation.create", "organisation", name, org_id=org.id,
                    detail={"keystone_domain": domain_id, "keystone_name": domain_name})
         return org
 
     def _project(self, tx, info: TokenInfo, org, write: bool):  # noqa: ANN001, ANN202
-        link = _project_link(info.scope_id)
-        want = _display(info.scope_name, link)
-        row = tx.session.execute(select(ProjectRow).where(
-            ProjectRow.org_id == org.id,
-            ProjectRow.display_name.endswith(link, autoescape=True))
-            .order_by(ProjectRow.id)).scalars().first()
+        want = _display(info.scope_name, _project_link(info.scope_id))
+        row = self._linked(tx, "project", info.scope_id, ProjectRow)
+        if row is not None and row.org_id != org.id:
+            raise Forbidden(f"Keystone project {info.scope_id} is linked to gpuplane project "
+                            f"{row.name} of another organisation than its domain's")
         if row is not None and row.display_name == want:
             return tx.projects.by_id(row.id)
         if not write:
@@ -324,15 +350,17 @@ class KeystoneService(ServiceBase):
         base = slug(info.scope_name)
         adopt = tx.session.execute(select(ProjectRow).where(ProjectRow.name == base)
                                    ).scalars().first()
-        if adopt is not None and adopt.org_id == org.id and "(keystone project " not in \
-                adopt.display_name:
+        if adopt is not None and adopt.org_id == org.id and \
+                not self._is_linked(tx, "project", adopt.id):
             tx.projects.update(adopt.name, adopt.generation, display_name=want)
+            self._link(tx, "project", info.scope_id, adopt.id)
             self.audit(tx, ACTOR, "project.update", "project", adopt.name, project_id=adopt.id,
                        org_id=org.id, detail={"display_name": want, "adopted": True,
                                               "keystone_project": info.scope_id})
             return tx.projects.by_id(adopt.id)
         name = self._free_name(tx, "projects", info.scope_name, info.scope_id)
         project = tx.projects.add(name, org.id, want, 1.0, None, self.now())
+        self._link(tx, "project", info.scope_id, project.id)
         self.audit(tx, ACTOR, "project.create", "project", name, project_id=project.id,
                    org_id=org.id, detail={"keystone_project": info.scope_id,
                                           "keystone_name": info.scope_name,
@@ -340,15 +368,17 @@ class KeystoneService(ServiceBase):
         return project
 
     def _user(self, tx, info: TokenInfo, org, write: bool):  # noqa: ANN001, ANN202
-        row = tx.session.execute(select(UserRow).where(
-            UserRow.email == _user_link(info.user_id), UserRow.org_id == org.id)
-            .order_by(UserRow.id)).scalars().first()
-        if row is not None:
+        row = self._linked(tx, "user", info.user_id, UserRow)
+        if row is not None and row.org_id == org.id:
             return tx.users.by_id(row.id)
+        if row is not None:
+            raise Forbidden(f"Keystone user {info.user_id} is linked to gpuplane user "
+                            f"{row.name} of another organisation than their domain's")
         if not write:
             return None
         name = self._free_name(tx, "users", info.user_name, info.user_id)
         user = tx.users.add(name, _user_link(info.user_id), org.id, self.now())
+        self._link(tx, "user", info.user_id, user.id)
         self.audit(tx, ACTOR, "user.create", "user", name, org_id=org.id,
                    detail={"keystone_user": info.user_id, "keystone_name": info.user_name,
                            "keystone_domain": info.user_domain_id})

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gpuplane.domain.errors import GpuplaneError
 from gpuplane.store.tables import (ApiTokenRow, AttestationResultRow, AuditCheckpointRow,
                                    AuditHeadRow, AuditRow, Base, EventRow, GpuRow, HostRow,
-                                   OrganisationRow, PolicyDocumentRow, PriorityClassRow,
+                                   IdentityLinkRow, OrganisationRow, PolicyDocumentRow, PriorityClassRow,
                                    ProjectRow, QuotaRow, RoleBindingRow, SchedulerStateRow,
                                    SiteRow, TaskRow, UsageRow, UserRow, WorkloadRow)
 
@@ -72,6 +72,7 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("users.yaml", UserRow, ("id",), (
         Child("role_bindings", RoleBindingRow, "user_id", ("id",)),
         Child("tokens", ApiTokenRow, "user_id", ("id",), omit=("token_hash",)))),
+    Concept("identity-links.yaml", IdentityLinkRow, ("id",)),
     Concept("quotas.yaml", QuotaRow, ("id",)),
     Concept("priority-classes.yaml", PriorityClassRow, ("id",)),
     Concept("policies.yaml", PolicyDocumentRow, ("name",)),

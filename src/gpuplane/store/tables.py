@@ -112,6 +112,21 @@ class UserRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class IdentityLinkRow(Base):
+    """A gpuplane organisation, project or user created for (or adopted by) an external
+    identity provider's domain, project or user. Written only by that provider's mapping
+    (service/keystone.py), never by a tenant: the link is what a token is mapped by."""
+
+    __tablename__ = "identity_links"
+    __table_args__ = (UniqueConstraint("provider", "kind", "external_id"),)
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))  # keystone
+    kind: Mapped[str] = mapped_column(String(16))  # organisation | project | user
+    external_id: Mapped[str] = mapped_column(String(255))
+    object_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class RoleBindingRow(Base):
     __tablename__ = "role_bindings"
     __table_args__ = (UniqueConstraint("user_id", "role", "scope_kind", "scope_id"),)
