@@ -30,6 +30,9 @@ class DriverLogSource:
         handle = None
         if ref.handle and "driver" in ref.handle:
             handle = DriverHandle.from_dict(ref.handle)
+            flush = getattr(self.drivers.get(handle.driver), "flush", None)
+            if flush is not None:  # a driver that writes logs off its caller's thread
+                flush()
         if handle is None and not path.exists():
             return LogChunk(b"", offset, False)  # not started yet
         data, next_offset = read_log(path, offset, limit)

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import Conflict
+from gpuplane.store.bulk import update_from_arrays
 
 
 def guarded_update(session: Session, table: Any, key_col: Any, key: Any, seen_generation: int,
@@ -44,6 +45,12 @@ def guarded_update_many(session: Session, table: Any, key: str,
         groups.setdefault(tuple(sorted(row[2])), []).append(row)
     conn = session.connection()
     for cols, group in groups.items():
+        if conn.dialect.name == "postgresql" and len(group) > 1:
+            n = conn.execute(*update_from_arrays(t, key, cols, group, conn.dialect)).rowcount
+            if n != len(group):
+                raise Conflict(f"{len(group) - n} {what}(s) changed since they were read; "
+                               "reload and try again", code="gpuplane.generation.conflict")
+            continue
         # a bound None is what ``guarded_update`` writes too (JSON columns: JSON null)
         stmt = (update(t).where(t.c[key] == bindparam("_key"),
                                 t.c.generation == bindparam("_seen"))
@@ -56,3 +63,4 @@ def guarded_update_many(session: Session, table: Any, key: str,
             raise Conflict(f"{len(params) - n} {what}(s) changed since they were read; reload "
                            "and try again", code="gpuplane.generation.conflict")
     session.expire_all()
+

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from gpuplane.store.bulk import insert_many
 from gpuplane.store.records import AuditEntry
 from gpuplane.store.tables import AuditHeadRow, AuditRow
 
@@ -54,12 +55,12 @@ class AuditRepo:
         self.append_many([entry])
 
     def append_many(self, entries: Sequence[AuditEntry]) -> None:
-        """Append consecutive entries (the first follows the locked head) in one executemany
-        statement, then move the head once."""
+        """Append consecutive entries (the first follows the locked head) in one statement
+        (``store.bulk``), then move the head once."""
         if not entries:
             return
         self.s.flush()
-        self.s.connection().execute(insert(AuditRow.__table__), [
+        insert_many(self.s.connection(), AuditRow.__table__, [
             dict(seq=e.seq, at=e.at, actor=e.actor, action=e.action, object_kind=e.object_kind,
                  object_id=e.object_id, project_id=e.project_id, org_id=e.org_id,
                  outcome=e.outcome, detail=dict(e.detail), policy_hash=e.policy_hash,

@@ -16,6 +16,7 @@ from gpuplane.domain.errors import NotFound
 from gpuplane.domain.validation import STORED
 from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPlacement, Workload,
                                        WorkloadSpec)
+from gpuplane.store.bulk import insert_many
 from gpuplane.store.generations import guarded_update, guarded_update_many
 from gpuplane.store.paging import Page, paginate
 from gpuplane.store.records import LockedTask, LockedWorkload, UsageRecord, WorkloadPhaseState
@@ -390,14 +391,14 @@ class EventRepo:
         self.s.execute(insert(EventRow).values(**values))
 
     def add_many(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Insert many events in one executemany statement. Each is a mapping of ``at``,
+        """Insert many events in one statement (``store.bulk``). Each is a mapping of ``at``,
         ``type``, ``reason``, ``message`` and optionally ``project_id``, ``workload_pk`` (not
         the uid: the caller has it from a ``lock``), ``host_name``, ``task_idx``."""
         if not events:
             return
         keys = ("at", "type", "reason", "message", "project_id", "workload_pk", "host_name",
                 "task_idx")
-        self.s.connection().execute(insert(EventRow.__table__), [
+        insert_many(self.s.connection(), EventRow.__table__, [
             {k: (e.get(k)[:4000] if k == "message" else e.get(k)) for k in keys}
             for e in events])
 
