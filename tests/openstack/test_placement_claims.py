@@ -124,3 +124,26 @@ def test_claims_releases_conflicts_and_repairs(plane, placement, marker):
     want = running(plane)
     assert held(placement, marker) == {c: a for c, (_, a) in want.items()}
     assert_within_capacity(placement, marker)
+
+
+def test_a_gang_is_claimed_whole_or_not_at_all(plane, placement, marker):
+    """A gang of two 2-GPU tasks whose second claim Placement refuses: the first claim is
+    released and both tasks go back to the queue; none starts."""
+    plane.tick_and_wait()  # inventory in Placement
+    w_host = plane.names[0]
+    intruder = "5f0e1d2c-0000-4000-8000-0000000000aa"
+    gpu3 = tree.provider_uuid(tree.gpu_name(w_host, 3))
+    placement.put_allocations(intruder, {gpu3: {"VGPU": 1}}, project_id="intruder",
+                              user_id="intruder", consumer_generation=None)
+    spec = WorkloadSpec(name="gang", project="default", gang=True,
+                        labels={SIM_DURATION_LABEL: "600"},
+                        tasks=[{"replicas": 2, "command": ["x"],
+                                "resources": {"gpus": 2, "gpu_models": ["H100-80GB"]}}])
+    wid = plane.svc.workloads.submit_workload(ADMIN, spec).id
+    plane.t[0] += 1
+    plane.loop.tick()
+    w = plane.svc.workloads.get_workload(ADMIN, wid)
+    assert [t.phase for t in w.tasks] == [Phase.PENDING, Phase.PENDING]
+    assert {t.reason for t in w.tasks} == {"PlacementConflict"}
+    assert held(placement, marker) == {intruder: {gpu3: {"VGPU": 1}}}
+    assert_within_capacity(placement, marker)
