@@ -6,7 +6,8 @@ when one claim is refused the others made for it are released and none of them s
 
 - ``capacity`` or ``conflict`` (someone else holds the room): the tasks go back to the queue
   (reason ``PlacementConflict``, audited ``task.start_refused``) and are placed again: gpuplane
-  re-plans, it never over-allocates;
+  re-plans, it never over-allocates; the reconciler is made due at once, so a leaked
+  allocation behind the refusal is removed by the next tick's run, not an interval later;
 - ``unknown`` (a provider or resource class Placement does not have yet: the inventory sync is
   behind, e.g. a new host or MIG layout) or Placement unreachable: the tasks stay admitted and
   unstarted, the sync is made due at once, and the next tick claims again.
@@ -106,7 +107,7 @@ class PlacementClaiming:
                     requeue[t.id] = f"Placement refused the claim: {why}"
                 else:
                     defer.add(t.id)
-            sync_due = sync_due or what == "sync"
+            sync_due = sync_due or what in ("sync", "requeue")
         if sync_due:
             p.make_due()
         return requeue, defer
