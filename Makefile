@@ -2,6 +2,7 @@
 #   make run    create .venv, install, start `gpuplane up` (API + scheduler + local driver + dashboard)
 #   make test   create .venv with test extras, run the whole suite on SQLite and PostgreSQL
 #               (a throwaway PostgreSQL is started unless GPUPLANE_TEST_PG_URL is given)
+#   make test-nova  the live Nova tests too (slow: installs and starts Nova, Glance, RabbitMQ)
 #   Both install bubblewrap (the task sandbox) with apt-get when bwrap is missing and root.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q -p no:cacheprovider --timeout=600 --durations=15
 
-.PHONY: run test venv test-sqlite clean sandbox test-tools
+.PHONY: run test venv test-sqlite test-nova clean sandbox test-tools
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { scripts/apt-install.sh python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
@@ -47,6 +48,14 @@ run: venv sandbox
 # One pytest run: tests parametrized over databases get both SQLite and PostgreSQL.
 test: $(VENV)/.installed-test sandbox test-tools
 	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+# Live Nova 34 + Glance + RabbitMQ against a real Placement (docs/openstack.md, "Nova"): about
+# 2.7 min from scratch, 1 min once installed, so not part of `make test`, which runs the Nova
+# client against responses recorded from the real service instead.
+test-nova: $(VENV)/.installed-test
+	GPUPLANE_TEST_NOVA=1 scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS) \
+	  tests/openstack/test_nova_live.py tests/openstack/test_nova_recorded.py \
+	  tests/drivers/test_openstack_nova_flavors.py
 
 # Without PostgreSQL (the PostgreSQL cases are skipped).
 test-sqlite: $(VENV)/.installed-test sandbox
