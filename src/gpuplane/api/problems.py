@@ -5,7 +5,8 @@ Body: ``{"type": "urn:gpuplane:problem:<code>", "title", "status", "detail", "co
 stable domain code (never changed or reused); ``errors`` names every field at fault. Request
 validation errors from FastAPI/pydantic become ``gpuplane.input.invalid`` (422) with field paths
 relative to the body (``tasks[0].resources.gpus``) or prefixed ``query.``/``path.``/``header.``;
-unreadable JSON is ``gpuplane.input.malformed`` (400).
+unreadable JSON is ``gpuplane.input.malformed`` (400). An unknown field's message names the
+nearest real field of its object ("did you mean") and ``gpuplane explain`` of that object.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from gpuplane.domain.errors import Conflict, GpuplaneError, InvalidInput, NotFound, TooManyRequests
+from gpuplane.api.schemas import fields_at
+from gpuplane.domain.errors import (Conflict, GpuplaneError, InvalidInput, NotFound,
+                                    TooManyRequests, nearest_name)
 
 log = logging.getLogger("gpuplane.api")
 MEDIA_TYPE = "application/problem+json"
@@ -121,7 +124,32 @@ def loc_to_path(loc: Sequence[Any]) -> str:
     return prefix + (out or "body")
 
 
-def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, list[tuple[str, str]]]:
+def _unknown_field(loc: Sequence[Any], body_model: Any) -> str:
+    """What to say of an unknown field at ``loc``: the nearest real field of its object and
+    the command that lists them (``gpuplane explain workload.tasks.resources``)."""
+    msg = "unknown field (not part of the schema; check its spelling)"
+    if not loc or loc[0] != "body" or not isinstance(loc[-1], str) or body_model is None:
+        return msg
+    path = [p for p in loc[1:-1] if not (isinstance(p, str) and "[" in p)]
+    try:
+        fields = fields_at(body_model, path)
+    except Exception:  # noqa: BLE001 - a hint must never turn a 422 into a 500
+        fields = None
+    if not fields:
+        return msg
+    near = nearest_name(loc[-1], fields)
+    msg = f"unknown field {loc[-1]!r}" + (f"; did you mean {near!r}?" if near else
+                                          f"; fields here: {', '.join(fields)}")
+    name = getattr(body_model, "__name__", "")
+    if name.endswith("Spec"):
+        where = ".".join([name.removesuffix("Spec").lower(),
+                          *(p for p in path if isinstance(p, str))])
+        msg += f" (list them: gpuplane explain {where})"
+    return msg
+
+
+def _validation_errors(exc: RequestValidationError, body_model: Any = None
+                       ) -> tuple[int, str, str, list[tuple[str, str]]]:
     errs = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errs):
         e = next(e for e in errs if e.get("type") == "json_invalid")
@@ -133,7 +161,7 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, list
     for e in errs:
         msg = str(e.get("msg", "invalid"))
         if e.get("type") == "extra_forbidden":
-            msg = "unknown field (not part of the schema; check its spelling)"
+            msg = _unknown_field(tuple(e.get("loc", ())), body_model)
         elif e.get("type") == "missing":
             msg = "required field is missing"
         out.append((loc_to_path(e.get("loc", ())), msg.removeprefix("Value error, ")))
@@ -156,7 +184,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, code, detail, errors = _validation_errors(exc)
+        field = getattr(request.scope.get("route"), "body_field", None)
+        model = getattr(getattr(field, "field_info", None), "annotation", None)
+        status, code, detail, errors = _validation_errors(exc, model)
         return problem_response(status, code, detail, request.url.path, errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -6,6 +6,9 @@ unknown fields. Lists are pages: ``{"items": [...], "next_cursor": "..." | null}
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, Generic, TypeVar, get_type_hints
 
@@ -15,6 +18,45 @@ from gpuplane.domain.workloads import Event, Task, Workload, WorkloadSpec
 from gpuplane.store import records as r
 
 T = TypeVar("T")
+
+
+def fields_at(model: Any, path: Sequence[str | int]) -> list[str] | None:
+    """The fields (as a request spells them) of the object at ``path`` (``["tasks", 0,
+    "resources"]``) inside the request body ``model``; None where the path leads to no model
+    (a free-form mapping such as ``labels``). For "did you mean" on an unknown field."""
+    cur: Any = model
+    for part in path:
+        cur = _bare(cur)
+        if isinstance(part, int):
+            args = typing.get_args(cur)
+            cur = args[0] if typing.get_origin(cur) in (list, tuple, Sequence) and args else None
+        elif isinstance(cur, type) and issubclass(cur, BaseModel):
+            f = next((f for n, f in cur.model_fields.items() if part in (n, f.alias)), None)
+            cur = None if f is None else f.annotation
+        elif typing.get_origin(cur) is dict and len(typing.get_args(cur)) == 2:
+            cur = typing.get_args(cur)[1]
+        else:
+            return None
+        if cur is None:
+            return None
+    cur = _bare(cur)
+    if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+        return None
+    return [f.alias or n for n, f in cur.model_fields.items()]
+
+
+def _bare(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X`` (the first non-None member of a union)."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = next((a for a in members if isinstance(a, type) and issubclass(a, BaseModel)),
+                      members[0] if members else None)
+        else:
+            return tp
 
 
 class PageOut(BaseModel, Generic[T]):

@@ -58,8 +58,9 @@ KINDS: tuple[Kind, ...] = (
           ("REASON", "status.pending_reason.message")),
          ("Workload", "Job", "Service", "Batch", "Agent"), project_scoped=True),
     Kind("event", "/v1/events", ("events", "ev"),
-         (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"), ("WORKLOAD", "workload"),
-          ("HOST", "host"), ("MESSAGE", "message")), project_scoped=True),
+         (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"), ("PROJECT", "project"),
+          ("WORKLOAD", "workload"), ("TASK", "task_index"), ("HOST", "host"),
+          ("MESSAGE", "message")), project_scoped=True),
 )
 
 

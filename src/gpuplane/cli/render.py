@@ -56,17 +56,33 @@ def dump(data: Any, output: Output) -> None:
         typer.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
-          title: str | None = None) -> None:
-    from rich.console import Console
+def rich_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+               title: str | None = None, cut: Sequence[str] = ()) -> Any:
+    """The rows as a Rich ``Table`` (to print, or to place in a live view); the columns
+    named in ``cut`` stay on one line of at most 80 characters, ending in "…" if longer."""
     from rich.table import Table
 
     t = Table(box=None, title=title, header_style="bold", pad_edge=False, show_edge=False)
     for header, _ in columns:
-        t.add_column(header, overflow="fold")
+        if header in cut:
+            t.add_column(header, overflow="ellipsis", no_wrap=True, max_width=80)
+        else:
+            t.add_column(header, overflow="fold")
     for row in rows:
         t.add_row(*(cell(pick(row, path), header) for header, path in columns))
-    Console(soft_wrap=True, width=200 if not _isatty() else None).print(t)
+    return t
+
+
+def console() -> Any:
+    """A Rich console for stdout: the terminal's width, or 200 columns into a pipe."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, width=200 if not _isatty() else None)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+          title: str | None = None) -> None:
+    console().print(rich_table(rows, columns, title))
 
 
 def _isatty() -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from gpuplane.cli import projects, suggest
 from gpuplane.cli.common import (DEFAULT_URL, Output, OutputOpt, ProjectOpt, TokenOpt, UrlOpt,
                                  guarded, make_client)
 from gpuplane.cli.kinds import Kind, doc_kinds, enrich, gpu_row, kind_named, kind_of_doc
@@ -15,6 +18,49 @@ from gpuplane.domain.errors import Conflict, FieldError, GpuplaneError, InvalidI
 
 KindArg = Annotated[str, typer.Argument(help="Kind: site, host, gpu, organisation, project, "
                                              "quota, priorityclass, user, workload, event.")]
+#: ``get events`` looks up at most this many workload names one by one (else lists them all)
+NAME_LOOKUPS = 20
+
+
+@contextlib.contextmanager
+def suggesting(client, kind: Kind, name: str | None, project: str | None  # noqa: ANN001
+               ) -> Iterator[None]:
+    """Turn a not-found answer for a name typed on the command line (the object's, or the
+    ``--project``'s) into "unknown ...; did you mean ...? (list them: gpuplane get ...)"."""
+    try:
+        yield
+    except GpuplaneError as exc:
+        if exc.code == "gpuplane.project.not_found" and (project or kind.name in (
+                "project", "quota")):
+            ref = project or (name or "").split("/", 1)[0]
+            raise suggest.for_name(client, exc, "project", ref) from None
+        if name is None or kind.name == "quota":
+            raise
+        if kind.name == "gpu":
+            raise suggest.for_name(client, exc, "host", name) from None
+        params = {"project": project} if kind.project_scoped and project else {}
+
+        def names(c) -> list[str]:  # noqa: ANN001
+            return [str(i["name"]) for i in c.paginate(kind.path, **params) if i.get("name")]
+        command = f"gpuplane get {kind.aliases[0]}" + (f" -p {project}" if params else "")
+        raise suggest.for_name(client, exc, kind.name, name, names, command) from None
+
+
+def with_workload_names(client, events: list[dict[str, Any]],  # noqa: ANN001
+                        project: str | None) -> list[dict[str, Any]]:
+    """Events with ``workload`` as the workload's name (the API gives its id)."""
+    ids = {e["workload"] for e in events if e.get("workload")}
+    names: dict[str, str] = {}
+    if len(ids) <= NAME_LOOKUPS:  # a few: one by one; many: one listing
+        for ident in ids:
+            with contextlib.suppress(NotFound):  # deleted meanwhile: its id stays
+                names[ident] = client.get_json(f"/v1/workloads/{ident}")["name"]
+    else:
+        params = {"project": project} if project else {}
+        names = {w["id"]: w["name"] for w in client.paginate("/v1/workloads", **params)
+                 if w["id"] in ids}
+    return [{**e, "workload_id": e.get("workload"),
+             "workload": names.get(e.get("workload"), e.get("workload"))} for e in events]
 
 
 def object_path(kind: Kind, name: str) -> str:
@@ -135,7 +181,10 @@ def _apply(file: Path, url: str, token: str | None, output: Output) -> None:
             kind, body = request_body(doc)
             label = describe_doc(doc, body)
             try:
-                outcome = apply_one(client, kind, body)
+                try:
+                    outcome = apply_one(client, kind, body)
+                except GpuplaneError as exc:
+                    raise suggest.for_body(client, exc, body) from None
             except GpuplaneError as exc:
                 failures += 1
                 prefix = f"{file.name}: document {i} ({label})"
@@ -189,7 +238,7 @@ def get(
 def _get(kind_name: str, name: str | None, project: str | None, url: str, token: str | None,
          output: Output) -> None:
     kind = kind_named(kind_name)
-    with make_client(url, token) as client:
+    with make_client(url, token) as client, suggesting(client, kind, name, project):
         if kind.name == "gpu":  # NAME: the GPUs of that host
             items = [gpu_row(g) for g in client.paginate(kind.path)
                      if name is None or g.get("host") == name]
@@ -200,6 +249,8 @@ def _get(kind_name: str, name: str | None, project: str | None, url: str, token:
         else:
             params = {"project": project} if kind.project_scoped and project else {}
             items = list(client.paginate(kind.path, **params))
+        if kind.name == "event" and output == Output.table:
+            items = with_workload_names(client, items, project)
     if name and output != Output.table and kind.name != "gpu":
         dump(items[0], output)
     elif output != Output.table:
@@ -225,8 +276,11 @@ def describe(
 def _describe(kind_name: str, name: str, project: str | None, url: str, token: str | None,
               output: Output) -> None:
     kind = kind_named(kind_name)
-    with make_client(url, token) as client:
+    with make_client(url, token) as client, suggesting(client, kind, name, project):
         obj = fetch_object(client, kind, name, project)
+        if kind.name == "project":
+            projects.show(projects.read(client, obj["name"], obj), output)
+            return
         events: list[dict[str, Any]] = []
         pending: dict[str, Any] | None = None
         if kind.name == "workload":
@@ -276,7 +330,7 @@ def _describe(kind_name: str, name: str, project: str | None, url: str, token: s
     typer.echo("")
     if events:
         table(events, (("AGE", "at"), ("TYPE", "type"), ("REASON", "reason"),
-                       ("MESSAGE", "message")), title="Events")
+                       ("HOST", "host"), ("MESSAGE", "message")), title="Events")
     else:
         typer.echo("Events: none")
 
@@ -304,7 +358,7 @@ def delete(
 @guarded
 def _delete(kind_name: str, name: str, project: str | None, url: str, token: str | None) -> None:
     kind = kind_named(kind_name)
-    with make_client(url, token) as client:
+    with make_client(url, token) as client, suggesting(client, kind, name, project):
         if kind.name == "workload":
             _delete_workload(client, kind, name, project)
         else:

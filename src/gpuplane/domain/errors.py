@@ -8,6 +8,8 @@ same codes to exit codes. Do not change or reuse the string values of codes.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -75,3 +77,21 @@ class TooManyRequests(GpuplaneError):
                  ) -> None:
         super().__init__(code=code, detail=detail)
         self.retry_after_s = retry_after_s
+
+
+def nearest_name(value: str, choices: Iterable[str]) -> str | None:
+    """The name in ``choices`` a user most likely meant by ``value`` (for "did you mean"):
+    the same but for case, else difflib's closest at a 0.6 ratio, else the longest choice of
+    three characters or more that ``value`` starts with or that starts with ``value``
+    (``gpus_per_tsk`` -> ``gpus``); None when none is near. ``value`` itself never."""
+    pool = sorted({c for c in choices if c and c != value})
+    low = value.lower()
+    for c in pool:
+        if c.lower() == low:
+            return c
+    close = difflib.get_close_matches(value, pool, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    stem = [c for c in pool if min(len(c), len(value)) >= 3
+            and (low.startswith(c.lower()) or c.lower().startswith(low))]
+    return max(stem, key=len) if stem else None
