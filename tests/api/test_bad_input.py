@@ -181,13 +181,20 @@ def test_logs_are_paged_by_offset(world):
     assert _locs(_problem(r, 422, "gpuplane.input.invalid")) == {"task"}
 
 
-def test_health_and_metrics_need_no_token(world):
+def test_health_needs_no_token_and_metrics_show_a_tenant_only_its_own(world):
     c = world.client
     assert c.get("/healthz").json()["database"] is True
-    text = c.get("/metrics").text
-    assert 'gpuplane_workloads{phase="Pending"} 2.0' in text
-    assert "gpuplane_http_requests_total" in text
     assert c.get("/openapi.json").json()["components"]["schemas"]["Problem"]
+    _problem(c.get("/metrics"), 401, "gpuplane.auth.unauthenticated")
+    full = c.get("/metrics", headers=world.h("admin")).text
+    assert 'gpuplane_workloads{phase="Pending"} 2.0' in full
+    assert "gpuplane_http_requests_total" in full
+    assert 'project="proj-alpha"' in full  # proj-alpha has a quota (series), proj-beta none
+    alice = c.get("/metrics", headers=world.h("alice-alpha")).text
+    assert 'organisation="org-alpha",project="proj-alpha"} 4.0' in alice
+    bob = c.get("/metrics", headers=world.h("bob-beta")).text
+    assert "alpha" not in bob  # no name of the other tenant, in any series
+    assert "gpuplane_gpu_capacity" in bob and "gpuplane_tenant_used_gpus" in bob  # HELP, pool
 
 
 def test_gpu_list_shows_allocation_without_tenants(world):

@@ -78,8 +78,9 @@ class Pool:
         self.app = create_app(settings, store=self.store, migrate=False,
                               loop_stats=self.loop.stats)
         self.s = self.app.state.services
-        self.s.bootstrap_admin()  # the default priority classes among what it sets up
-        self.client = TestClient(self.app, raise_server_exceptions=False)
+        token = self.s.bootstrap_admin()  # the default priority classes among what it sets up
+        self.client = TestClient(self.app, raise_server_exceptions=False,
+                                 headers={"Authorization": f"Bearer {token}"})
 
     def submit(self, project: str, name: str, preemptible: bool | None = None,
                **resources) -> str:  # noqa: ANN003

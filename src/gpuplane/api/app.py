@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,7 +21,8 @@ from gpuplane import __version__
 from gpuplane.api import docs, problems
 from gpuplane.api.follow import FollowSlots
 from gpuplane.api.limits import BodySizeLimit
-from gpuplane.api.metrics import Metrics, MetricsMiddleware
+from gpuplane.api.deps import Who
+from gpuplane.api.metrics import Metrics, MetricsMiddleware, tenant_series_only
 from gpuplane.api.routers import (accounting, audit, console, governance, inventory, policy,
                                   tenancy, witness, workloads)
 from gpuplane.api.schemas import HealthOut
@@ -80,9 +81,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "Prometheus text format."}})
-    def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+                              "description": "Prometheus text format."},
+                        **problems.responses(401, 429)})
+    def metrics_endpoint(who: Who) -> Response:
+        """Prometheus metrics (docs/observability.md). Needs a token: the per-tenant series
+        (``gpuplane_tenant_*``) are those of the projects whose quotas the caller may read, so
+        a tenant sees its own and a global reader (Prometheus' token) all of them."""
+        text = generate_latest(metrics.registry)
+        visible = services.policy.visible_project_names(who)
+        if visible is not None:
+            text = tenant_series_only(text, visible)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict:
         if app.openapi_schema:

@@ -15,8 +15,8 @@ where NVML answers. docs/observability.md lists every series.
 
 from __future__ import annotations
 
+import re
 import time
-
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -176,3 +176,18 @@ class MetricsMiddleware:
             self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
             self.metrics.latency.labels(scope["method"], path).observe(
                 time.perf_counter() - start)
+
+
+_TENANT_SAMPLE = re.compile(rb'^gpuplane_tenant_\w+\{[^}]*\bproject="([^"]*)"')
+
+
+def tenant_series_only(text: bytes, projects: set[str]) -> bytes:
+    """``text`` (Prometheus exposition) without the samples of ``gpuplane_tenant_*`` series
+    whose ``project`` label is not in ``projects`` (their HELP and TYPE lines stay)."""
+    keep = {p.encode() for p in projects}
+    out = []
+    for line in text.splitlines(keepends=True):
+        m = _TENANT_SAMPLE.match(line)
+        if m is None or m.group(1) in keep:
+            out.append(line)
+    return b"".join(out)

@@ -5,8 +5,8 @@ idle by GPU model) from ``GET /v1/gpus``; quotas from ``GET /v1/quotas``; the qu
 ``GET /v1/workloads?phase=Pending`` (each workload's pending reason as the scheduler gave it).
 Per tenant used / borrowed / lent GPUs are the scheduler's own quota ledger as ``/metrics``
 exports it (``gpuplane_tenant_*_gpus``, and ``gpuplane_gpu_fragmented``: the placement engine's
-measure of idle GPUs a typical task could not use); ``/metrics`` needs no token. Where it does
-not answer, used falls back to ``GET /v1/usage`` and borrowed / lent / fragmented read "-".
+measure of idle GPUs a typical task could not use), read with the caller's token: the server
+gives a tenant the series of its own projects only. Where it does not answer, used falls back to ``GET /v1/usage`` and borrowed / lent / fragmented read "-".
 Tenants are limited to the projects the caller can list.
 """
 

@@ -67,6 +67,14 @@ class PolicyService(ServiceBase):
                 ids = {p.id}
             return tx.quotas.list(ids, after, limit)
 
+    def visible_project_names(self, principal: Principal) -> set[str] | None:
+        """Names of the projects whose quotas ``principal`` may read (None: all of them)."""
+        with self.store.read() as tx:
+            ids = visible_project_ids(principal, "quota.read", tx)
+            if ids is None:
+                return None
+            return {p.name for p in tx.projects.list(only_ids=ids).items}
+
     def delete_quota(self, principal: Principal, quota_id: int) -> None:
         with self.store.write() as tx:
             quota = self._visible_quota(tx, principal, quota_id, "quota.write")
