@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import gpuplane.sim.replay as replay_mod
 from gpuplane.cli.main import _register, app
 from gpuplane.domain.tenancy import Project, QuotaTree
-from gpuplane.scheduling.admission.state import running_totals
+from gpuplane.scheduling.admission.state import running_ends, running_totals
 from gpuplane.sim.replay import ReplayConfig, SimJob, replay
 from gpuplane.sim.runtime import requested_limits
 from gpuplane.sim.sharing import (
@@ -128,12 +128,31 @@ def test_incremental_totals_equal_a_scan_of_the_running_tasks(monkeypatch):
         assert {k2: v for k2, v in totals.usage.items() if v} == ref.usage
         assert {p: v for p, v in totals.holding.items() if any(v)} == ref.holding
         assert totals.low == ref.low
+        assert totals.ends == running_ends(running)     # kept sorted by the simulator
         checked.append(1)
         return real(snap, queues, running, quotas, *a, totals=totals, **k)
 
     monkeypatch.setattr(replay_mod, "run_cycle", check)
     run_mode("gpuplane", setup_ab(), mode_config("gpuplane"))
     assert checked
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_placement_fast_path_changes_no_decision(mode, monkeypatch):
+    import gpuplane.scheduling.placement as placement
+    jobs = [TraceJob(f"x{i}", "ab"[i % 2], i * 11.0, 400.0 + 53 * (i % 7), (1, 2, 4, 8, 12)[i % 5])
+            for i in range(80)]
+    s = prepare(jobs, [TeamQuota("a", 12), TeamQuota("b", 8)])
+    fast = run_mode(mode, s, mode_config(mode))
+    general = placement.place
+
+    def no_fast(*a, **k):
+        return general(*a, **{**k, "fast": False})
+
+    monkeypatch.setattr(placement, "place", no_fast)
+    slow = run_mode(mode, s, mode_config(mode))
+    fast.pop("seconds"), slow.pop("seconds")
+    assert fast == slow
 
 
 def test_resize_keeps_proportions_and_the_exact_total():

@@ -15,7 +15,6 @@ from typing import Any
 from gpuplane.domain.tenancy import QuotaTree
 from gpuplane.scheduling.admission.decide import Block, decide
 from gpuplane.scheduling.admission.fairshare import UsageHistory
-from gpuplane.scheduling.admission.quota import QuotaFit
 from gpuplane.scheduling.admission.reasons import (
     FIFO_BLOCKED, QUEUED, CycleResult, PendingReason)
 from gpuplane.scheduling.admission.state import (
@@ -61,7 +60,8 @@ def run_cycle(snap: Any, pending: Sequence[PendingWorkload] | PendingQueues,
             options = replace(options, profile=_profile(options.profile))
     queues = pending if isinstance(pending, PendingQueues) else PendingQueues.of(pending)
     st = build_state(snap, running, quotas, now, rng, options,                  # 1. state
-                     history if options.fair_share else None, place_fn, totals)
+                     history if options.fair_share else None, place_fn, totals,
+                     queues.demands(quotas))
     seen = _Seen()
     if options.strict_fifo or not quotas.enforce:
         _admit_in_order(st, queues, _Order(st, queues, queues.iter_project), seen)
@@ -148,6 +148,7 @@ class _Order:
                  items: Callable[[str], Iterator[PendingWorkload]]) -> None:
         self.st = st
         self.fair = st.options.fair_share and not st.options.strict_fifo
+        self._orgs: dict[str, str] = {}      # project -> organisation, looked up once
         self.flat: list[tuple[tuple, str, _Head]] = []
         self.orgs: dict[str, list[tuple[tuple, str, _Head]]] = {}
         self.top: list[tuple[tuple, str]] = []
@@ -166,7 +167,10 @@ class _Order:
         heapq.heapify(self.top)
 
     def _org(self, project: str) -> str:
-        return self.st.quotas.project(project).organisation
+        org = self._orgs.get(project)
+        if org is None:
+            org = self._orgs[project] = self.st.quotas.project(project).organisation
+        return org
 
     @staticmethod
     def _fkey(h: _Head) -> tuple:
@@ -177,7 +181,7 @@ class _Order:
     def _pkey(self, h: _Head) -> tuple:
         w = h.current
         assert w is not None
-        return (_borrows(self.st, w), -w.priority, self.st.book.key(h.project)[1],
+        return (_borrows(self.st, w), -w.priority, self.st.book.project_share(h.project),
                 w.submitted_at, w.id)
 
     def _okey(self, org: str) -> tuple:
@@ -217,10 +221,11 @@ class _Order:
 
 
 def _borrows(st: CycleState, w: PendingWorkload) -> int:
-    """0 when ``w`` fits its project's guarantee (served first), 1 when it must borrow."""
+    """0 when ``w`` fits its project's guarantee (served first), 1 when it must borrow: the
+    ledger's check would say GUARANTEED or RECLAIM exactly when the project stays within its
+    guarantee (a ceiling is never below the guarantee: borrowing limits are >= 0)."""
     d = st.demand(w)
-    fit = st.ledger.check(w.project, d.flavor, d.gpu).fit
-    return 0 if fit in (QuotaFit.GUARANTEED, QuotaFit.RECLAIM) else 1
+    return 0 if st.ledger.within_guarantee(w.project, d.flavor, d.gpu) else 1
 
 
 # -- step 3: admit in order -----------------------------------------------------------------------

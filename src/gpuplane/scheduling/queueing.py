@@ -120,6 +120,8 @@ class PendingQueues:
     _keys: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)
     _items: dict[str, PendingWorkload] = field(default_factory=dict)
     _partial: dict[str, int] = field(default_factory=dict)   # project -> non-whole-GPU workloads
+    _demands: dict[str, Demand] = field(default_factory=dict)  # workload id -> demand_of
+    _demands_of: QuotaTree | None = None                        # ... under this quota tree
 
     @classmethod
     def of(cls, workloads: Iterable[PendingWorkload]) -> PendingQueues:
@@ -151,6 +153,7 @@ class PendingQueues:
         w = self._items.pop(workload_id, None)
         if w is None:
             return None
+        self._demands.pop(workload_id, None)
         keys = self._keys[w.project]
         i = bisect.bisect_left(keys, w.order_key())
         del keys[i]
@@ -161,6 +164,15 @@ class PendingQueues:
             if not self._partial[w.project]:
                 del self._partial[w.project]
         return w
+
+    def demands(self, quotas: QuotaTree) -> dict[str, Demand]:
+        """A memo of :func:`demand_of` of the queued workloads under ``quotas``, by id, kept
+        across cycles (an entry goes when its workload is removed; another tree starts a new
+        memo). The cycle fills it (``CycleState.demand``)."""
+        if self._demands_of is not quotas:
+            self._demands = {}
+            self._demands_of = quotas
+        return self._demands
 
     def whole_gpus_only(self, project: str) -> bool:
         """True when every queued workload of ``project`` asks only whole GPUs."""

@@ -20,6 +20,9 @@ name               shape      meaning
 ``kind_count``     (H, G+2)   tasks on the host per kind: column 0 shared,
                               column k whole k-GPU, column G+1 MIG
 ``task_count``     (H,)       tasks on the host (any kind)
+``free_whole``     (H,)       GPUs completely free (``gpu_free >= 1000``; int32)
+``free_milli``     (H,)       free milli of the host's GPUs (sum of ``gpu_free``
+                              over existing GPUs, MIG ones count 0; int64)
 ``version``        (H,)       bumped on every change of the host (caches key on it)
 ``tie_rank``       (H,)       fixed tie-break rank (a permutation; lowest wins)
 ``host_rack``      (H,)       index into ``rack_names``; -1 = no rack (lazy)
@@ -31,6 +34,9 @@ name               shape      meaning
 (topology-constrained gangs only) and never change: hosts and devices are fixed for the life of
 a snapshot. NVLink domain names are global: GPUs with the same ``nvlink_domain`` string share
 one domain, on one host or on several (multi-node NVLink such as GB200 NVL72).
+
+``free_whole`` and ``free_milli`` are kept in step with every change (the cycle's capacity
+index and the placement fast path read them instead of reducing ``gpu_free`` again).
 
 ``mig_layouts[(h, g)]`` holds the ``MigLayout`` (``gpuplane.domain.mig``) of every
 MIG-mode GPU (``None`` = no instances yet). ``assign`` applies each
@@ -116,6 +122,13 @@ class ClusterSnapshot:
                            else np.full(H, -1, dtype=np.int16))
         self.kind_count = np.zeros((H, G + 2), dtype=np.int32)
         self.task_count = np.zeros(H, dtype=np.int32)
+        self.free_whole = ((self.gpu_free >= MILLI_PER_GPU).sum(axis=1).astype(np.int32) if G
+                           else np.zeros(H, dtype=np.int32))
+        self.free_milli = (np.maximum(self.gpu_free, 0).sum(axis=1).astype(np.int64) if G
+                           else np.zeros(H, dtype=np.int64))
+        # hosts with a MIG-mode GPU: only their placements need the per-device mode test
+        self._mig_host = [bool(x) for x in (self.gpu_mode == MODE_MIG).any(axis=1)] if G \
+            else [False] * H
         self.version = np.zeros(H, dtype=np.int64)
         self.tie_rank = np.arange(H, dtype=np.int64)
         self.cache: dict[Any, Any] = {}
@@ -165,7 +178,7 @@ class ClusterSnapshot:
         """An independent deep copy of the state (fresh ``uid`` and empty plugin cache)."""
         new = object.__new__(ClusterSnapshot)
         new.__dict__.update(self.__dict__)
-        for name in _STATE_ARRAYS + ("version", "tie_rank"):
+        for name in _STATE_ARRAYS + ("version", "tie_rank", "free_whole", "free_milli"):
             setattr(new, name, getattr(self, name).copy())
         new.mig_layouts = dict(self.mig_layouts)
         new.cache = {}
@@ -360,6 +373,38 @@ class ClusterSnapshot:
         self.mig_layouts.update(new)
         return old
 
+    def _devices(self, h: int, placement: Placement) -> list[int] | tuple[int, ...]:
+        """The placement's devices whose free milli changes (MIG-mode GPUs excluded)."""
+        if self._mig_host[h]:
+            return [g for g in placement.gpu_indices if self.gpu_mode[h, g] != MODE_MIG]
+        return placement.gpu_indices
+
+    def _take_gpus(self, h: int, gi: Sequence[int], milli: int) -> list[int]:
+        """Take ``milli`` from each GPU ``gi`` of host ``h`` (checked by the caller), keeping
+        ``free_whole`` and ``free_milli`` in step; returns the previous values."""
+        row = self.gpu_free[h]
+        old = [int(row[g]) for g in gi]
+        freed = 0
+        for g, v in zip(gi, old):
+            row[g] = v - milli
+            if v >= MILLI_PER_GPU > v - milli:
+                freed += 1
+        self.free_whole[h] -= freed
+        self.free_milli[h] -= milli * len(gi)
+        return old
+
+    def _set_gpus(self, h: int, gi: Sequence[int], values: Sequence[int]) -> None:
+        """Set the free milli of GPUs ``gi`` of host ``h`` to ``values`` (counts in step)."""
+        row = self.gpu_free[h]
+        whole = milli = 0
+        for g, v in zip(gi, values):
+            before = int(row[g])
+            row[g] = v
+            whole += (v >= MILLI_PER_GPU) - (before >= MILLI_PER_GPU)
+            milli += v - before
+        self.free_whole[h] += whole
+        self.free_milli[h] += milli
+
     def assign(self, task: TaskRequest, placement: Placement) -> Undo:
         """Book ``task`` on ``placement``; return a callable that restores the exact
         previous state. Undos must run in reverse order of their assigns (LIFO);
@@ -369,13 +414,11 @@ class ClusterSnapshot:
         h = self.host_of(placement.host)
         self._check(task, placement, h, -1)
         old_mig = self._mig_apply(h, placement.mig, True) if placement.mig else None
-        gi = [g for g in placement.gpu_indices if self.gpu_mode[h, g] != MODE_MIG]
-        old_gpu = self.gpu_free[h, gi].copy() if gi else None
+        gi = self._devices(h, placement)
         col = kind_column(task, self.max_gpus)
         self.cpu_free[h] -= task.cpu_milli
         self.mem_free[h] -= task.memory_mib
-        if gi:
-            self.gpu_free[h, gi] -= placement.gpu_milli
+        old_gpu = self._take_gpus(h, gi, placement.gpu_milli) if gi else None
         if col >= 0:
             self.kind_count[h, col] += 1
         self.task_count[h] += 1
@@ -388,8 +431,8 @@ class ClusterSnapshot:
             done[0] = True
             self.cpu_free[h] += task.cpu_milli
             self.mem_free[h] += task.memory_mib
-            if gi:
-                self.gpu_free[h, gi] = old_gpu
+            if old_gpu is not None:
+                self._set_gpus(h, gi, old_gpu)
             if col >= 0:
                 self.kind_count[h, col] -= 1
             self.task_count[h] -= 1
@@ -410,11 +453,12 @@ class ClusterSnapshot:
                            code="gpuplane.placement.overcommit")
         if placement.mig:
             self._mig_apply(h, placement.mig, False)
-        gi = [g for g in placement.gpu_indices if self.gpu_mode[h, g] != MODE_MIG]
+        gi = self._devices(h, placement)
         self.cpu_free[h] += task.cpu_milli
         self.mem_free[h] += task.memory_mib
         if gi:
-            self.gpu_free[h, gi] += placement.gpu_milli
+            row = self.gpu_free[h]
+            self._set_gpus(h, gi, [int(row[g]) + placement.gpu_milli for g in gi])
         if col >= 0:
             self.kind_count[h, col] -= 1
         self.task_count[h] -= 1

@@ -34,11 +34,12 @@ on.)
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +47,10 @@ import numpy as np
 
 from gpuplane.domain.tenancy import QuotaTree
 from gpuplane.scheduling.admission.fairshare import UsageHistory
-from gpuplane.scheduling.admission.state import RunningTotals, running_totals
+from gpuplane.scheduling.admission.state import RunningTotals, end_of
 from gpuplane.scheduling.cycle import CycleOptions, run_cycle
-from gpuplane.scheduling.queueing import PendingQueues, PendingWorkload, RunningTask, flavor_of
+from gpuplane.scheduling.queueing import (
+    PendingQueues, PendingWorkload, RunningTask, flavor_of, task_units)
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 RUNTIME_KNOWLEDGE = ("oracle", "requested", "none")
@@ -149,8 +151,9 @@ class _Sim:
         self.ckpts: list[tuple[float, str, int]] = []  # (next checkpoint, job id, epoch)
         self.epoch: dict[str, int] = {}
         self.holding: dict[str, float] = {}           # tenant -> GPUs held now
+        self.hvec: dict[str, tuple[float, float, float]] | None = None  # holding for history
         self.held = 0                                  # GPUs held in all
-        self.totals = RunningTotals({}, {}, {})
+        self.totals = RunningTotals({}, {}, {}, [])
         self.prios: dict[str, Counter] = {}
         self.flat: list[RunningTask] | None = []
         self.alloc_gpu_s: dict[str, float] = {}
@@ -199,8 +202,9 @@ class _Sim:
                     self.alloc_gpu_s[k] = self.alloc_gpu_s.get(k, 0.0) + v * (b - a)
         if t > self.t_acc:
             if self.opts.fair_share and self.cfg.half_life_s > 0:
-                self.history.advance(t, {k: (v * 1000.0, 0.0, 0.0)
-                                         for k, v in self.holding.items()})
+                if self.hvec is None:        # holdings as usage vectors, until they change
+                    self.hvec = {k: (v * 1000.0, 0.0, 0.0) for k, v in self.holding.items()}
+                self.history.advance(t, self.hvec)
             self.t_acc = t
 
     # -- main loop ------------------------------------------------------------------------------
@@ -297,20 +301,29 @@ class _Sim:
         self._hold(o.job, tasks, -1)
 
     def _hold(self, job: SimJob, tasks: list[RunningTask], sign: int) -> None:
-        self.holding[job.tenant] = self.holding.get(job.tenant, 0.0) + sign * job.gpus
-        self.held += sign * job.gpus
+        """Start (``sign`` +1) or stop (-1) holding ``tasks``: the totals, ends and holdings
+        follow (the sums :func:`running_totals` of ``tasks`` would add, task by task: they are
+        whole numbers, so the order of the additions changes nothing)."""
+        gpus = job.gpus
+        self.holding[job.tenant] = self.holding.get(job.tenant, 0.0) + sign * gpus
+        self.hvec = None
+        self.held += sign * gpus
         self.dirty = True
         self.flat = None
-        d = running_totals(tasks, self.quotas)
         tot = self.totals
-        for k, v in d.usage.items():
-            tot.usage[k] = tot.usage.get(k, 0) + sign * v
-        for p, v in d.holding.items():
-            h = tot.holding.setdefault(p, [0.0, 0.0, 0.0])
-            h[0] += sign * v[0]
-            h[1] += sign * v[1]
-            h[2] += sign * v[2]
-        c = self.prios.setdefault(job.tenant, Counter())
+        usage, holding, quotas = tot.usage, tot.holding, self.quotas
+        for rt in tasks:
+            t = rt.task
+            units = task_units(t)
+            key = (rt.project, flavor_of(t, quotas, rt.flavor))
+            usage[key] = usage.get(key, 0) + sign * units
+            h = holding.setdefault(rt.project, [0.0, 0.0, 0.0])
+            h[0] += sign * units
+            h[1] += sign * getattr(t, "cpu_milli", 0)
+            h[2] += sign * getattr(t, "memory_mib", 0)
+        c = self.prios.get(job.tenant)
+        if c is None:
+            c = self.prios[job.tenant] = Counter()
         for rt in tasks:
             if rt.preemptible:
                 c[rt.priority] += sign
@@ -320,9 +333,20 @@ class _Sim:
             tot.low[job.tenant] = min(c)
         else:
             tot.low.pop(job.tenant, None)
+        ends = tot.ends
+        assert ends is not None
+        for rt in tasks:
+            e = end_of(rt)
+            if e is None:
+                continue
+            if sign > 0:
+                bisect.insort(ends, e)
+            else:
+                del ends[bisect.bisect_left(ends, e)]
 
-    def _running_list(self, t: float) -> list[RunningTask]:
-        """Every running task, with checkpoint times as of ``t`` (rebuilt only on change)."""
+    def _running_list(self, t: float) -> Sequence[RunningTask]:
+        """Every running task, with checkpoint times as of ``t``: flattened only when the cycle
+        reads it (preemption; the totals and ends are kept here), and only after a change."""
         ck = self.cfg.checkpoint_s
         while self.ckpts and self.ckpts[0][0] <= t:
             _, jid, ep = heapq.heappop(self.ckpts)
@@ -336,6 +360,9 @@ class _Sim:
                                              r.expected_end, r.flavor) for r in tasks]
             heapq.heappush(self.ckpts, (c + ck, jid, ep))
             self.flat = None
+        return _Running(self)
+
+    def _flatten(self) -> list[RunningTask]:
         if self.flat is None:
             self.flat = [r for tasks in self.running.values() for r in tasks]
         return self.flat
@@ -393,3 +420,28 @@ class _Sim:
         if ck and self.opts.preemption:
             heapq.heappush(self.ckpts, (t + ck, jid, ep))
         self._hold(o.job, tasks, +1)
+
+
+class _Running(Sequence):
+    """The simulator's running tasks as the one cycle given them sees them: flattened on first
+    read (during that cycle, while they cannot change), never when the cycle does not look."""
+
+    __slots__ = ("_sim", "_flat")
+
+    def __init__(self, sim: _Sim) -> None:
+        self._sim = sim
+        self._flat: list[RunningTask] | None = None
+
+    def _list(self) -> list[RunningTask]:
+        if self._flat is None:
+            self._flat = self._sim._flatten()
+        return self._flat
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[RunningTask]:
+        return iter(self._list())

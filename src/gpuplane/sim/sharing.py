@@ -173,7 +173,11 @@ def sim_jobs(setup: SharingSetup, seed: int = 0) -> list[SimJob]:
     for every mode of one seed)."""
     limits = requested_limits([j.duration for j in setup.jobs], seed)
     gph = setup.gpus_per_host
-    return [SimJob(j.id, j.tenant, j.submit, j.duration, gang_tasks(j.gpus, gph), limit=lim)
+    shapes: dict[int, tuple[TaskRequest, ...]] = {}     # requests are immutable: share them
+    for j in setup.jobs:
+        if j.gpus not in shapes:
+            shapes[j.gpus] = gang_tasks(j.gpus, gph)
+    return [SimJob(j.id, j.tenant, j.submit, j.duration, shapes[j.gpus], limit=lim)
             for j, lim in zip(setup.jobs, limits)]
 
 

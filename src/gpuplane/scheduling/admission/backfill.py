@@ -39,11 +39,14 @@ def reserve(tasks: Sequence[Any], cap: CycleCapacity,
     free: dict[int, int] = {}          # hosts whose free count changes before T
     ready: dict[int, float] = {}
     t_shadow: float | None = None
+    index = snap.index
+    big_l = big.tolist()               # plain lists: the walk below reads them per entry
+    now_l = now_free.tolist()
     for end, host, gpus in ends:
-        h = snap.index.get(host)
-        if h is None or not big[h]:
+        h = index.get(host)
+        if h is None or not big_l[h]:
             continue
-        before = free.get(h, int(now_free[h]))
+        before = free.get(h, now_l[h])
         after = before + gpus
         free[h] = after
         if after // g > before // g:

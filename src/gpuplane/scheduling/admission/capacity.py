@@ -4,8 +4,9 @@
 entry point ``place(snap, task, profile, rng)``. Every booking goes through ``snap.assign`` /
 ``snap.release``; the class only adds what the cycle needs to decide fast:
 
-- ``free_whole[h]``: whole free GPUs per host (free milli == 1000, whole or shared mode), kept in
-  step with every booking it makes, and its maximum. A whole-GPU task asking ``g`` GPUs cannot fit
+- ``free_whole[h]``: whole free GPUs per host (free milli == 1000, whole or shared mode): the
+  snapshot's own count (``ClusterSnapshot.free_whole``, kept in step with every booking, so it
+  is not recomputed per cycle), and its maximum. A whole-GPU task asking ``g`` GPUs cannot fit
   when ``max_free < g``; the cycle then skips ``place`` (a necessary condition only: when it passes,
   ``place`` decides).
 - gang booking: every member is placed and assigned; the first failure undoes them all. A gang
@@ -31,6 +32,8 @@ Undo = Callable[[], None]
 
 def is_whole(task: Any) -> bool:
     """True for a task asking whole GPUs with no MIG profile."""
+    if type(task) is TaskRequest:       # the usual case, without the getattr defaults
+        return task.gpus > 0 and task.mig_profile is None and task.gpu_milli >= MILLI_PER_GPU
     return (getattr(task, "gpus", 0) > 0 and getattr(task, "mig_profile", None) is None
             and getattr(task, "gpu_milli", MILLI_PER_GPU) >= MILLI_PER_GPU)
 
@@ -53,18 +56,13 @@ class CycleCapacity:
     indexed: bool = True     # False: never skip ``place`` on the free-GPU counts (benchmarks)
 
     def __post_init__(self) -> None:
-        snap = self.snap
-        whole_ok = (snap.gpu_mode == 0) | (snap.gpu_mode == 1)   # MODE_WHOLE | MODE_SHARED
-        self._whole_ok = whole_ok
-        self.free_whole = ((snap.gpu_free >= MILLI_PER_GPU) & whole_ok).sum(axis=1).astype(
-            np.int32) if snap.gpu_free.size else np.zeros(snap.n_hosts, dtype=np.int32)
+        # MIG-mode GPUs show 0 free milli and missing ones -1, so the snapshot's count of GPUs
+        # with 1000 free is the count of free whole/shared-mode GPUs
+        self.free_whole = self.snap.free_whole
         self.max_free = int(self.free_whole.max()) if self.free_whole.size else 0
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _refresh(self, host: str) -> None:
-        h = self.snap.index[host]
-        row = self.snap.gpu_free[h]
-        self.free_whole[h] = int(((row >= MILLI_PER_GPU) & self._whole_ok[h]).sum())
         self.max_free = int(self.free_whole.max())
 
     def assign(self, task: Any, placement: Placement) -> Undo:
@@ -89,21 +87,29 @@ class CycleCapacity:
         return _undo
 
     # -- feasibility ----------------------------------------------------------------------------
-    def may_fit(self, tasks: Sequence[Any]) -> bool:
-        """Necessary condition for whole-GPU tasks (``False`` means they cannot fit now).
-        Always ``True`` when the index is off (``indexed=False``)."""
+    def may_fit(self, tasks: Sequence[Any], without_holds: bool = False) -> bool:
+        """Necessary condition for whole-GPU tasks (``False`` means they cannot fit now; with
+        ``without_holds``, not even once the holds are lifted). Always ``True`` when the index
+        is off (``indexed=False``)."""
         if not self.indexed:
             return True
         need = [t.gpus for t in tasks if is_whole(t)]
         if not need:
             return True
-        if max(need) > self.max_free:
+        free, max_free = self.free_whole, self.max_free
+        if without_holds and self.holds:
+            free = free.copy()        # held GPUs were completely free: lifting frees them again
+            index = self.snap.index
+            for _, p in self.holds:
+                free[index[p.host]] += len(p.gpu_indices)
+            max_free = int(free.max())
+        if max(need) > max_free:
             return False
         if len(need) == 1:
             return True
         g = min(need)
-        slots = int((self.free_whole // g).sum())
-        return slots >= len(need) and int(self.free_whole.sum()) >= sum(need)
+        slots = int((free // g).sum())
+        return slots >= len(need) and int(free.sum()) >= sum(need)
 
     def place_gang(self, tasks: Sequence[Any], topology: str | bool | None = None,
                    required: bool = True) -> GangResult:
@@ -230,5 +236,4 @@ class CycleCapacity:
 
     def free_gpu_indices(self, host: str) -> list[int]:
         h = self.snap.index[host]
-        row = self.snap.gpu_free[h]
-        return [int(g) for g in np.nonzero((row >= MILLI_PER_GPU) & self._whole_ok[h])[0]]
+        return [int(g) for g in np.flatnonzero(self.snap.gpu_free[h] >= MILLI_PER_GPU)]

@@ -93,6 +93,8 @@ def _place(st: CycleState, w: PendingWorkload) -> GangResult:
         return placed
     if st.now + w.expected_duration > min(st.result.reservations.values()):
         return placed
+    if w.topology is None and not cap.may_fit(w.tasks, without_holds=True):
+        return placed                  # (the trial below would fail on the counts alone)
     held = cap.lift_holds()            # it ends before every reservation starts: backfill it
     placed = cap.place_gang(w.tasks, *_topology(w))
     cap.restore_holds(held)
@@ -142,12 +144,10 @@ def _capacity_reason(st: CycleState, w: PendingWorkload, placed: GangResult) -> 
             NO_CAPACITY, f"no capacity now; capacity is reserved for it from t={t:.0f}s",
             {"reserved_from": t})
         return
-    if placed.reason is not None:
-        msg = str(placed.reason)
-    else:
-        need = max((t.gpus for t in w.tasks if is_whole(t)), default=0)
-        msg = (f"no host has {need} free whole GPUs (most free on one host: {st.cap.max_free})"
-               + (f", gang of {len(w.tasks)}" if len(w.tasks) > 1 else ""))
+    if placed.reason is None:
+        st.result.pending[w.id] = _no_room(st, w)
+        return
+    msg = str(placed.reason)
     if st.cap.holds:
         first = min(st.result.reservations, key=lambda k: (st.result.reservations[k], k))
         st.result.pending[w.id] = PendingReason(
@@ -155,6 +155,32 @@ def _capacity_reason(st: CycleState, w: PendingWorkload, placed: GangResult) -> 
                       f"t={st.result.reservations[first]:.0f}s", {"reserved_for": first})
     else:
         st.result.pending[w.id] = PendingReason(NO_CAPACITY, msg, {"gang": len(w.tasks)})
+
+
+def _no_room(st: CycleState, w: PendingWorkload) -> PendingReason:
+    """The reason of a whole-GPU workload that no host has room for by the free-GPU counts
+    (``place`` was not called). Equal situations share one reason object in a cycle (what it
+    says depends only on the key below), as memoised quota reasons do."""
+    need = max((t.gpus for t in w.tasks if is_whole(t)), default=0)
+    holds = bool(st.cap.holds)
+    first = None
+    if holds:
+        first = min(st.result.reservations, key=lambda k: (st.result.reservations[k], k))
+    key = (need, st.cap.max_free, len(w.tasks), first,
+           st.result.reservations[first] if first is not None else None)
+    reason = st.no_room.get(key)
+    if reason is not None:
+        return reason
+    msg = (f"no host has {need} free whole GPUs (most free on one host: {st.cap.max_free})"
+           + (f", gang of {len(w.tasks)}" if len(w.tasks) > 1 else ""))
+    if first is not None:
+        reason = PendingReason(
+            RESERVED, f"{msg}; free capacity is reserved for {first}, which starts by "
+                      f"t={st.result.reservations[first]:.0f}s", {"reserved_for": first})
+    else:
+        reason = PendingReason(NO_CAPACITY, msg, {"gang": len(w.tasks)})
+    st.no_room[key] = reason
+    return reason
 
 
 def _quota_reason(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck) -> PendingReason:

@@ -15,7 +15,7 @@ the previous call.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +52,15 @@ class UsageHistory:
         if dt == 0.0:
             return
         keep = math.pow(0.5, dt / self.half_life_s)
-        for p in set(self.level) | set(holding):
-            old = self.level.get(p, ZERO)
+        level = self.level
+        # every project already has a level (the usual case): update in place, no key added
+        projects = level if holding.keys() <= level.keys() else set(level) | set(holding)
+        for p in projects:
+            old = level.get(p, ZERO)
             cur = holding.get(p, ZERO)
-            self.level[p] = (old[0] * keep + cur[0] * (1 - keep),
-                             old[1] * keep + cur[1] * (1 - keep),
-                             old[2] * keep + cur[2] * (1 - keep))
+            level[p] = (old[0] * keep + cur[0] * (1 - keep),
+                        old[1] * keep + cur[1] * (1 - keep),
+                        old[2] * keep + cur[2] * (1 - keep))
 
     def get(self, project: str) -> Vector:
         return self.level.get(project, ZERO)
@@ -86,6 +89,9 @@ class UsageHistory:
 
 def dominant_share(v: Vector, capacity: Vector, weight: float) -> float:
     """``max_r v[r] / capacity[r]`` over resources with capacity, divided by ``weight``."""
+    if len(v) == 3 and capacity[0] > 0 and capacity[1] > 0 and capacity[2] > 0:
+        # the usual case, unrolled: the same quotients, the largest (0 at least) kept
+        return max(0.0, v[0] / capacity[0], v[1] / capacity[1], v[2] / capacity[2]) / weight
     best = 0.0
     for x, c in zip(v, capacity):
         if c > 0:
@@ -115,6 +121,16 @@ class ShareBook:
         org = self.project_org.get(project, project)
         self.org_vec[org] = _add(self.org_vec.get(org, ZERO), v, k)
 
+    def charge_all(self, items: Iterable[tuple[str, Sequence[float]]]) -> None:
+        """:meth:`charge` each ``(project, vector)`` in order (``k = 1``), in one loop."""
+        pv, ov, org_of = self.project_vec, self.org_vec, self.project_org
+        for project, v in items:
+            a = pv.get(project, ZERO)
+            pv[project] = (a[0] + 1.0 * v[0], a[1] + 1.0 * v[1], a[2] + 1.0 * v[2])
+            org = org_of.get(project, project)
+            b = ov.get(org, ZERO)
+            ov[org] = (b[0] + 1.0 * v[0], b[1] + 1.0 * v[1], b[2] + 1.0 * v[2])
+
     def key(self, project: str) -> tuple[float, float]:
         """``(organisation dominant share, project dominant share)``: smaller is served first."""
         org = self.project_org.get(project, project)
@@ -122,6 +138,11 @@ class ShareBook:
                                self.org_weight.get(org, 1.0)),
                 dominant_share(self.project_vec.get(project, ZERO), self.capacity,
                                self.project_weight.get(project, 1.0)))
+
+    def project_share(self, project: str) -> float:
+        """Dominant share of ``project`` over its weight (``key(project)[1]``)."""
+        return dominant_share(self.project_vec.get(project, ZERO), self.capacity,
+                              self.project_weight.get(project, 1.0))
 
     def org_share(self, org: str) -> float:
         """Dominant share of organisation ``org`` over its weight."""

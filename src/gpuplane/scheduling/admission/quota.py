@@ -15,9 +15,10 @@ project holds above ``G``. Without enforcement (``QuotaTree.enforce=False``) eve
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from gpuplane.domain.tenancy import QuotaTree
 
@@ -36,8 +37,9 @@ class QuotaFit(Enum):
         return self in (QuotaFit.GUARANTEED, QuotaFit.BORROWING)
 
 
-@dataclass(frozen=True)
-class QuotaCheck:
+class QuotaCheck(NamedTuple):
+    """The answer of :meth:`QuotaLedger.check` (a named tuple: made for every decision)."""
+
     fit: QuotaFit
     usage_after: int
     guaranteed: int
@@ -47,23 +49,49 @@ class QuotaCheck:
     draw: int = 0      # milli-GPU this request would add to the cohort pool's draw
 
 
+class _Static:
+    """What a ledger derives from its (immutable) quota tree alone, computed once per tree:
+    the cohort pools and, per ``(project, flavour)``, ``(cohort, private part, guarantee,
+    ceiling when enforced)``."""
+
+    __slots__ = ("pool", "consts")
+
+    def __init__(self, quotas: QuotaTree) -> None:
+        self.pool: dict[tuple[str, str], int] = {}
+        for cohort, members in quotas.cohorts.items():
+            for flavor in quotas.flavors:
+                self.pool[(cohort, flavor)] = sum(
+                    quotas.project(m).quota(flavor).lendable() for m in members)
+        self.consts: dict[tuple[str, str], tuple[str | None, int, int, int | None]] = {}
+
+
+_STATIC: weakref.WeakKeyDictionary[QuotaTree, _Static] = weakref.WeakKeyDictionary()
+
+
+def _static(quotas: QuotaTree) -> _Static:
+    st = _STATIC.get(quotas)
+    if st is None:
+        st = _STATIC[quotas] = _Static(quotas)
+    return st
+
+
 class QuotaLedger:
     """Usage per (project, flavour) and cohort pool draw, updated incrementally.
 
     ``add``/``remove`` are O(1); ``check`` is O(1). The ledger does not check; callers must only
-    ``add`` after an admissible ``check`` (or a reclaim whose victims were removed first).
+    ``add`` after an admissible ``check`` (or a reclaim whose victims were removed first). What
+    depends on the quota tree alone (pools, guarantees) is computed once per tree and shared by
+    every ledger of that tree (one per cycle).
     """
 
     def __init__(self, quotas: QuotaTree) -> None:
         self.quotas = quotas
         self.usage: dict[tuple[str, str], int] = {}
         self._draw: dict[tuple[str, str], int] = {}   # (cohort, flavour) -> sum of draws
-        self._pool: dict[tuple[str, str], int] = {}
         self._borrowed: dict[tuple[str, str], int] = {}   # (cohort, flavour) -> sum above G
-        for cohort, members in quotas.cohorts.items():
-            for flavor in quotas.flavors:
-                self._pool[(cohort, flavor)] = sum(
-                    quotas.project(m).quota(flavor).lendable() for m in members)
+        static = _static(quotas)
+        self._pool: dict[tuple[str, str], int] = static.pool   # read only
+        self._consts = static.consts
 
     @classmethod
     def of(cls, quotas: QuotaTree, usages: Iterable[tuple[str, str, int]]) -> QuotaLedger:
@@ -78,6 +106,23 @@ class QuotaLedger:
         q = self.quotas.project(project).quota(flavor)
         return q.guaranteed - q.lendable()
 
+    def _const(self, key: tuple[str, str]) -> tuple[str | None, int, int, int | None]:
+        """``(cohort, private part, guarantee, ceiling)`` of ``(project, flavour)``; the ceiling
+        as ``QuotaTree.ceiling`` gives it when quotas are enforced."""
+        c = self._consts.get(key)
+        if c is None:
+            project, flavor = key
+            p = self.quotas.project(project)
+            q = p.quota(flavor)
+            private = self._private(project, flavor)
+            g = private + q.lendable()
+            if p.cohort is None:
+                ceiling: int | None = q.guaranteed
+            else:
+                ceiling = None if q.borrowing_limit is None else q.guaranteed + q.borrowing_limit
+            c = self._consts[key] = (p.cohort, private, g, ceiling)
+        return c
+
     def _shift(self, project: str, flavor: str, delta: int) -> None:
         key = (project, flavor)
         before = self.usage.get(key, 0)
@@ -85,15 +130,28 @@ class QuotaLedger:
         if after < 0:
             raise ValueError(f"usage of {project}/{flavor} would go negative")
         self.usage[key] = after
-        cohort = self.quotas.project(project).cohort
+        cohort, private, g, _ = self._const(key)
         if cohort is not None:
-            private = self._private(project, flavor)
             ck = (cohort, flavor)
             self._draw[ck] = (self._draw.get(ck, 0) + max(0, after - private)
                               - max(0, before - private))
-            g = private + self.quotas.project(project).quota(flavor).lendable()
             self._borrowed[ck] = (self._borrowed.get(ck, 0) + max(0, after - g)
                                   - max(0, before - g))
+
+    def load(self, usage: Iterable[tuple[tuple[str, str], int]]) -> None:
+        """:meth:`add` each ``((project, flavour), milli-GPU)`` in order (one loop)."""
+        mine, draw, borrowed = self.usage, self._draw, self._borrowed
+        for key, units in usage:
+            before = mine.get(key, 0)
+            after = before + units
+            if after < 0:
+                raise ValueError(f"usage of {key[0]}/{key[1]} would go negative")
+            mine[key] = after
+            cohort, private, g, _ = self._const(key)
+            if cohort is not None:
+                ck = (cohort, key[1])
+                draw[ck] = draw.get(ck, 0) + max(0, after - private) - max(0, before - private)
+                borrowed[ck] = borrowed.get(ck, 0) + max(0, after - g) - max(0, before - g)
 
     def add(self, project: str, flavor: str, units: int) -> None:
         self._shift(project, flavor, units)
@@ -119,8 +177,8 @@ class QuotaLedger:
         true without enforcement: nothing is then borrowed.)"""
         if not self.quotas.enforce:
             return True
-        g = self.quotas.project(project).quota(flavor).guaranteed
-        return self.used(project, flavor) + units <= g
+        key = (project, flavor)
+        return self.usage.get(key, 0) + units <= self._const(key)[2]
 
     def cohort_borrowed(self, cohort: str | None, flavor: str) -> int:
         """Milli-GPU of ``flavor`` held above their guarantees by members of ``cohort``."""
@@ -135,28 +193,25 @@ class QuotaLedger:
     # -- decisions --------------------------------------------------------------------------
     def check(self, project: str, flavor: str, units: int) -> QuotaCheck:
         """Could ``project`` take ``units`` more milli-GPU of ``flavor`` now?"""
-        p = self.quotas.project(project)
-        q = p.quota(flavor)
-        after = self.used(project, flavor) + units
-        ceiling = self.quotas.ceiling(project, flavor)
-        pool_free = self.pool_free(p.cohort, flavor)
+        key = (project, flavor)
+        cohort, private, g, ceiling = self._const(key)
+        after = self.usage.get(key, 0) + units
+        pool_free = self.pool_free(cohort, flavor)
         if not self.quotas.enforce:
-            return QuotaCheck(QuotaFit.GUARANTEED, after, q.guaranteed, None, pool_free)
+            return QuotaCheck(QuotaFit.GUARANTEED, after, g, None, pool_free)
         if ceiling is not None and after > ceiling:
-            return QuotaCheck(QuotaFit.OVER_LIMIT, after, q.guaranteed, ceiling, pool_free)
-        if p.cohort is None:
-            return QuotaCheck(QuotaFit.GUARANTEED, after, q.guaranteed, ceiling, pool_free)
-        private = q.guaranteed - q.lendable()
+            return QuotaCheck(QuotaFit.OVER_LIMIT, after, g, ceiling, pool_free)
+        if cohort is None:
+            return QuotaCheck(QuotaFit.GUARANTEED, after, g, ceiling, pool_free)
         before_draw = max(0, after - units - private)
         extra = max(0, after - private) - before_draw
         if extra <= pool_free:
-            fit = QuotaFit.GUARANTEED if after <= q.guaranteed else QuotaFit.BORROWING
-            return QuotaCheck(fit, after, q.guaranteed, ceiling, pool_free, draw=extra)
-        if after <= q.guaranteed:
-            return QuotaCheck(QuotaFit.RECLAIM, after, q.guaranteed, ceiling, pool_free,
-                              reclaim=extra - pool_free, draw=extra)
-        return QuotaCheck(QuotaFit.COHORT_FULL, after, q.guaranteed, ceiling, pool_free,
-                          draw=extra)
+            fit = QuotaFit.GUARANTEED if after <= g else QuotaFit.BORROWING
+            return QuotaCheck(fit, after, g, ceiling, pool_free, 0, extra)
+        if after <= g:
+            return QuotaCheck(QuotaFit.RECLAIM, after, g, ceiling, pool_free, extra - pool_free,
+                              extra)
+        return QuotaCheck(QuotaFit.COHORT_FULL, after, g, ceiling, pool_free, 0, extra)
 
     def violations(self) -> list[str]:
         """Violations of invariant 3 as messages (empty when it holds): used by tests."""

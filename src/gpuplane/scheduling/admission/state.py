@@ -7,6 +7,7 @@ for preemption, and the decisions made so far. Pure: built from the cycle's argu
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,7 @@ class CycleState:
     running_usage: dict[tuple[str, str], int] = field(default_factory=dict)
     min_running_priority: dict[str, int] = field(default_factory=dict)
     quota_blocked: dict[tuple, tuple[int, Any]] = field(default_factory=dict)
+    no_room: dict[tuple, Any] = field(default_factory=dict)   # reasons by what they say
     reserve_tries: int = 0
     straddle_tries: int = 0
     claims: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (cohort, flavour)
@@ -161,11 +163,10 @@ class CycleState:
 
     def ends(self) -> Iterator[tuple[float, str, int]]:
         """``(expected_end, host, whole GPUs)`` of running work not preempted and of this cycle's
-        admissions, in order of end (the running part is sorted once per cycle)."""
+        admissions, in order of end (the running part is :func:`running_ends`, sorted once per
+        cycle, or kept by the caller in ``RunningTotals.ends``)."""
         if self._ends is None:
-            self._ends = sorted((t.expected_end, t.placement.host, t.task.gpus, t.workload_id)
-                                for t in self.running
-                                if t.expected_end is not None and is_whole(t.task))
+            self._ends = running_ends(self.running)
         gone = self.preempted
         base = ((e, h, g) for e, h, g, w in self._ends if w not in gone)
         return heapq.merge(base, sorted(self.admitted_ends))
@@ -177,11 +178,30 @@ class RunningTotals:
     (``usage``), ``[gpu milli, cpu milli, memory MiB]`` held per project (``holding``), and the
     lowest priority of a preemptible running task per project (``low``). A caller that keeps
     these between cycles (the simulator) passes them to :func:`build_state` to skip the
-    O(running) scan; they must equal :func:`running_totals` of the running tasks."""
+    O(running) scan; they must equal :func:`running_totals` of the running tasks.
+
+    ``ends`` (optional): :func:`running_ends` of the running tasks, kept sorted by the caller
+    (e.g. with ``bisect.insort``), so backfill does not sort every running task each cycle it
+    looks for a reservation; ``None``: the cycle sorts them when it needs them. The cycle only
+    reads it."""
 
     usage: dict[tuple[str, str], int]
     holding: dict[str, list[float]]
     low: dict[str, int]
+    ends: list[tuple[float, str, int, str]] | None = None
+
+
+def end_of(t: RunningTask) -> tuple[float, str, int, str] | None:
+    """The entry of ``t`` in :func:`running_ends` (``None``: it has none)."""
+    if t.expected_end is None or not is_whole(t.task):
+        return None
+    return (t.expected_end, t.placement.host, t.task.gpus, t.workload_id)
+
+
+def running_ends(running: Sequence[RunningTask]) -> list[tuple[float, str, int, str]]:
+    """``(expected_end, host, whole GPUs, workload id)`` of every running whole-GPU task with an
+    expected end, sorted: what backfill reservations are computed from."""
+    return sorted(e for e in map(end_of, running) if e is not None)
 
 
 def running_totals(running: Sequence[RunningTask], quotas: QuotaTree) -> RunningTotals:
@@ -202,30 +222,53 @@ def running_totals(running: Sequence[RunningTask], quotas: QuotaTree) -> Running
     return RunningTotals(usage, holding, low)
 
 
+def _capacity(snap: Any) -> tuple[float, float, float]:
+    """Cluster capacity for fair share (GPU milli, CPU milli, memory MiB): hosts and devices are
+    fixed for the life of a snapshot, so it is computed once per snapshot (``snap.cache``)."""
+    c = snap.cache.get(_CAPACITY_KEY)
+    if c is None:
+        c = snap.cache[_CAPACITY_KEY] = (
+            float(max(1, int((snap.gpu_free >= 0).sum()) * 1000)),
+            float(max(1, int(snap.cpu_cap.sum()))), float(max(1, int(snap.mem_cap.sum()))))
+    return c
+
+
+_CAPACITY_KEY = "admission.state.capacity"
+_BOOK_MAPS: weakref.WeakKeyDictionary[QuotaTree, tuple[dict, dict, dict]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _book_maps(quotas: QuotaTree) -> tuple[dict, dict, dict]:
+    """Project weights, project organisations and organisation weights of the (immutable) quota
+    tree, for :class:`ShareBook` (built once per tree; read only)."""
+    maps = _BOOK_MAPS.get(quotas)
+    if maps is None:
+        projects = quotas.projects
+        maps = _BOOK_MAPS[quotas] = ({n: p.weight for n, p in projects.items()},
+                                     {n: p.organisation for n, p in projects.items()},
+                                     {n: o.weight for n, o in quotas.organisations.items()})
+    return maps
+
+
 def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, now: float,
                 rng: Any, options: CycleOptions, history: UsageHistory | None,
-                place_fn: Any, totals: RunningTotals | None = None) -> CycleState:
+                place_fn: Any, totals: RunningTotals | None = None,
+                demands: dict[str, Demand] | None = None) -> CycleState:
     """Step 1 of the cycle: ledger and shares from running work, capacity on the snapshot.
-    ``totals`` (optional) replaces the scan of ``running`` (see :class:`RunningTotals`)."""
+    ``totals`` (optional) replaces the scan of ``running`` (see :class:`RunningTotals`);
+    ``demands`` (optional) is a memo of ``demand_of`` by workload id that outlives the cycle
+    (``PendingQueues.demands``)."""
     ledger = QuotaLedger(quotas)
     tot = totals if totals is not None else running_totals(running, quotas)
     holding = tot.holding
     usage = dict(tot.usage)          # a copy: preemption trials mutate it
     low = dict(tot.low)
-    for (project, flavor), units in sorted(usage.items()):
-        ledger.add(project, flavor, units)
-    capacity = (float(max(1, int((snap.gpu_free >= 0).sum()) * 1000)),
-                float(max(1, int(snap.cpu_cap.sum()))), float(max(1, int(snap.mem_cap.sum()))))
-    projects = quotas.projects
-    book = ShareBook(capacity,
-                     {n: p.weight for n, p in projects.items()},
-                     {n: p.organisation for n, p in projects.items()},
-                     {n: o.weight for n, o in quotas.organisations.items()})
-    for p, v in holding.items():
-        book.charge(p, (v[0], v[1], v[2]))
+    ledger.load(sorted(usage.items()))
+    book = ShareBook(_capacity(snap), *_book_maps(quotas))
+    book.charge_all(holding.items())
     if history is not None:
-        for p, v in history.level.items():
-            book.charge(p, v)
+        book.charge_all(history.level.items())
     cap = CycleCapacity(snap, place_fn, options.profile, rng, indexed=options.indexes)
     return CycleState(quotas, now, options, cap, ledger, book, running, running_usage=usage,
-                      min_running_priority=low)
+                      min_running_priority=low, _ends=tot.ends,
+                      _demands=demands if demands is not None else {})

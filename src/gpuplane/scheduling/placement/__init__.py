@@ -34,6 +34,7 @@ from gpuplane.scheduling.placement.framework import (
     Within,
     pick_host,
 )
+from gpuplane.scheduling.placement.fastpath import place_whole
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 __all__ = ["place", "place_gang", "feasible_hosts", "CycleState", "FilterPlugin", "FilterResult",
@@ -65,7 +66,7 @@ def feasible_hosts(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
 
 def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
           rng: np.random.Generator, explain: bool = True,
-          within: Within | None = None) -> Placement | Unschedulable:
+          within: Within | None = None, fast: bool = True) -> Placement | Unschedulable:
     """Choose a host and devices for ``task`` (pure: the snapshot is not changed).
 
     Steps: filters -> (none left: ``Unschedulable`` with counts per reason) ->
@@ -75,7 +76,15 @@ def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
     simulators that only count failures use it). ``within`` restricts the decision to a
     topology domain (:class:`Within`: its hosts, and its devices for whole/shared requests);
     an ``Unschedulable`` then counts the domain's hosts only.
+
+    One task asking whole GPUs under the ``bestfit`` profile takes an exact fast path
+    (``fastpath.place_whole``: the same filters, score, tie-break and devices without the plugin
+    machinery); ``fast=False`` forces the general path (tests, benchmarks).
     """
+    if fast and within is None:
+        placed = place_whole(snap, task, profile)
+        if placed is not None:
+            return placed
     state = CycleState(rng=rng)
     if within is not None and within.gpus is not None and task.gpus and not task.is_mig:
         state.data["gpu_view"] = np.where(within.gpus, snap.gpu_view(task), -1)

@@ -14,12 +14,20 @@ from gpuplane.scheduling.placement.plugins.dotprod import MAX_CPU, MAX_GPU, free
 from gpuplane.scheduling.snapshot import ClusterSnapshot
 
 
+def bestfit_scores(cpu_free: np.ndarray, gpu_free_total: np.ndarray,
+                   task: TaskRequest) -> np.ndarray:
+    """The score of hosts with these free CPU (milli) and free eligible GPU (milli) totals;
+    shared with the placement fast path (``placement/fastpath.py``)."""
+    cpu_left = (cpu_free - task.cpu_milli) / MAX_CPU
+    gpu_left = (gpu_free_total - task.gpu_demand_milli) / MAX_GPU
+    s = np.trunc(100.0 * (1.0 - (0.5 * cpu_left + 0.5 * gpu_left)))
+    return np.clip(s, 0, 100).astype(np.int64)
+
+
 class BestFit:
     name: ClassVar[str] = "bestfit"
 
     def score(self, state: CycleState, task: TaskRequest, snap: ClusterSnapshot,
               hosts: np.ndarray) -> np.ndarray:
-        cpu_left = (snap.cpu_free[hosts] - task.cpu_milli) / MAX_CPU
-        gpu_left = (free_gpu_total(state, snap, task, hosts) - task.gpu_demand_milli) / MAX_GPU
-        s = np.trunc(100.0 * (1.0 - (0.5 * cpu_left + 0.5 * gpu_left)))
-        return np.clip(s, 0, 100).astype(np.int64)
+        return bestfit_scores(snap.cpu_free[hosts], free_gpu_total(state, snap, task, hosts),
+                              task)
