@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
                                 description="Largest accepted request body in bytes (413 above).")
     page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when none asked.")
+    nova_url: str | None = Field(None, description=(
+        "Nova compute endpoint; when set, `gpuplane up` wires the `nova` driver (hosts with "
+        "driver: nova run each task as a Nova server)."))
+    nova_token: str = Field("admin", description="Token sent to Nova (X-Auth-Token).")
+    nova_image: str | None = Field(None, description="Image id Nova servers of tasks boot from.")
+    nova_project_id: str | None = Field(None, description="X-Project-Id header sent to Nova.")
+    nova_user_id: str | None = Field(None, description="X-User-Id header sent to Nova.")
     page_size_max: int = Field(500, ge=1, le=10_000, description="Largest page a client may ask for.")
     lease_ttl_s: float = Field(15.0, gt=0, le=3600,
                                description="Scheduler leader lease lifetime; renewed at ttl/3.")

@@ -134,6 +134,12 @@ class Embedded:
                                              inventory=self.inventory,
                                              **local_sandbox_options(settings, self.home)),
                         "sim": make_driver("sim", home=self.home)}
+        if settings.nova_url:
+            self.drivers["nova"] = make_driver(
+                "nova", url=settings.nova_url, token=settings.nova_token,
+                image_id=settings.nova_image or "", project_id=settings.nova_project_id,
+                user_id=settings.nova_user_id, hosts=self._nova_host_view,
+                host_labels=self._nova_host_labels)
         self.log_source = DriverLogSource(settings.logs_dir, self.drivers)
         self.services = Services(self.store, log_source=self.log_source)
         self.system = Principal.system("gpuplane-up")
@@ -218,6 +224,20 @@ class Embedded:
         except Exception as exc:  # noqa: BLE001 - a stale label must not stop gpuplane up
             log.warning("local host %s: cannot update its sandbox labels to %s: %s",
                         self.host, want, exc)
+
+    def _nova_host_view(self, name: str) -> Any:
+        """The host's GPU models/modes for the nova driver's flavors (None if unknown)."""
+        from gpuplane.drivers.openstack.tree import host_view
+        try:
+            return host_view(self.services.inventory.get_host(self.system, name))
+        except Exception:  # noqa: BLE001 - an unknown host gives a flavor without models
+            return None
+
+    def _nova_host_labels(self, name: str) -> dict[str, str]:
+        try:
+            return dict(self.services.inventory.get_host(self.system, name).labels)
+        except Exception:  # noqa: BLE001
+            return {}
 
     def _audit_sandbox(self, local: Any) -> None:
         """An audit entry each start that tasks on this host run without a sandbox."""

@@ -18,7 +18,12 @@ def _sim(**kw: Any) -> Any:
     return SimDriver(**kw)
 
 
-DRIVERS: dict[str, Callable[..., Any]] = {"local": _local, "sim": _sim}
+def _nova(**kw: Any) -> Any:
+    from gpuplane.drivers.openstack.nova_driver import NovaDriver
+    return NovaDriver(**kw)
+
+
+DRIVERS: dict[str, Callable[..., Any]] = {"local": _local, "nova": _nova, "sim": _sim}
 
 
 def make_driver(name: str, **kwargs: Any) -> Any:

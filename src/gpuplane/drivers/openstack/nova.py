@@ -253,13 +253,17 @@ class NovaClient:
 
     # -- servers -------------------------------------------------------------------------------
     def create_server(self, name: str, flavor_id: str, image_id: str, *,
-                      metadata: Mapping[str, str] | None = None) -> str:
+                      metadata: Mapping[str, str] | None = None,
+                      availability_zone: str | None = None) -> str:
         """Boot ``name`` from ``image_id`` with no network; returns the server id at once
-        (the server is BUILD; ``wait`` watches it)."""
+        (the server is BUILD; ``wait`` watches it). ``availability_zone`` ``nova:<host>``
+        pins it to one compute host (an admin's right in Nova)."""
         attrs: dict[str, Any] = {"name": name, "flavor_id": flavor_id, "image_id": image_id,
                                  "networks": "none"}
         if metadata:
             attrs["metadata"] = dict(metadata)
+        if availability_zone:
+            attrs["availability_zone"] = availability_zone
         with _translated(f"creating server {name}"):
             return str(self._compute.create_server(**attrs).id)
 
