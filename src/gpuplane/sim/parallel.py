@@ -1,4 +1,5 @@
-"""Run independent simulations (sharing modes, pool-size searches) in worker processes.
+"""Run independent simulations (sharing modes, pool-size searches) in worker processes (or, with
+one worker, in this process).
 
 Each item is replayed whole in one process (the same code as in-process, so the same result);
 progress callbacks of the workers come back through a queue and are applied in the parent,
@@ -50,7 +51,11 @@ def _context() -> Any:
 def run_tasks(tasks: Sequence[tuple[str, Callable[..., Any], tuple]], workers: int,
               progress: Progress | None = None) -> dict[str, Any]:
     """``{name: fn(*args, progress=cb)}`` for each ``(name, fn, args)``, ``workers`` at a time
-    (``fn`` must be a module-level function). ``progress(name)`` gives the parent's callback."""
+    (``fn`` must be a module-level function). ``progress(name)`` gives the parent's callback.
+    One worker runs the items in this process, one after the other (no fork to pay for)."""
+    if workers <= 1:
+        return {name: fn(*args, progress=progress(name) if progress else None)
+                for name, fn, args in tasks}
     ctx = _context()
     q = ctx.Queue() if progress else None
     cbs = {name: progress(name) for name, _, _ in tasks} if progress else {}
