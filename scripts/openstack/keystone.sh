@@ -31,6 +31,8 @@ GUNICORN_REQ="gunicorn>=21,<24"
 
 usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { echo "keystone.sh: $*" >&2; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
 state=""; port=${KEYSTONE_PORT:-}
@@ -46,16 +48,7 @@ state=${state:-$home/run}
 venv=$home/venv
 
 stop_instance() {
-  local pid
-  if [ -f "$state/gunicorn.pid" ]; then
-    pid=$(cat "$state/gunicorn.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$state/gunicorn.pid"
-  fi
+  stop_pid gunicorn TERM
   rm -f "$state/url"
 }
 

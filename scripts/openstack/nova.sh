@@ -49,6 +49,8 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 log() { echo "nova.sh: $*" >&2; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
 state=""; placement_url=""; db=postgresql; pg_url=""; provider_config=""
@@ -70,18 +72,6 @@ glance_venv=$oshome/glance/venv
 SERVICES="nova-compute nova-scheduler nova-conductor nova-api glance-api"
 
 # -- stop ------------------------------------------------------------------------------------
-stop_pid() {  # stop_pid NAME SIGNAL: stop the process whose pid is in $state/NAME.pid
-  local name=$1 sig=$2 pid
-  [ -f "$state/$name.pid" ] || return 0
-  pid=$(cat "$state/$name.pid")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$state/$name.pid"
-}
-
 stop_instance() {
   local s
   for s in $SERVICES; do  # all at once, then wait for each (a throwaway instance)
@@ -101,16 +91,7 @@ stop_instance() {
     rm -f "$state/rabbitmq/started-epmd"
   fi
   if [ -f "$state/pg/datadir" ]; then "$repo/scripts/pg-stop.sh" "$state/pg" || true; fi
-  if [ -f "$state/pg-dropdb" ] && [ -x "$nova_venv/bin/python" ]; then
-    "$nova_venv/bin/python" - "$(cat "$state/pg-dropdb")" <<'EOF' >/dev/null 2>&1 || true
-import sys, psycopg2
-admin, *names = sys.argv[1].split(" ")
-conn = psycopg2.connect(admin); conn.autocommit = True
-for name in names:
-    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-EOF
-    rm -f "$state/pg-dropdb"
-  fi
+  drop_databases "$nova_venv/bin/python"
   rm -f "$state/url"
 }
 

@@ -33,6 +33,8 @@ PSYCOPG2_REQ="psycopg2-binary>=2.9,<3"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 log() { echo "placement.sh: $*" >&2; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
 db=sqlite; state=""; port=${PLACEMENT_PORT:-}; pg_url=""; workers=""
@@ -53,28 +55,11 @@ venv=$home/venv
 
 # -- stop ------------------------------------------------------------------------------------
 stop_instance() {
-  local pid
-  if [ -f "$state/gunicorn.pid" ]; then
-    pid=$(cat "$state/gunicorn.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -INT "$pid" 2>/dev/null || true  # gunicorn: quick shutdown
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$state/gunicorn.pid"
-  fi
+  stop_pid gunicorn INT  # gunicorn: quick shutdown
   if [ -f "$state/pg/datadir" ]; then
     "$repo/scripts/pg-stop.sh" "$state/pg" || true
   fi
-  if [ -f "$state/pg-dropdb" ] && [ -x "$venv/bin/python" ]; then
-    "$venv/bin/python" - "$(cat "$state/pg-dropdb")" <<'EOF' >/dev/null 2>&1 || true
-import sys, psycopg2
-admin, name = sys.argv[1].rsplit(" ", 1)
-conn = psycopg2.connect(admin); conn.autocommit = True
-conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-EOF
-    rm -f "$state/pg-dropdb"
-  fi
+  drop_databases "$venv/bin/python"
   rm -f "$state/url"
 }
 
