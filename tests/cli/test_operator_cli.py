@@ -9,31 +9,18 @@ import subprocess
 import sys
 
 import pytest
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from gpuplane.cli import operator
-from gpuplane.cli.main import _register, app
-from gpuplane.client import Client
 
 from api.conftest import build_world
+from cli.inprocess import in_process_cli
 
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     world = build_world(f"sqlite:///{tmp_path / 'gpuplane.db'}", tmp_path)
 
-    def make_client(url, token):
-        client = Client("http://testserver", None)
-        client._http = TestClient(world.client.app, raise_server_exceptions=False,
-                                  headers={"Authorization": f"Bearer {world.tokens[token]}"})
-        return client
-
-    monkeypatch.setattr(operator, "make_client", make_client)
-    _register()
-
-    def invoke(user, *args):
-        return CliRunner().invoke(app, [*args, "--token", user])
+    invoke = in_process_cli(monkeypatch, world.client.app, world.tokens, (operator,))
     invoke.world = world
     yield invoke
     world.client.close()

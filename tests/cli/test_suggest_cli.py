@@ -7,15 +7,12 @@ explain` lists the fields."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from gpuplane.cli import explain, resources
-from gpuplane.cli.main import _register, app
-from gpuplane.client import Client
 from gpuplane.domain.errors import nearest_name
 
 from api.conftest import build_world
+from cli.inprocess import in_process_cli
 
 JOB = """kind: Job
 name: typo
@@ -30,18 +27,7 @@ tasks:
 def cli(tmp_path, monkeypatch):
     world = build_world(f"sqlite:///{tmp_path / 'gpuplane.db'}", tmp_path)
 
-    def make_client(url, token):
-        client = Client("http://testserver", None)
-        client._http = TestClient(world.client.app, raise_server_exceptions=False,
-                                  headers={"Authorization": f"Bearer {world.tokens[token]}"})
-        return client
-
-    for module in (resources, explain):
-        monkeypatch.setattr(module, "make_client", make_client)
-    _register()
-
-    def invoke(user, *args):
-        return CliRunner().invoke(app, [*args, "--token", user])
+    invoke = in_process_cli(monkeypatch, world.client.app, world.tokens, (resources, explain))
 
     def apply(user, text):
         f = tmp_path / "doc.yaml"

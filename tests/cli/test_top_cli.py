@@ -11,13 +11,11 @@ import time
 import types
 
 import pytest
+from cli.inprocess import in_process_cli
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from gpuplane.api import create_app
 from gpuplane.cli import resources, top
-from gpuplane.cli.main import _register, app
-from gpuplane.client import Client
 from gpuplane.control.loop import ControlLoop
 from gpuplane.domain.workloads import WorkloadSpec
 from gpuplane.drivers.sim import SimDriver
@@ -97,18 +95,10 @@ def plane(tmp_path_factory):
 
 @pytest.fixture
 def cli(plane, monkeypatch):
-    def make_client(url, token):
-        client = Client("http://testserver", None)
-        client._http = TestClient(plane.app, raise_server_exceptions=False,
-                                  headers={"Authorization": f"Bearer {plane.tokens[token]}"})
-        return client
-
-    for module in (top, resources):
-        monkeypatch.setattr(module, "make_client", make_client)
-    _register()
+    run = in_process_cli(monkeypatch, plane.app, plane.tokens, (top, resources))
 
     def invoke(user, *args):
-        res = CliRunner().invoke(app, [*args, "--token", user])
+        res = run(user, *args)
         assert "Traceback" not in res.output
         return res
     return invoke
