@@ -38,6 +38,7 @@ from typing import Any
 
 from gpuplane.control.containment import one_line
 from gpuplane.control.execution import driver_task_id
+from gpuplane.control.placement_claims import placement_project
 from gpuplane.domain.workloads import Phase
 from gpuplane.drivers.openstack import claims
 from gpuplane.drivers.openstack.placement import PlacementClient
@@ -190,7 +191,7 @@ class PlacementReconciler:
                     in_flight.add(c)
                     continue
                 alloc = claims.task_allocation(t.placement, view, t.memory_mib, self.whole_class)
-                expected[c] = (alloc, f"{w.org}/{w.project}", w.submitted_by)
+                expected[c] = (alloc, placement_project(w), w.submitted_by)
                 tasks[c] = f"{w.id}/{t.index}"
         leaks, missing = claims.plan_repairs(observed, {c: e[0] for c, e in expected.items()},
                                              in_flight)

@@ -142,11 +142,14 @@ class PlacementClient:
 
     # -- transport -------------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None,
-                params: Mapping[str, Any] | None = None, microversion: str | None = None,
+                params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+                microversion: str | None = None,
                 what: str | None = None) -> httpx.Response:
         """Send one request; raise :class:`Conflict`, :class:`NotFound` or
         :class:`PlacementError` on a non-2xx answer. Counts it as a read or a write."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        clean: Any = ({k: v for k, v in params.items() if v is not None}
+                      if isinstance(params, Mapping)
+                      else [(k, v) for k, v in (params or ()) if v is not None])
         headers = {"OpenStack-API-Version": f"placement {microversion}"} if microversion else None
         with self._lock:
             if method in WRITE_METHODS:
