@@ -71,3 +71,10 @@ def test_an_unreachable_server_is_one_clear_error_without_traceback():
     res = CliRunner().invoke(app, ["get", "hosts", "--url", "http://127.0.0.1:9"])
     assert res.exit_code != 0
     assert "cannot reach gpuplane" in res.output and "Traceback" not in res.output
+
+
+def test_registering_twice_adds_no_command_twice():
+    _register()
+    before = (len(app.registered_commands), len(app.registered_groups))
+    _register()
+    assert (len(app.registered_commands), len(app.registered_groups)) == before

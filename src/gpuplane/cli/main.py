@@ -36,8 +36,16 @@ def _root(
     """gpuplane: an open, sovereign control plane for shared GPU infrastructure."""
 
 
+_registered = False
+
+
 def _register() -> None:
-    """Attach the sub-apps. One line per area; keep this list sorted."""
+    """Attach the sub-apps, once per process (a second call would add every command again, and
+    each invocation would build them all). One line per area; keep this list sorted."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from gpuplane.cli import commands, sim
 
     commands.register(app)
