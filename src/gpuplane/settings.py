@@ -42,6 +42,10 @@ class Settings(BaseSettings):
                                description="Scheduler leader lease lifetime; renewed at ttl/3.")
     cycle_interval_s: float = Field(1.0, gt=0, le=3600,
                                     description="Seconds between scheduling cycles.")
+    history_interval_s: float = Field(10.0, ge=0.1, le=3600, description=(
+        "Seconds between the samples of the pool the console charts (`gpuplane up`)."))
+    history_points: int = Field(360, ge=2, le=100_000, description=(
+        "Samples of the console's history kept in memory (the oldest are dropped)."))
     preempt_grace_s: float = Field(30.0, ge=0, le=86400,
                                    description="Seconds a preempted task gets after SIGTERM to "
                                                "checkpoint and exit before it is killed.")

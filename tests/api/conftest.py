@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gpuplane.api import create_app
+from gpuplane.web import mount_dashboard
 from gpuplane.governance import checkpoints
 from gpuplane.service.logs import LogChunk, TaskLogRef
 from gpuplane.settings import Settings
@@ -55,6 +56,7 @@ def build_world(db_url: str, tmp_path, clock=None) -> World:
     settings = Settings(home=tmp_path / "home", db_url=db_url, max_body_bytes=65_536)
     logs = MemoryLogs()
     app = create_app(settings, log_source=logs, clock=clock or FakeClock())
+    mount_dashboard(app)  # as `gpuplane up` serves it: the console and its history too
     admin_token = app.state.services.bootstrap_admin()
     client = TestClient(app, raise_server_exceptions=False)
     w = World(client, logs, {"admin": admin_token})
@@ -91,6 +93,7 @@ def build_world(db_url: str, tmp_path, clock=None) -> World:
     with app.state.store.write() as tx:  # a signed checkpoint, as the scheduler leader makes
         key = checkpoints.load_or_create_key(settings.audit_key_path)
         checkpoints.make_checkpoint(tx, checkpoints.notary_for(tx, key, None), "test", 0.0)
+    app.state.history.sample()
     return w
 
 

@@ -4,7 +4,11 @@ plane itself (the `page` fixture aborts and reports any other)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,6 +73,11 @@ def test_admin_sees_fleet_map_submits_and_cancels_live(page, plane):
         phase = c.get("/v1/workloads/console-e2e").json()["status"]["phase"]
     assert phase == "Cancelled"
 
+    # tenancy: each project's fair-share standing beside its quota and use
+    page.get_by_role("link", name="Tenancy").click()
+    page.locator("#tenancy tr", has_text="default").get_by_text(re.compile("weight")).wait_for(
+        timeout=TIMEOUT)
+
     # audit view with its verification state (admin is global)
     page.get_by_role("link", name="Audit").click()
     page.locator("#audit-verify").wait_for(timeout=TIMEOUT)
@@ -78,6 +87,44 @@ def test_admin_sees_fleet_map_submits_and_cancels_live(page, plane):
     page.get_by_role("button", name=re.compile("Colour theme")).click()
     page.get_by_role("button", name=re.compile("Colour theme")).click()
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+
+
+def test_a_cli_submission_appears_runs_finishes_and_shows_its_log_without_reload(
+        page, plane, tmp_path):
+    """The operator's everyday loop: `gpuplane apply` in a terminal, the console open beside
+    it. The job runs for real on the local host (the quickstart's selector)."""
+    url, token = plane["url"], plane["token"]
+    shots = Path(os.environ.get("GPUPLANE_TEST_OUTPUT", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    login(page, url, token)
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    page.get_by_role("link", name="Running", exact=True).click()
+    page.locator("#running").wait_for(timeout=TIMEOUT)
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("kind: Job\nname: cli-e2e\nproject: default\ntasks:\n  - name: main\n"
+                    "    command: [sh, -c, 'echo started-cli-e2e; sleep 4; echo finished-cli-e2e']\n"
+                    "    resources: {cpu: 0.5, memory: 256Mi}\n"
+                    "    selector: {gpuplane.io/driver: local}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPLANE_")}
+    env.update(GPUPLANE_URL=url, GPUPLANE_TOKEN=token, HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "gpuplane", "apply", "-f", str(spec)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+    running = page.locator("#running tr", has_text="cli-e2e")
+    running.locator(".phase-Running").wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(shots / "cli-e2e-running.png"), full_page=True)
+    running.get_by_role("link", name="cli-e2e").click()
+    log = page.locator("#workload pre.log")
+    # (locators, not wait_for_function: the console's CSP forbids string evaluation)
+    page.locator("#workload pre.log", has_text="started-cli-e2e").wait_for(timeout=TIMEOUT)
+    page.locator("#workload > p > .phase-Succeeded").wait_for(timeout=TIMEOUT)
+    page.locator("#workload pre.log", has_text="finished-cli-e2e").wait_for(timeout=TIMEOUT)
+    assert log.inner_text().strip() == "started-cli-e2e\nfinished-cli-e2e"  # once
+    assert page.locator("#workload button", has_text="Cancel").count() == 0  # it has finished
+    page.screenshot(path=str(shots / "cli-e2e-finished-with-log.png"), full_page=True)
+    assert page.evaluate("window.__sameDocument") is True  # pushed, never reloaded
 
 
 def _tenant(url: str, admin: str) -> dict[str, str]:
@@ -112,12 +159,13 @@ def test_viewer_sees_no_buttons_and_no_other_tenant(page, plane):
     nav = page.locator("#nav").inner_text()
     assert "Submit" not in nav and "Audit" not in nav
     texts = []
-    for view in ("Overview", "GPU map", "Queue", "Running", "Tenancy"):
+    for view in ("Overview", "GPU map", "Queue", "Running", "Tenancy", "Charts"):
         page.get_by_role("link", name=view, exact=True).click()
         page.wait_for_timeout(300)
         page.locator("#view > *").first.wait_for(timeout=TIMEOUT)
         texts.append(page.locator("body").inner_text())
-        assert page.locator("#view button").count() == 0, view  # no cancel buttons
+        # no cancel buttons (the GPU map's pager only turns pages)
+        assert page.locator("#view button:not(.pager button)").count() == 0, view
     page.get_by_role("link", name="Running", exact=True).click()
     page.locator("#running", has_text="job-alpha-one").wait_for(timeout=TIMEOUT)
     texts.append(page.locator("body").inner_text())

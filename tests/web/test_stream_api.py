@@ -74,13 +74,13 @@ def _views(c, world, user: str, until=None) -> list[dict]:
     ticket = _ticket(c, world, user)
     with c.stream("GET", "/v1/stream", params={"ticket": ticket}) as r:
         assert r.status_code == 200
-        return read_events(r, until=until or (lambda e: len({x["event"] for x in e}) >= 4))
+        return read_events(r, until=until or (lambda e: len({x["event"] for x in e}) >= 5))
 
 
 def test_a_tenants_stream_carries_only_its_own_data(live):
     world, c, _ = live
     events = _views(c, world, "bob-beta")
-    assert {e["event"] for e in events} == {"whoami", "fleet", "workloads", "tenancy"}
+    assert {e["event"] for e in events} == {"whoami", "fleet", "workloads", "tenancy", "history"}
     text = "".join(str(e["data"]) for e in events)
     assert "beta" in text  # its own workload and project are there ...
     assert "alpha" not in text.replace("eu-de-1", "")  # ... and nothing of tenant A
@@ -92,8 +92,9 @@ def test_the_stream_pushes_what_changed(live):
     world, c, _ = live
     ticket = _ticket(c, world, "alice-alpha")
     with c.stream("GET", "/v1/stream", params={"ticket": ticket}) as r:
-        first = read_events(r, until=lambda e: len(e) >= 4)
-        assert {e["event"] for e in first} == {"whoami", "fleet", "workloads", "tenancy"}
+        first = read_events(r, until=lambda e: len({x["event"] for x in e}) >= 5)
+        assert {e["event"] for e in first} == {"whoami", "fleet", "workloads", "tenancy",
+                                               "history"}
         sub = c.post("/v1/workloads", headers=world.h("alice-alpha"), json={
             "name": "pushed-alpha", "project": "proj-alpha", "tasks": [{"command": ["true"]}]})
         assert sub.status_code == 201, sub.text

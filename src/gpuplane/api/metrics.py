@@ -4,7 +4,8 @@ Each app has its own ``CollectorRegistry`` (several apps in one test process nev
 ``StoreCollector`` reads the store in one read transaction per scrape: workloads by phase,
 tasks holding resources, GPUs registered and allocated, hosts by state, and the pool's series
 (``metrics_pool.py``: capacity by site/model/mode, fragmentation, per-tenant quota use, queue
-by pending reason, attestation expiry, admission/preemption/failure counters). Tenant labels
+by pending reason, attestation expiry) and the admission/preemption/failure counters
+(``EventCounters``). Tenant labels
 are organisation and project names; no label names a task or a workload.
 Where the control loop runs in this process, ``LoopCollector`` adds what it contained
 (``gpuplane_loop_task_failures_total{stage}``, ``gpuplane_loop_step_failures_total{step}``,
@@ -15,17 +16,31 @@ where NVML answers. docs/observability.md lists every series.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gpuplane.api.metrics_pool import (EventCounters, NvmlCollector, guarded, pool_families,
-                                       read_pool)
+from gpuplane.api.metrics_pool import guarded, pool_families, read_pool
 from gpuplane.control.containment import DURATION_BUCKETS
+
+log = logging.getLogger("gpuplane.metrics")
+
+#: event reason -> (counter, label value): what the store's events count (``EventCounters``)
+EVENT_COUNTS = {"Admitted": ("admissions", ""), "Preempted": ("preemptions", ""),
+                "TaskFailed": ("failures", "failed"), "TaskLost": ("failures", "lost"),
+                "Retrying": ("failures", "retrying")}
+#: how the message of a workload phase event starts (``service/lifecycle.py``)
+PHASE_EVENT = "workload is "
+#: upper bounds (seconds) of the admission wait histogram
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0,
+                12 * 3600.0, 24 * 3600.0)
 
 
 class StoreCollector:
@@ -51,34 +66,130 @@ class StoreCollector:
         try:
             with self.store.read() as tx:
                 by_phase = tx.workloads.count_by_phase()
-                host_list = tx.hosts.list_all()
-                active_workloads = tx.workloads.list_active()
-                pool = read_pool(tx, now, host_list, active_workloads)
+                pool = read_pool(tx, now)
                 events_ok = guarded("events", lambda: self.events.read(tx) or True, False)
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
             return
-        active = [t for w in active_workloads for t in w.tasks if t.phase.holds_resources]
         for phase in ("Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled",
                       "Lost"):
             phases.add_metric([phase], by_phase.get(phase, 0))
-        counts: dict[tuple[str, str], int] = {}
-        models: dict[str, int] = {}
-        for h in host_list:
-            key = (h.state, str(h.simulated).lower())
-            counts[key] = counts.get(key, 0) + 1
-            for g in h.gpus:
-                models[g.model] = models.get(g.model, 0) + 1
-        for (state, sim), n in sorted(counts.items()):
+        for (state, sim), n in sorted(pool.hosts.items()):
             hosts.add_metric([state, sim], n)
-        for model, n in sorted(models.items()):
+        for model, n in sorted(pool.models.items()):
             gpus.add_metric([model], n)
-        alloc.add_metric([], sum(t.placement.total_milli / 1000 for t in active if t.placement))
-        tasks.add_metric([], len(active))
+        alloc.add_metric([], pool.allocated)
+        tasks.add_metric([], pool.tasks_active)
         yield from (phases, hosts, gpus, alloc, tasks)
         for fam in guarded("pool series", lambda: list(pool_families(pool)), []):
             yield fam
         if events_ok:
             yield from self.events.families()
+
+
+# -- counters from the store's events -----------------------------------------------------------
+class EventCounters:
+    """Admissions, preemptions and task failures, counted from the events every leader writes,
+    since this process's first scrape: each scrape reads only the events added since the last
+    one (by id), so a scrape stays cheap however long the history. The admission wait
+    (submission to the ``Admitted`` event) goes into a histogram."""
+
+    def __init__(self) -> None:
+        self.last_id: int | None = None
+        self.counts: dict[tuple[str, str], int] = {}
+        self.wait = [0.0] * (len(WAIT_BUCKETS) + 2)   # per bucket, above the last, sum
+
+    def read(self, tx: Any) -> None:
+        from gpuplane.store.tables import EventRow, WorkloadRow
+
+        s = tx.session
+        top = s.execute(select(func.max(EventRow.id))).scalar() or 0
+        if self.last_id is None:
+            self.last_id = top
+            return
+        rows = s.execute(
+            select(EventRow.reason, EventRow.at, WorkloadRow.submitted_at)
+            .outerjoin(WorkloadRow, WorkloadRow.pk == EventRow.workload_pk)
+            .where(EventRow.id > self.last_id, EventRow.id <= top,
+                   EventRow.reason.in_(list(EVENT_COUNTS)),
+                   # the workload's phase change to Admitted has the same reason: not counted
+                   ~EventRow.message.startswith(PHASE_EVENT))).all()
+        self.last_id = top
+        for reason, at, submitted in rows:
+            key = EVENT_COUNTS[reason]
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if reason == "Admitted" and submitted is not None:
+                wait = max(0.0, at - submitted)
+                i = next((k for k, le in enumerate(WAIT_BUCKETS) if wait <= le),
+                         len(WAIT_BUCKETS))
+                self.wait[i] += 1
+                self.wait[-1] += wait
+
+    def families(self) -> Iterable[Any]:
+        adm = CounterMetricFamily("gpuplane_admissions", "Workload admissions (events)")
+        pre = CounterMetricFamily("gpuplane_preemptions", "Tasks preempted (events)")
+        fail = CounterMetricFamily("gpuplane_task_failures",
+                                   "Task attempts that ended badly: failed (final), lost, or "
+                                   "retrying (failed, retried)", labels=["outcome"])
+        adm.add_metric([], self.counts.get(("admissions", ""), 0))
+        pre.add_metric([], self.counts.get(("preemptions", ""), 0))
+        for outcome in ("failed", "lost", "retrying"):
+            fail.add_metric([outcome], self.counts.get(("failures", outcome), 0))
+        acc, buckets = 0.0, []
+        for le, n in zip((*(str(b) for b in WAIT_BUCKETS), "+Inf"), self.wait[:-1]):
+            acc += n
+            buckets.append((le, acc))
+        wait = HistogramMetricFamily("gpuplane_scheduling_admission_wait_seconds",
+                                     "Decision latency: workload submission to admission",
+                                     buckets=buckets, sum_value=self.wait[-1])
+        return adm, pre, fail, wait
+
+
+# -- NVML ----------------------------------------------------------------------------------------
+class NvmlCollector:
+    """Utilisation and memory of this machine's GPUs from NVML; no series where NVML is absent
+    (no driver, no library). Labels: GPU index and model (bounded by the hardware)."""
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._ready: bool | None = None if nvml is None else True
+
+    def _init(self) -> bool:
+        if self._ready is None:
+            try:
+                import pynvml  # nvidia-ml-py
+
+                pynvml.nvmlInit()
+                self._nvml, self._ready = pynvml, True
+            except Exception:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded ...
+                self._ready = False
+        return bool(self._ready)
+
+    def collect(self) -> Iterable[Any]:
+        if not self._init():
+            return
+        n = self._nvml
+        util = GaugeMetricFamily("gpuplane_nvml_gpu_utilization_ratio",
+                                 "GPU busy share over NVML's last sample period (0..1)",
+                                 labels=["gpu", "model"])
+        used = GaugeMetricFamily("gpuplane_nvml_gpu_memory_used_bytes", "GPU memory used",
+                                 labels=["gpu", "model"])
+        total = GaugeMetricFamily("gpuplane_nvml_gpu_memory_total_bytes", "GPU memory",
+                                  labels=["gpu", "model"])
+        try:
+            for i in range(n.nvmlDeviceGetCount()):
+                h = n.nvmlDeviceGetHandleByIndex(i)
+                name = n.nvmlDeviceGetName(h)
+                lv = [str(i), name.decode() if isinstance(name, bytes) else str(name)]
+                mem = n.nvmlDeviceGetMemoryInfo(h)
+                used.add_metric(lv, mem.used)
+                total.add_metric(lv, mem.total)
+                rates = guarded("NVML utilisation", lambda h=h: n.nvmlDeviceGetUtilizationRates(h))
+                if rates is not None:  # MIG mode: not supported on the parent GPU
+                    util.add_metric(lv, rates.gpu / 100)
+        except Exception as exc:  # noqa: BLE001 - a GPU fell off the bus: skip this scrape
+            log.debug("metrics: NVML read failed: %s", exc)
+            return
+        yield from (util, used, total)
 
 
 class LoopCollector:

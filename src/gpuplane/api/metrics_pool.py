@@ -1,8 +1,11 @@
 """The pool's series on ``/metrics``: capacity, allocation, fragmentation, tenants, queue,
 attestation expiry, scheduler counters and NVML readings (docs/observability.md lists them).
 
-``read_pool`` takes what the series need from one read transaction; ``pool_families`` turns it
-into metric families without touching the store. Labels are bounded by the infrastructure
+``read_pool`` takes what the series need from one read transaction, as plain columns (hosts,
+GPUs, the tasks holding resources, the queue), not domain records: building those was most of a
+scrape of a large fleet. Parsed placements and checked task shapes are kept between scrapes.
+``pool_families`` turns the read into metric families without touching the store; the console's
+history (``api/history.py``) samples the same numbers. Labels are bounded by the infrastructure
 (site, GPU model, offering mode, MIG profile, host for attestation) and the tenancy
 (organisation, project, flavour); no series names a task or a workload.
 
@@ -12,33 +15,28 @@ the typical workload could not use there, with the typical workload the leader l
 (scheduler memory ``placement_workload``) or, before one is saved, the types of the tasks now
 holding or waiting for resources. MIG GPUs are left out of it (the measure does not apply to
 them). The plainer ``gpuplane_gpu_free_partial`` is the free share of partly used GPUs.
+The event counters and NVML readings are in ``metrics.py``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from sqlalchemy import func, select
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import Text, case, or_, select, type_coerce
 
 log = logging.getLogger("gpuplane.metrics")
 
 #: the scheduler memory holding the online placement workload (``control/loop.py``)
 PLACEMENT_MEMORY = "placement_workload"
+#: task phases that hold resources (``Phase.holds_resources``)
+HOLDING = ("Admitted", "Running")
 #: the label of queued workloads the scheduler has not given a reason yet
 NOT_EVALUATED = "NotEvaluated"
-#: event reason -> (counter, label value): what the store's events count (``EventCounters``)
-EVENT_COUNTS = {"Admitted": ("admissions", ""), "Preempted": ("preemptions", ""),
-                "TaskFailed": ("failures", "failed"), "TaskLost": ("failures", "lost"),
-                "Retrying": ("failures", "retrying")}
-#: how the message of a workload phase event starts (``service/lifecycle.py``)
-PHASE_EVENT = "workload is "
-#: upper bounds (seconds) of the admission wait histogram
-WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0,
-                12 * 3600.0, 24 * 3600.0)
 
 
 def guarded(what: str, fn: Callable[[], Any], default: Any = None) -> Any:
@@ -53,31 +51,275 @@ def guarded(what: str, fn: Callable[[], Any], default: Any = None) -> Any:
 
 @dataclass
 class PoolRead:
-    """What one scrape read in one transaction."""
+    """What one scrape read in one transaction, reduced to what the series need as it is read
+    (no record per host or GPU: a scrape of 2,000 hosts made 16,000 of them, and the garbage
+    collector's full passes over them cost as much as the rest)."""
 
     now: float
-    hosts: list = field(default_factory=list)
-    active: list = field(default_factory=list)       # workloads holding resources
-    waiting: list | None = None                      # workloads with a schedulable Pending task
-    quotas: Any = None                               # QuotaTree
+    hosts: dict = field(default_factory=dict)     # (state, simulated) -> hosts
+    models: dict = field(default_factory=dict)    # GPU model -> GPUs
+    sums: dict = field(default_factory=dict)      # (site, model, mode) -> [capacity,
+    #                                               allocated, free of partly held, not ready]
+    instances: dict = field(default_factory=dict)  # (site, model, profile, used|free) -> n
+    groups: list = field(default_factory=list)    # fragmentation inputs per ready host & model
+    milli: dict = field(default_factory=dict)     # (host, GPU index) -> milli-GPU held
+    mig: dict = field(default_factory=dict)       # (host, GPU index) -> {(profile, start)}
+    cpu: dict = field(default_factory=dict)       # host -> CPU milli held
+    tasks_active: int = 0                         # tasks holding resources
+    allocated: float = 0.0                        # GPUs they hold
+    charged: dict = field(default_factory=dict)   # (project, TaskRequest) -> tasks
+    waiting: list | None = None                   # (pending reason code, submitted_at)
+    quotas: Any = None                            # QuotaTree
     attestation: dict | None = None
-    learned: Any = None                              # TypicalWorkload or None
+    typical: Any = None                           # TypicalWorkload or None
 
 
-def read_pool(tx: Any, now: float, hosts: list, active: list) -> PoolRead:
-    """The rest of what the pool series need, in the caller's read transaction."""
+# Parsed JSON, placements and checked task requests, kept between scrapes: a running task's
+# placement does not change while it runs, and a fleet has few task shapes. Keyed by the
+# stored text (SQLite); where the driver hands parsed values (PostgreSQL) they are used as is.
+_PARSED: dict[str, Any] = {}
+_PLACED: dict[str, Any] = {}
+_REQUESTS: dict[tuple, Any] = {}
+_CACHE_MAX = 100_000
+_MISS = object()
+
+
+def _remember(cache: dict, key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _json(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    hit = _PARSED.get(raw, _MISS)
+    return _remember(_PARSED, raw, json.loads(raw)) if hit is _MISS else hit
+
+
+def _placed(raw: Any) -> tuple | None:
+    """What a stored placement holds: (host, ((host, GPU index), milli) per GPU, ((host, GPU
+    index), (MIG profile, start)) per MIG instance, GPUs in all, whether the cycle can read it
+    (``convert.to_placement``)); None where there is none."""
+    hit = _PLACED.get(raw) if isinstance(raw, str) else None
+    if hit is None:
+        from gpuplane.control.convert import to_placement
+        from gpuplane.domain.workloads import TaskPlacement
+
+        d = _json(raw)
+        if not d:
+            return None
+        p = TaskPlacement(host=d["host"], gpu_indices=tuple(d.get("gpu_indices", ())),
+                          gpu_milli=int(d.get("gpu_milli", 1000)), mig=tuple(d.get("mig", ())))
+        shares = guarded("placement", p.share_milli, {})
+        first = p.gpu_indices[0] if p.gpu_indices else 0
+        hit = (p.host, tuple(((p.host, i), m) for i, m in shares.items()),
+               guarded("placement", lambda: tuple(
+                   ((p.host, int(m.get("gpu_index", first))),
+                    (str(m.get("profile")), int(m.get("start", -1)))) for m in p.mig), ()),
+               sum(shares.values()) / 1000,
+               guarded("placement", lambda: to_placement(p) is not None, False))
+        if isinstance(raw, str):
+            _remember(_PLACED, raw, hit)
+    return hit
+
+
+def _request(cpu: int, mem: int, gpus: int, milli: int, mig: str | None, models: Any) -> Any:
+    """The ``TaskRequest`` ``convert.to_request`` builds for a task of this shape (selector and
+    tolerations change nothing counted here), or None where it refuses the task. ``models``:
+    the stored JSON text (or the parsed list)."""
+    key = (cpu, mem, gpus, milli, mig, models if isinstance(models, str) else
+           tuple(models or ()))
+    hit = _REQUESTS.get(key, _MISS)
+    if hit is _MISS:
+        from gpuplane.domain.requests import TaskRequest
+
+        from gpuplane.scheduling.queueing import task_units
+
+        def build() -> Any:
+            req = TaskRequest(cpu_milli=cpu, memory_mib=mem, gpus=gpus,
+                              gpu_milli=milli if gpus else 1000, mig_profile=mig,
+                              gpu_models=frozenset(_json(models) or ()))
+            task_units(req)  # raises where the quota count cannot read the MIG profile
+            return req
+
+        hit = _remember(_REQUESTS, key, guarded("task request", build))
+    return hit
+
+
+def read_pool(tx: Any, now: float) -> PoolRead:
+    """What the store's series need, in the caller's read transaction: plain columns of the
+    hosts, GPUs and tasks holding resources, the queue, quotas, attestation results."""
     from gpuplane.control.convert import load_quotas
+
+    r = PoolRead(now)
+    conn = tx.session.connection()  # Core, not the ORM session: a third of the time per row
+    _read_holding(conn, r)
+    _read_inventory(conn, r)
+    r.waiting = guarded("queue", lambda: _read_waiting(conn, now))
+    r.quotas = guarded("quotas", lambda: load_quotas(tx))
+    r.attestation = guarded("attestation", tx.attestation.latest)
+    r.typical = guarded("typical workload", lambda: _typical(tx, now))
+    return r
+
+
+def _read_inventory(s: Any, r: PoolRead) -> None:
+    """Hosts and GPUs, summed as they are read (after ``_read_holding``): hosts by state,
+    GPUs by model, capacity by (site, model, mode) with what is held of it, MIG instances, and
+    the free GPU vector of every ready host and model (the fragmentation measure's input), in
+    host and GPU index order."""
+    from gpuplane.store.tables import GpuRow, HostRow, SiteRow
+
+    hosts = {}
+    for host_id, name, site, state, sim, cpu in s.execute(
+            select(HostRow.id, HostRow.name, SiteRow.name, HostRow.state, HostRow.simulated,
+                   HostRow.cpu_milli).join(SiteRow, SiteRow.id == HostRow.site_id)):
+        hosts[host_id] = (name, site, state == "ready", cpu)
+        key = (state, str(bool(sim)).lower())
+        r.hosts[key] = r.hosts.get(key, 0) + 1
+    milli, held_mig, models, sums, instances = r.milli, r.mig, r.models, r.sums, r.instances
+    layout = case((GpuRow.mode == "mig", type_coerce(GpuRow.mig_layout, Text)), else_=None)
+    current, per_model = None, {}
+    for host_id, idx, model, mode, raw in s.execute(
+            select(GpuRow.host_id, GpuRow.idx, GpuRow.model, GpuRow.mode, layout)
+            .order_by(GpuRow.host_id, GpuRow.idx)):
+        if host_id != current:
+            _flush(r, hosts.get(current), per_model)
+            current, per_model = host_id, {}
+        name, site, ready, _ = hosts[host_id]
+        models[model] = models.get(model, 0) + 1
+        key = (site, model, mode)
+        v = sums.get(key)
+        if v is None:
+            v = sums[key] = [0.0, 0.0, 0.0, 0.0]
+        used = milli.get((name, idx), 0)
+        if used > 1000:
+            used = 1000
+        v[0] += 1
+        v[1] += used / 1000
+        v[2] += (1000 - used) / 1000 if 0 < used < 1000 else 0.0
+        v[3] += 0 if ready else 1
+        if mode == "mig":
+            held = held_mig.get((name, idx), set())
+            listed = None if raw is None or raw == "null" else _json(raw)
+            for profile, start in {(str(i.get("profile")), int(i.get("start", -1)))
+                                   for i in (listed or ())} | held:
+                k = (site, model, profile, "used" if (profile, start) in held else "free")
+                instances[k] = instances.get(k, 0) + 1
+        elif ready:
+            frees = per_model.get(model)
+            if frees is None:
+                frees = per_model[model] = []
+            frees.append(max(0, 1000 - used))
+    _flush(r, hosts.get(current), per_model)
+
+
+def _flush(r: PoolRead, host: tuple | None, per_model: dict) -> None:
+    if host is None:
+        return
+    name, site, _, cpu = host
+    cpu_free = max(0, cpu - r.cpu.get(name, 0))
+    for model, frees in per_model.items():
+        r.groups.append(((site, model), cpu_free, tuple(sorted(frees)), model))
+
+
+def _task_columns() -> tuple:
+    from gpuplane.store.tables import TaskRow
+
+    return (TaskRow.cpu_milli, TaskRow.memory_mib, TaskRow.gpus, TaskRow.gpu_milli,
+            TaskRow.mig_profile, type_coerce(TaskRow.gpu_models, Text))
+
+
+def _read_holding(s: Any, r: PoolRead) -> None:
+    """What the tasks holding resources hold (by GPU, MIG instance and host CPU, in all) and
+    what their tenants are charged for: tasks per (project, request), of the workloads whose
+    every holding task the cycle can read (``to_running`` skips the others whole)."""
+    from gpuplane.store.tables import ProjectRow, TaskRow, WorkloadRow
+
+    rows = s.execute(
+        select(TaskRow.workload_pk, ProjectRow.name, type_coerce(TaskRow.placement, Text),
+               *_task_columns())
+        .join(WorkloadRow, WorkloadRow.pk == TaskRow.workload_pk)
+        .join(ProjectRow, ProjectRow.id == WorkloadRow.project_id)
+        .where(TaskRow.phase.in_(HOLDING)).order_by(TaskRow.workload_pk, TaskRow.idx))
+    milli, mig, cpu = r.milli, r.mig, r.cpu
+    allocated, n = 0.0, 0
+    current, work = None, None     # the workload being read: (project, [request | None])
+    for pk, project, raw, cpu_milli, mem, gpus, gpu_milli, profile, models in rows:
+        n += 1
+        if pk != current:
+            _charge(r.charged, work)
+            current, work = pk, (project, [])
+        placed = _placed(raw)
+        if placed is None:
+            continue
+        host, shares, instances, total, readable = placed
+        allocated += total
+        cpu[host] = cpu.get(host, 0) + cpu_milli
+        for key, m in shares:
+            milli[key] = milli.get(key, 0) + m
+        for key, instance in instances:
+            held = mig.get(key)
+            if held is None:
+                held = mig[key] = set()
+            held.add(instance)
+        work[1].append(_request(cpu_milli, mem, gpus, gpu_milli, profile, models)
+                       if readable else None)
+    _charge(r.charged, work)
+    r.tasks_active, r.allocated = n, allocated
+
+
+def _charge(charged: dict, work: tuple | None) -> None:
+    if work is None or None in work[1]:
+        return
+    for req in work[1]:
+        key = (work[0], req)
+        charged[key] = charged.get(key, 0) + 1
+
+
+def _waiting_pks(now: float) -> Any:
+    """Workloads not cancelled with a Pending task past its backoff (``list_schedulable``)."""
+    from gpuplane.store.tables import TaskRow, WorkloadRow
+
+    pending = select(TaskRow.workload_pk).where(
+        TaskRow.phase == "Pending", or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now))
+    return select(WorkloadRow.pk).where(WorkloadRow.pk.in_(pending),
+                                        WorkloadRow.cancel_requested.is_(False))
+
+
+def _read_waiting(s: Any, now: float) -> list[tuple[str, float]]:
+    from gpuplane.store.tables import WorkloadRow
+
+    rows = s.execute(select(WorkloadRow.pending_reason, WorkloadRow.submitted_at)
+                     .where(WorkloadRow.pk.in_(_waiting_pks(now))).order_by(WorkloadRow.pk))
+    return [(reason["code"] if reason else NOT_EVALUATED, at) for reason, at in rows]
+
+
+def _typical(tx: Any, now: float) -> Any:
+    """The typical workload of the fragmentation measure: the one the leader learned, else the
+    task types now holding or waiting for resources (the tasks, Pending or holding, of the
+    workloads holding resources and of those in the queue)."""
+    from gpuplane.scheduling.placement.fragmentation import TypicalWorkload
     from gpuplane.scheduling.placement.online import OnlineWorkload
+    from gpuplane.store.tables import TaskRow
 
     def learned() -> Any:
         doc = tx.scheduler_state.get([PLACEMENT_MEMORY]).get(PLACEMENT_MEMORY)
         return None if doc is None else OnlineWorkload.from_dict(doc.data).workload
 
-    return PoolRead(now, hosts, active,
-                    waiting=guarded("queue", lambda: tx.workloads.list_schedulable(now)),
-                    quotas=guarded("quotas", lambda: load_quotas(tx)),
-                    attestation=guarded("attestation", tx.attestation.latest),
-                    learned=guarded("placement workload", learned))
+    known = guarded("placement workload", learned)
+    if known is not None and len(known):
+        return known
+    holding = select(TaskRow.workload_pk).where(TaskRow.phase.in_(HOLDING))
+    requests = []
+    for pks in (holding, _waiting_pks(now)):  # a workload in both counts twice, as before
+        for row in tx.session.connection().execute(select(*_task_columns()).where(
+                TaskRow.workload_pk.in_(pks), TaskRow.phase.in_((*HOLDING, "Pending")))):
+            req = _request(*row)
+            if req is not None:
+                requests.append(req)
+    return TypicalWorkload.from_tasks(requests)
 
 
 def pool_families(r: PoolRead) -> Iterable[Any]:
@@ -89,26 +331,6 @@ def pool_families(r: PoolRead) -> Iterable[Any]:
 
 
 # -- capacity ------------------------------------------------------------------------------------
-def _held(active: Iterable[Any]) -> tuple[dict, dict, dict]:
-    """(milli held per (host, GPU index), MIG instances held per (host, GPU index) as
-    {(profile, start)}, CPU milli held per host) by the tasks holding resources."""
-    milli: dict[tuple[str, int], int] = {}
-    mig: dict[tuple[str, int], set] = {}
-    cpu: dict[str, int] = {}
-    for w in active:
-        for t in w.tasks:
-            p = t.placement
-            if not t.phase.holds_resources or p is None:
-                continue
-            cpu[p.host] = cpu.get(p.host, 0) + t.cpu_milli
-            for i, m in guarded("placement", p.share_milli, {}).items():
-                milli[(p.host, i)] = milli.get((p.host, i), 0) + m
-            for m in p.mig:
-                key = (p.host, int(m.get("gpu_index", p.gpu_indices[0] if p.gpu_indices else 0)))
-                mig.setdefault(key, set()).add((str(m.get("profile")), int(m.get("start", -1))))
-    return milli, mig, cpu
-
-
 def _capacity(r: PoolRead) -> Iterable[Any]:
     labels = ["site", "model", "mode"]
     cap = GaugeMetricFamily("gpuplane_gpu_capacity", "GPUs registered", labels=labels)
@@ -125,26 +347,7 @@ def _capacity(r: PoolRead) -> Iterable[Any]:
     mig = GaugeMetricFamily("gpuplane_mig_instances",
                             "MIG instances by profile, held by a task (used) or not (free)",
                             labels=["site", "model", "profile", "state"])
-    milli, held_mig, _ = _held(r.active)
-    sums: dict[tuple[str, str, str], list[float]] = {}
-    instances: dict[tuple[str, str, str, str], int] = {}
-    for h in r.hosts:
-        for g in h.gpus:
-            key = (h.site, g.model, g.mode)
-            s = sums.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-            used = min(1000, milli.get((h.name, g.index), 0))
-            s[0] += 1
-            s[1] += used / 1000
-            s[2] += (1000 - used) / 1000 if 0 < used < 1000 else 0.0
-            s[3] += 0 if h.state == "ready" else 1
-            if g.mode == "mig":
-                held = held_mig.get((h.name, g.index), set())
-                layout = {(str(i.get("profile")), int(i.get("start", -1)))
-                          for i in (g.mig_layout or ())}
-                for profile, start in layout | held:
-                    state = "used" if (profile, start) in held else "free"
-                    k = (h.site, g.model, profile, state)
-                    instances[k] = instances.get(k, 0) + 1
+    sums, instances = r.sums, r.instances
     for key, (c, a, p, u) in sorted(sums.items()):
         cap.add_metric(list(key), c)
         alloc.add_metric(list(key), a)
@@ -157,60 +360,48 @@ def _capacity(r: PoolRead) -> Iterable[Any]:
 
 
 # -- fragmentation -------------------------------------------------------------------------------
-def _typical(r: PoolRead) -> Any:
-    from gpuplane.control.convert import to_request
-    from gpuplane.scheduling.placement.fragmentation import TypicalWorkload
-
-    if r.learned is not None and len(r.learned):
-        return r.learned
-    requests = []
-    for w in [*r.active, *(r.waiting or ())]:
-        for t in w.tasks:
-            if t.phase.holds_resources or t.phase.value == "Pending":
-                req = guarded("task request", lambda w=w, t=t: to_request(w, t))
-                if req is not None:
-                    requests.append(req)
-    return TypicalWorkload.from_tasks(requests)
-
-
-def _fragmentation(r: PoolRead) -> Iterable[Any]:
+def fragmented(r: PoolRead) -> dict[tuple[str, str], float]:
+    """{(site, model): the FGD fragment amount in GPUs, summed over the ready hosts}."""
     from gpuplane.scheduling.placement.fragmentation import FragmentationModel
 
-    fam = GaugeMetricFamily(
-        "gpuplane_gpu_fragmented",
-        "Expected free GPUs a typical task could not use (FGD fragment amount, summed over "
-        "ready hosts; whole and shared GPUs)", labels=["site", "model"])
-    milli, _, cpu = _held(r.active)
-    groups: list[tuple[tuple[str, str], int, tuple[int, ...], str]] = []
-    for h in r.hosts:
-        if h.state != "ready":
-            continue
-        per_model: dict[str, list[int]] = {}
-        for g in h.gpus:
-            if g.mode != "mig":
-                per_model.setdefault(g.model, []).append(
-                    max(0, 1000 - milli.get((h.name, g.index), 0)))
-        for model, frees in per_model.items():
-            groups.append(((h.site, model), max(0, h.cpu_milli - cpu.get(h.name, 0)),
-                           tuple(sorted(frees)), model))
+    groups = r.groups
     totals = {key: 0.0 for key, _, _, _ in groups}
-    workload = guarded("typical workload", lambda: _typical(r))
+    workload = r.typical
     if workload is not None and len(workload) and groups:
         models = sorted({m for _, _, _, m in groups})
         fm = FragmentationModel(workload, models)
         values = fm.fragment_keys([(c, g, models.index(m)) for _, c, g, m in groups])
         for (key, _, _, _), f in zip(groups, values):
             totals[key] += f / 1000
-    for key, v in sorted(totals.items()):
+    return totals
+
+
+def _fragmentation(r: PoolRead) -> Iterable[Any]:
+    fam = GaugeMetricFamily(
+        "gpuplane_gpu_fragmented",
+        "Expected free GPUs a typical task could not use (FGD fragment amount, summed over "
+        "ready hosts; whole and shared GPUs)", labels=["site", "model"])
+    for key, v in sorted(fragmented(r).items()):
         fam.add_metric(list(key), v)
     return (fam,)
 
 
 # -- tenants -------------------------------------------------------------------------------------
+def tenant_usage(r: PoolRead) -> dict[tuple[str, str], int]:
+    """Milli-GPU per (project, flavour) as the scheduler counts it (``running_totals`` of
+    ``convert.to_running``)."""
+    from gpuplane.scheduling.queueing import flavor_of, task_units
+
+    usage: dict[tuple[str, str], int] = {}
+    q = r.quotas
+    for (project, req), n in r.charged.items():
+        key = (project, flavor_of(req, q))
+        usage[key] = usage.get(key, 0) + task_units(req) * n
+    return usage
+
+
 def _tenants(r: PoolRead) -> Iterable[Any]:
-    from gpuplane.control.convert import to_running
     from gpuplane.scheduling.admission.quota import QuotaLedger
-    from gpuplane.scheduling.admission.state import running_totals
 
     labels = ["organisation", "project", "flavor"]
     fams = {
@@ -228,10 +419,7 @@ def _tenants(r: PoolRead) -> Iterable[Any]:
     if r.quotas is None:
         return ()
     q = r.quotas
-    running = []
-    for w in r.active:
-        running.extend(guarded("running workload", lambda w=w: to_running([w], r.now), []))
-    usage = running_totals(running, q).usage
+    usage = tenant_usage(r)
     ledger = QuotaLedger.of(q, ((p, f, u) for (p, f), u in sorted(usage.items())
                                 if p in q.projects))
     keys = set(usage)
@@ -260,11 +448,10 @@ def _queue(r: PoolRead) -> Iterable[Any]:
     if r.waiting is None:
         return ()
     by: dict[str, list[float]] = {}
-    for w in r.waiting:
-        code = w.pending_reason.code if w.pending_reason is not None else NOT_EVALUATED
+    for code, submitted_at in r.waiting:
         v = by.setdefault(code, [0, 0.0])
         v[0] += 1
-        v[1] = max(v[1], r.now - w.submitted_at)
+        v[1] = max(v[1], r.now - submitted_at)
     for code, (n, oldest) in sorted(by.items()):
         depth.add_metric([code], n)
         age.add_metric([code], max(0.0, oldest))
@@ -279,109 +466,3 @@ def _attestation(r: PoolRead) -> Iterable[Any]:
     for (host, kind), res in sorted((r.attestation or {}).items()):
         fam.add_metric([host, kind], res.expires_at - r.now)
     return (fam,)
-
-
-# -- counters from the store's events -----------------------------------------------------------
-class EventCounters:
-    """Admissions, preemptions and task failures, counted from the events every leader writes,
-    since this process's first scrape: each scrape reads only the events added since the last
-    one (by id), so a scrape stays cheap however long the history. The admission wait
-    (submission to the ``Admitted`` event) goes into a histogram."""
-
-    def __init__(self) -> None:
-        self.last_id: int | None = None
-        self.counts: dict[tuple[str, str], int] = {}
-        self.wait = [0.0] * (len(WAIT_BUCKETS) + 2)   # per bucket, above the last, sum
-
-    def read(self, tx: Any) -> None:
-        from gpuplane.store.tables import EventRow, WorkloadRow
-
-        s = tx.session
-        top = s.execute(select(func.max(EventRow.id))).scalar() or 0
-        if self.last_id is None:
-            self.last_id = top
-            return
-        rows = s.execute(
-            select(EventRow.reason, EventRow.at, WorkloadRow.submitted_at)
-            .outerjoin(WorkloadRow, WorkloadRow.pk == EventRow.workload_pk)
-            .where(EventRow.id > self.last_id, EventRow.id <= top,
-                   EventRow.reason.in_(list(EVENT_COUNTS)),
-                   # the workload's phase change to Admitted has the same reason: not counted
-                   ~EventRow.message.startswith(PHASE_EVENT))).all()
-        self.last_id = top
-        for reason, at, submitted in rows:
-            key = EVENT_COUNTS[reason]
-            self.counts[key] = self.counts.get(key, 0) + 1
-            if reason == "Admitted" and submitted is not None:
-                wait = max(0.0, at - submitted)
-                i = next((k for k, le in enumerate(WAIT_BUCKETS) if wait <= le),
-                         len(WAIT_BUCKETS))
-                self.wait[i] += 1
-                self.wait[-1] += wait
-
-    def families(self) -> Iterable[Any]:
-        adm = CounterMetricFamily("gpuplane_admissions", "Workload admissions (events)")
-        pre = CounterMetricFamily("gpuplane_preemptions", "Tasks preempted (events)")
-        fail = CounterMetricFamily("gpuplane_task_failures",
-                                   "Task attempts that ended badly: failed (final), lost, or "
-                                   "retrying (failed, retried)", labels=["outcome"])
-        adm.add_metric([], self.counts.get(("admissions", ""), 0))
-        pre.add_metric([], self.counts.get(("preemptions", ""), 0))
-        for outcome in ("failed", "lost", "retrying"):
-            fail.add_metric([outcome], self.counts.get(("failures", outcome), 0))
-        acc, buckets = 0.0, []
-        for le, n in zip((*(str(b) for b in WAIT_BUCKETS), "+Inf"), self.wait[:-1]):
-            acc += n
-            buckets.append((le, acc))
-        wait = HistogramMetricFamily("gpuplane_scheduling_admission_wait_seconds",
-                                     "Decision latency: workload submission to admission",
-                                     buckets=buckets, sum_value=self.wait[-1])
-        return adm, pre, fail, wait
-
-
-# -- NVML ----------------------------------------------------------------------------------------
-class NvmlCollector:
-    """Utilisation and memory of this machine's GPUs from NVML; no series where NVML is absent
-    (no driver, no library). Labels: GPU index and model (bounded by the hardware)."""
-
-    def __init__(self, nvml: Any = None) -> None:
-        self._nvml = nvml
-        self._ready: bool | None = None if nvml is None else True
-
-    def _init(self) -> bool:
-        if self._ready is None:
-            try:
-                import pynvml  # nvidia-ml-py
-
-                pynvml.nvmlInit()
-                self._nvml, self._ready = pynvml, True
-            except Exception:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded ...
-                self._ready = False
-        return bool(self._ready)
-
-    def collect(self) -> Iterable[Any]:
-        if not self._init():
-            return
-        n = self._nvml
-        util = GaugeMetricFamily("gpuplane_nvml_gpu_utilization_ratio",
-                                 "GPU busy share over NVML's last sample period (0..1)",
-                                 labels=["gpu", "model"])
-        used = GaugeMetricFamily("gpuplane_nvml_gpu_memory_used_bytes", "GPU memory used",
-                                 labels=["gpu", "model"])
-        total = GaugeMetricFamily("gpuplane_nvml_gpu_memory_total_bytes", "GPU memory",
-                                  labels=["gpu", "model"])
-        try:
-            for i in range(n.nvmlDeviceGetCount()):
-                h = n.nvmlDeviceGetHandleByIndex(i)
-                name = n.nvmlDeviceGetName(h)
-                lv = [str(i), name.decode() if isinstance(name, bytes) else str(name)]
-                mem = n.nvmlDeviceGetMemoryInfo(h)
-                used.add_metric(lv, mem.used)
-                total.add_metric(lv, mem.total)
-                rates = guarded("NVML utilisation", lambda h=h: n.nvmlDeviceGetUtilizationRates(h))
-                if rates is not None:  # MIG mode: not supported on the parent GPU
-                    util.add_metric(lv, rates.gpu / 100)
-        except Exception as exc:  # noqa: BLE001 - a GPU fell off the bus: skip this scrape
-            log.debug("metrics: NVML read failed: %s", exc)
-            return
-        yield from (util, used, total)

@@ -7,12 +7,18 @@ ticket that is valid for ``TICKET_TTL_S`` seconds and for one use; ``GET
 only, so it works on the process that issued it (``gpuplane up`` is one process).
 
 The stream computes each *view* of the console (``whoami``, ``fleet``, ``workloads``,
-``tenancy``) with the same service calls the REST routes use, as the ticket's principal, every
-``poll_s`` seconds; it sends a view (``event: <view>``, ``data: <json>``) when its JSON differs
-from what this stream sent last. So a tenant's stream carries exactly what the tenant could list
-over REST, and a client is sent only what changed. Every ``RECHECK_S`` the token is
+``tenancy``; ``web/views.py``) as the ticket's principal, with the authorisation of the REST
+routes that show the same data, every ``poll_s`` seconds; it sends a view (``event: <view>``,
+``data: <json>``) when it changed since this stream sent it last, ``workloads`` as changes
+(the first event all, then the workloads that changed and the ids that left). So a tenant's
+stream carries what the tenant could list over REST, and a client is sent only what changed. Every ``RECHECK_S`` the token is
 authenticated again: a revoked token, or changed role bindings, take effect within that time;
 a stream ends after ``MAX_S`` (the console then asks for a new ticket and reconnects).
+
+Where the server keeps the pool's history (``api/history.py``, started by
+``web.mount_dashboard``), the stream also sends ``event: history`` with the samples the page
+has not had yet (all kept ones first), and ``GET /v1/history`` answers them; per-tenant use is
+cut to the projects whose quotas the caller may read, as on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -36,8 +42,8 @@ from pydantic import BaseModel, Field
 
 from gpuplane.api.deps import Svc, Who, bearer, client_source
 from gpuplane.api.problems import problem_response, responses
-from gpuplane.api.schemas import (GpuListItemOut, HostOut, QuotaOut, UserOut, WorkloadOut)
-from gpuplane.domain.errors import GpuplaneError
+from gpuplane.web import views
+from gpuplane.domain.errors import GpuplaneError, NotFound
 from gpuplane.service import Principal, Services, Unauthenticated
 
 router = APIRouter(prefix="/v1", tags=["console"], responses=responses(401, 422))
@@ -153,9 +159,45 @@ def create_stream_ticket(request: Request, who: Who, svc: Svc,
     return TicketOut(ticket=book(request).issue(who.user_id, reauth), expires_in=TICKET_TTL_S)
 
 
+class HistorySampleOut(BaseModel):
+    seq: int = Field(description="Increases by one per sample.")
+    t: float = Field(description="When it was taken (Unix seconds).")
+    capacity: float = Field(description="GPUs registered.")
+    schedulable: float = Field(description="GPUs on ready hosts.")
+    allocated: float = Field(description="GPUs held by Admitted/Running tasks.")
+    free_partial: float = Field(description="Free part of partly used GPUs.")
+    fragmented: float = Field(description="The placement engine's fragmentation measure (GPUs).")
+    queue: int = Field(description="Workloads waiting for the scheduler.")
+    tenants: dict[str, float] = Field(description="GPUs used per project (as quotas count).")
+
+
+class HistoryOut(BaseModel):
+    interval_s: float = Field(description="Seconds between samples.")
+    max_points: int = Field(description="Samples kept (older ones are dropped).")
+    last_seq: int = Field(description="Pass as ?after= to get only newer samples.")
+    reset: bool = Field(description="The samples replace what the caller had.")
+    samples: list[HistorySampleOut]
+
+
+@router.get("/history", response_model=HistoryOut, responses=responses(404))
+def get_history(request: Request, who: Who, svc: Svc,
+                after: Annotated[int, Query(ge=0, le=2**62, description=(
+                    "Only samples newer than this seq (last_seq of the previous answer)."))] = 0,
+                ) -> dict:
+    """The pool over time as the console charts it: capacity, allocation, fragmentation,
+    queue length and per-tenant use, sampled by this server (in memory; it starts empty when
+    the server starts). Per-tenant use is cut to the projects whose quotas you may read."""
+    history = getattr(request.app.state, "history", None)
+    if history is None:
+        raise NotFound("this server keeps no history (it does not serve the console)",
+                       code="gpuplane.history.not_kept")
+    return history.view(svc.policy.visible_project_names(who), after)
+
+
 _SSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
               "description": "Server-sent events: `event: whoami|fleet|workloads|tenancy`, "
-                             "`data:` the view as JSON, sent when it changed."}}
+                             "`data:` the view as JSON, sent when it changed; `event: "
+                             "history`, the history samples not sent yet."}}
 
 
 @router.get("/stream", response_class=StreamingResponse, responses={**_SSE, **responses(429)})
@@ -193,117 +235,77 @@ class _StreamResponse(StreamingResponse):
 
 async def _events(request: Request, svc: Services, who: Principal, rec: _Ticket,
                   poll_s: float) -> AsyncIterator[str]:
+    """Each poll: ``whoami`` and ``fleet`` (sent first: the overview needs only them), the
+    workloads' changes, ``tenancy`` (computed beside the poll, at most every 5 times its own
+    cost: usage reads every task's hours) and the history's new samples."""
     sent: dict[str, str] = {}
     started = checked = beat = time.monotonic()
     seq = 0
+    work = views.Workloads()
+    tenancy: asyncio.Future | None = None
+    tenancy_at = tenancy_due = 0.0
+    history = getattr(request.app.state, "history", None)
+    visible = history_seq = None
+
+    def event(name: str, data: Any) -> str:
+        nonlocal seq, beat
+        seq += 1
+        beat = time.monotonic()
+        return f"id: {seq}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    def changed(name: str, data: dict) -> bool:
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+        if sent.get(name) == text:
+            return False
+        sent[name] = text
+        return True
+
     yield f"retry: {int(poll_s * 2000)}\n\n"
-    while True:
-        now = time.monotonic()
-        if now - started >= MAX_S or await request.is_disconnected():
-            return
-        if now - checked >= RECHECK_S:
-            checked = now
-            try:
-                who = await run_in_threadpool(rec.reauth)
-            except GpuplaneError:
-                yield "event: expired\ndata: {}\n\n"
-                return
-        try:
-            views = await run_in_threadpool(snapshot, svc, who)
-        except GpuplaneError:
-            return
-        for name, data in views.items():
-            text = json.dumps(data, separators=(",", ":"), sort_keys=True)
-            if sent.get(name) != text:
-                sent[name] = text
-                seq += 1
-                yield f"id: {seq}\nevent: {name}\ndata: {text}\n\n"
-                beat = now
-        if now - beat >= HEARTBEAT_S:
-            beat = now
-            yield ": keep-alive\n\n"
-        await asyncio.sleep(poll_s)
-
-
-# -- views --------------------------------------------------------------------------------------
-
-def _all(list_page: Callable[[int | None, int], Any]) -> Iterator[Any]:
-    after = None
-    while True:
-        page = list_page(after, PAGE)
-        yield from page.items
-        if page.next_after is None:
-            return
-        after = page.next_after
-
-
-def _guard(fn: Callable[[], dict]) -> dict:
-    """A view the principal may not read is ``{"forbidden": true}``, not an error."""
     try:
-        return fn()
-    except GpuplaneError as exc:
-        if exc.code in ("gpuplane.auth.forbidden",) or exc.code.endswith(".not_found"):
-            return {"forbidden": True}
-        raise
-
-
-def snapshot(svc: Services, who: Principal) -> dict[str, dict]:
-    """Every view as ``who`` may see it, through the service calls of the REST routes."""
-    return {"whoami": _guard(lambda: _whoami(svc, who)),
-            "fleet": _guard(lambda: _fleet(svc, who)),
-            "workloads": _guard(lambda: _workloads(svc, who)),
-            "tenancy": _guard(lambda: _tenancy(svc, who))}
-
-
-def _whoami(svc: Services, who: Principal) -> dict:
-    return UserOut.of(svc.tenancy.whoami(who)).model_dump(mode="json")
-
-
-def _fleet(svc: Services, who: Principal) -> dict:
-    """Hosts (as GET /v1/hosts) with each GPU's allocated milli-GPU (as GET /v1/gpus)."""
-    hosts = [HostOut.of(h).model_dump(mode="json")
-             for h in _all(lambda a, n: svc.inventory.list_hosts(who, a, n, None))]
-    alloc = {}
-    for item in _all(lambda a, n: svc.inventory.list_gpus(who, a, n, None)):
-        g = GpuListItemOut.of(item)
-        alloc[(g.host, g.index)] = g.allocated
-    for h in hosts:
-        for g in h["gpus"]:
-            g["allocated"] = alloc.get((h["name"], g["index"]), 0.0)
-    return {"hosts": hosts}
-
-
-def _workloads(svc: Services, who: Principal) -> dict:
-    """Active workloads, the latest finished ones, and each pending one's queue standing (as
-    GET /v1/workloads and GET /v1/workloads/{w}/pending)."""
-    items = [WorkloadOut.of(w).model_dump(mode="json")
-             for w in _all(lambda a, n: svc.workloads.list_workloads(who, a, n, None, None))]
-    done = [w["id"] for w in items if w["status"]["phase"] in TERMINAL]
-    drop = set(done[:-RECENT_FINISHED]) if len(done) > RECENT_FINISHED else set()
-    items = [w for w in items if w["id"] not in drop]
-    pending = {}
-    for w in [w for w in items if w["status"]["phase"] == "Pending"][:QUEUE_DETAIL_MAX]:
-        try:
-            pending[w["id"]] = svc.workloads.pending_info(who, w["id"])
-        except GpuplaneError:
-            continue  # deleted meanwhile
-    return {"items": items, "pending": pending}
-
-
-def _tenancy(svc: Services, who: Principal) -> dict:
-    """Quotas (as GET /v1/quotas) and usage (as GET /v1/usage), hours rounded to 0.1 so the
-    view changes when use does, not every poll."""
-    quotas = [QuotaOut.of(q).model_dump(mode="json", exclude={"updated_at"})
-              for q in _all(lambda a, n: svc.policy.list_quotas(who, a, n, None))]
-    usage = svc.usage.usage(who, None, None, None)
-    return {"quotas": quotas, "usage": _round(usage)}
-
-
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 1)
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
+        while True:
+            now = time.monotonic()
+            if now - started >= MAX_S or await request.is_disconnected():
+                return
+            if now - checked >= RECHECK_S:
+                checked = now
+                try:
+                    who = await run_in_threadpool(rec.reauth)
+                except GpuplaneError:
+                    yield "event: expired\ndata: {}\n\n"
+                    return
+                work.reset()  # roles may have changed: send everything again
+                visible = history_seq = None
+            try:
+                for name, view in (("whoami", views.whoami), ("fleet", views.fleet)):
+                    data = await run_in_threadpool(views.guard, lambda v=view: v(svc, who))
+                    if changed(name, data):
+                        yield event(name, data)
+                if tenancy is None and now >= tenancy_due:
+                    tenancy_at = time.monotonic()
+                    tenancy = asyncio.ensure_future(run_in_threadpool(
+                        views.guard, lambda: views.tenancy(svc, who)))
+                data = await run_in_threadpool(views.guard, lambda: work.poll(
+                    svc, who, svc.workloads.now()))
+                if data is not None and (data is not views.FORBIDDEN
+                                         or changed("workloads", data)):
+                    yield event("workloads", data)
+                if tenancy is not None and tenancy.done():
+                    data, tenancy = tenancy.result(), None
+                    tenancy_due = time.monotonic() + 4 * (time.monotonic() - tenancy_at)
+                    if changed("tenancy", data):
+                        yield event("tenancy", data)
+            except GpuplaneError:
+                return
+            if history is not None and history.last_seq != history_seq:
+                if history_seq is None:
+                    visible = await run_in_threadpool(svc.policy.visible_project_names, who)
+                data = history.view(visible, history_seq or 0)
+                history_seq = data["last_seq"]
+                yield event("history", data)
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(poll_s)
+    finally:
+        if tenancy is not None:
+            tenancy.cancel()

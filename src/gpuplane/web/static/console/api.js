@@ -46,7 +46,7 @@ export async function all(path) {
   return items;
 }
 
-export const VIEWS = ["whoami", "fleet", "workloads", "tenancy"];
+export const VIEWS = ["whoami", "fleet", "workloads", "tenancy", "history"];
 
 /**
  * The live stream: POST /v1/stream/tickets with the token, then EventSource on

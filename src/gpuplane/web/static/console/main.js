@@ -6,6 +6,7 @@ import * as overview from "./views/overview.js";
 import * as gpumap from "./views/gpumap.js";
 import * as queue from "./views/queue.js";
 import * as tenancy from "./views/tenancy.js";
+import * as charts from "./views/charts.js";
 import * as workload from "./views/workload.js";
 import * as submit from "./views/submit.js";
 import * as audit from "./views/audit.js";
@@ -18,13 +19,14 @@ const ROUTES = [
   { path: "queue", label: "Queue", title: "Queue", deps: queue.deps, render: queue.renderQueue },
   { path: "running", label: "Running", title: "Running workloads", deps: queue.deps, render: queue.renderRunning },
   { path: "tenancy", label: "Tenancy", title: "Tenancy", deps: tenancy.deps, render: tenancy.render },
+  { path: "charts", label: "Charts", title: "The pool over time", deps: charts.deps, render: charts.render },
   { path: "submit", label: "Submit", title: "Submit a workload", deps: submit.deps, render: submit.render,
     allowed: (me) => can(me, "workload.write") },
   { path: "audit", label: "Audit", title: "Audit log", deps: audit.deps, render: audit.render,
     allowed: (me) => can(me, "audit.read") },
 ];
 
-const state = { whoami: null, fleet: null, workloads: null, tenancy: null };
+const state = { whoami: null, fleet: null, workloads: null, tenancy: null, history: null };
 const kept = new Map();
 let current = null;      // {route, arg}
 let renderSeq = 0;
@@ -36,9 +38,26 @@ const live = new Live(onView, (status) => {
 });
 
 function onView(name, data) {
+  if (name === "history") data = mergeHistory(state.history, data);
+  if (name === "workloads") data = mergeWorkloads(state.workloads, data);
   state[name] = data;
   if (name === "whoami") renderChrome();
   if (current && current.route.deps.includes(name)) render(false);
+}
+
+/** The stream sends all kept samples first (reset), then only new ones. */
+function mergeHistory(had, got) {
+  const samples = got.reset || !had ? got.samples : had.samples.concat(got.samples);
+  return { interval_s: got.interval_s, max_points: got.max_points, samples: samples.slice(-got.max_points) };
+}
+
+/** The stream sends all workloads first (reset), then the changed ones and the ids that left. */
+function mergeWorkloads(had, got) {
+  if (got.forbidden || got.reset || !had || had.forbidden) return { items: got.items || [], pending: got.pending || {}, forbidden: got.forbidden };
+  const byId = new Map(had.items.map((w) => [w.id, w]));
+  for (const id of got.removed || []) byId.delete(id);
+  for (const w of got.items) byId.set(w.id, w);
+  return { items: [...byId.values()], pending: got.pending || {} };
 }
 
 function routeOf(hash) {
@@ -52,6 +71,7 @@ function routeOf(hash) {
 }
 
 const ctx = {
+  refresh() { render(false); },
   keep(key, make) { if (!kept.has(key)) kept.set(key, make()); return kept.get(key); },
   async cancel(w) {
     try {
@@ -114,7 +134,7 @@ function renderChrome() {
 
 function showLogin(message) {
   live.stop();
-  Object.assign(state, { whoami: null, fleet: null, workloads: null, tenancy: null });
+  Object.assign(state, { whoami: null, fleet: null, workloads: null, tenancy: null, history: null });
   $("#app").hidden = true;
   $("#logout").hidden = true;
   $("#login").hidden = false;

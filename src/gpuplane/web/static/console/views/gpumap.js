@@ -1,20 +1,22 @@
 // A GPU map per host: each GPU as a box; whole GPUs and shares filled by their allocation, MIG
 // GPUs as their memory slots with the instances drawn on them. Coloured by tenant (project)
-// where the viewer may see the workload; "other tenant" (hatched grey) otherwise.
+// where the viewer may see the workload; "other tenant" (hatched grey) otherwise. A page of
+// PAGE hosts at a time (a 2,000-host fleet is 16,000 GPUs), with a filter.
 import { h, s, tenantHue } from "../dom.js";
 
 export const deps = ["fleet", "workloads"];
 export const title = "GPU map";
 
-const W = 112, H = 44, SLOTS = 8;
+const W = 112, H = 44, SLOTS = 8, PAGE = 24;
+const shown = { page: 0, filter: "" };  // kept while the console is open
 
 /** {host: {gpuIndex: {whole: [[project, milli]], mig: [{start, profile, project}]}}} of the
- *  placements the viewer can see. */
-function visibleUse(workloads) {
+ *  placements the viewer can see on ``hosts``. */
+function visibleUse(workloads, hosts) {
   const use = {};
   for (const w of workloads) for (const t of w.status.tasks) {
     const p = t.placement;
-    if (!p || !["Admitted", "Running"].includes(t.phase)) continue;
+    if (!p || !hosts.has(p.host) || !["Admitted", "Running"].includes(t.phase)) continue;
     const hostUse = (use[p.host] ||= {});
     for (const m of p.mig || []) {
       ((hostUse[m.gpu_index] ||= { whole: [], mig: [] }).mig).push({ start: m.start, profile: m.profile, project: w.project });
@@ -78,11 +80,35 @@ function gpuBox(host, gpu, mine) {
     "data-mode": gpu.mode }, s("title", {}, label), ...parts);
 }
 
-export function render(root, state) {
+function matches(host, words) {
+  const text = [host.name, host.site, host.jurisdiction, host.state, host.tee || "",
+    ...new Set(host.gpus.map((g) => g.model + " " + g.mode))].join(" ").toLowerCase();
+  return words.every((w) => text.includes(w));
+}
+
+function pager(ctx, total, first, last) {
+  const go = (page) => () => { shown.page = page; ctx.refresh(); };
+  return h("div", { class: "pager", role: "navigation", "aria-label": "Pages of hosts" },
+    h("label", { for: "gpumap-filter" }, "Filter hosts "),
+    h("input", { id: "gpumap-filter", type: "search", value: shown.filter, placeholder: "name, site, model, state…",
+      dataset: { key: "gpumap-filter" }, size: 28,
+      onfocus: (e) => { const n = e.target.value.length; e.target.setSelectionRange(n, n); },
+      oninput: (e) => { shown.filter = e.target.value; shown.page = 0; ctx.refresh(); } }),
+    h("button", { type: "button", dataset: { key: "gpumap-prev" }, disabled: first === 0, onclick: go(shown.page - 1) }, "‹ Previous"),
+    h("span", { id: "gpumap-range", role: "status" }, total ? `Hosts ${first + 1}–${last} of ${total.toLocaleString("en")}` : "No host matches."),
+    h("button", { type: "button", dataset: { key: "gpumap-next" }, disabled: last >= total, onclick: go(shown.page + 1) }, "Next ›"));
+}
+
+export function render(root, state, ctx) {
   const fleet = state.fleet, wl = state.workloads;
   if (!fleet) return h("p", {}, "Waiting for the fleet…");
   if (fleet.forbidden) return h("p", {}, "Your roles do not show the fleet.");
-  const use = visibleUse((wl && wl.items) || []);
+  const words = shown.filter.toLowerCase().split(/\s+/).filter(Boolean);
+  const hosts = fleet.hosts.filter((x) => x.gpus.length && matches(x, words));
+  shown.page = Math.max(0, Math.min(shown.page, Math.ceil(hosts.length / PAGE) - 1));
+  const first = shown.page * PAGE, page = hosts.slice(first, first + PAGE);
+  const names = new Set(page.map((x) => x.name));
+  const use = visibleUse(((wl && wl.items) || []), names);
   const projects = new Set();
   for (const hostUse of Object.values(use)) for (const g of Object.values(hostUse)) {
     g.whole.forEach(([p]) => projects.add(p)); g.mig.forEach((m) => projects.add(m.project));
@@ -90,9 +116,9 @@ export function render(root, state) {
   const legend = h("ul", { class: "legend", "aria-label": "Legend" },
     [...projects].sort().map((p) => h("li", {}, swatch(fill(p)), p)),
     h("li", {}, swatch(fill(null)), "other tenant"), h("li", {}, swatch(null), "free"));
-  return h("div", {},
-    defs(), legend,
-    fleet.hosts.filter((x) => x.gpus.length).map((host) => h("section", { class: "host", "aria-label": "Host " + host.name, dataset: { host: host.name } },
+  return h("div", { id: "gpumap" },
+    defs(), pager(ctx, hosts.length, first, first + page.length), legend,
+    page.map((host) => h("section", { class: "host", "aria-label": "Host " + host.name, dataset: { host: host.name } },
       h("h3", {}, host.name, " ", h("small", {}, `${host.site} · ${host.jurisdiction || "–"} · ${host.state}`,
         host.simulated ? " · simulated" : "", host.tee ? " · " + host.tee : "")),
       host.state !== "ready" ? h("p", { class: "warn" }, `Not schedulable: host is ${host.state}.`) : null,

@@ -5,6 +5,7 @@ import { h, table, fmt } from "../dom.js";
 import { can } from "../roles.js";
 
 export const deps = ["workloads", "whoami"];
+const SHOWN = 300, QUEUE_SHOWN = 1000; // rows drawn (a large fleet runs thousands)
 
 const HINTS = [
   [/quota|cohort|guarantee|borrow/, "More quota for the project (PUT /v1/quotas), borrowing room in its cohort, or other work finishing."],
@@ -26,8 +27,11 @@ export function unblockHint(reason) {
 
 const link = (w) => h("a", { href: "#/workload/" + encodeURIComponent(w.id), dataset: { key: "wl-" + w.id } }, w.name);
 
+export const FINISHED = ["Succeeded", "Failed", "Cancelled", "Lost"];
+
 export function cancelButton(w, me, onCancel) {
-  if (!can(me, "workload.write", w.project, w.organisation) || w.status.cancel_requested) return "";
+  if (!can(me, "workload.write", w.project, w.organisation) || w.status.cancel_requested ||
+      FINISHED.includes(w.status.phase)) return "";
   return h("button", { type: "button", class: "danger", dataset: { key: "cancel-" + w.id },
     "aria-label": "Cancel " + w.name, onclick: () => onCancel(w) }, "Cancel");
 }
@@ -49,10 +53,13 @@ export function renderQueue(root, state, ctx) {
   const wl = state.workloads;
   if (!wl) return h("p", {}, "Waiting for workloads…");
   if (wl.forbidden) return h("p", {}, "Your roles do not show workloads.");
-  const pending = wl.items.filter((w) => w.status.phase === "Pending");
+  const all = wl.items.filter((w) => w.status.phase === "Pending");
   const info = wl.pending || {};
-  pending.sort((a, b) => ((info[a.id] || {}).queue_position ?? 1e9) - ((info[b.id] || {}).queue_position ?? 1e9));
-  return h("div", { id: "queue" }, table("Pending workloads",
+  all.sort((a, b) => ((info[a.id] || {}).queue_position ?? 1e9) - ((info[b.id] || {}).queue_position ?? 1e9));
+  const pending = all.slice(0, QUEUE_SHOWN);
+  return h("div", { id: "queue" },
+    all.length > QUEUE_SHOWN ? h("p", { class: "note" }, `The first ${QUEUE_SHOWN} of ${all.length.toLocaleString("en")} waiting workloads.`) : null,
+    table("Pending workloads",
     ["#", "Workload", "Project", "Priority", "Submitted", "Why it waits", "What would unblock it", ""],
     pending.map((w) => {
       const p = info[w.id] || {};
@@ -67,9 +74,12 @@ export function renderRunning(root, state, ctx) {
   const wl = state.workloads;
   if (!wl) return h("p", {}, "Waiting for workloads…");
   if (wl.forbidden) return h("p", {}, "Your roles do not show workloads.");
-  const active = wl.items.filter((w) => ["Admitted", "Running"].includes(w.status.phase));
+  const all = wl.items.filter((w) => ["Admitted", "Running"].includes(w.status.phase));
+  const started = (w) => w.status.started_at || w.status.admitted_at || 0;
+  const active = all.length > SHOWN ? [...all].sort((a, b) => started(b) - started(a)).slice(0, SHOWN) : all;
   const done = wl.items.filter((w) => ["Succeeded", "Failed", "Cancelled", "Lost"].includes(w.status.phase)).reverse();
   return h("div", { id: "running" },
+    all.length > SHOWN ? h("p", { class: "note" }, `The ${SHOWN} most recently started of ${all.length.toLocaleString("en")} running workloads.`) : null,
     table("Running workloads", ["Workload", "Project", "Phase", "Tasks", "Where", "Started", ""],
       active.map((w) => [link(w), w.project, h("span", { class: "phase-" + w.status.phase }, w.status.phase),
         w.status.tasks.length, where(w), fmt.ago(w.status.started_at || w.status.admitted_at), cancelButton(w, state.whoami, ctx.cancel)]),

@@ -2,22 +2,25 @@
 // (GET /v1/workloads/{w}/logs?follow=true read as a fetch stream; aborted on leaving the view).
 import { h, table, fmt } from "../dom.js";
 import { api } from "../api.js";
-import { cancelButton, unblockHint } from "./queue.js";
+import { cancelButton, unblockHint, FINISHED } from "./queue.js";
 
 export const deps = ["workloads", "whoami"];
 
-let follow = null; // {id, task, controller}
+let follow = null; // {id, task, pre, controller}
 
 export function leave() {
   if (follow) follow.controller.abort();
   follow = null;
 }
 
-async function tail(id, task, pre, status) {
-  if (follow && follow.id === id && follow.task === task && pre.isConnected) return;
+/** Follows the log of ``task`` into ``pre`` (kept across renders of the page), from its
+ *  start. A log read to its end once the task had finished is not opened again. */
+async function tail(id, task, pre, status, finished) {
+  if ((follow && follow.pre === pre) || pre.dataset.complete) return;
   leave();
   const controller = new AbortController();
-  follow = { id, task, controller };
+  follow = { id, task, pre, controller };
+  pre.textContent = "";
   try {
     const res = await api(`/v1/workloads/${encodeURIComponent(id)}/logs?task=${task}&follow=true`, { raw: true, signal: controller.signal });
     if (res.headers.get("X-Gpuplane-Log-Available") === "false") status.textContent = "No log (yet): the task has not written one, or runs on a simulated host.";
@@ -30,6 +33,7 @@ async function tail(id, task, pre, status) {
       pre.scrollTop = pre.scrollHeight;
     }
     if (status.textContent === "Following the log…") status.textContent = "End of log stream.";
+    if (finished()) pre.dataset.complete = "true";
   } catch (e) {
     if (e.name !== "AbortError") status.textContent = "Log: " + e.message;
   } finally {
@@ -39,7 +43,10 @@ async function tail(id, task, pre, status) {
 
 export async function render(root, state, ctx, id) {
   const listed = state.workloads && !state.workloads.forbidden ? state.workloads.items.find((w) => w.id === id || w.name === id) : null;
-  const w = listed || (await api("/v1/workloads/" + encodeURIComponent(id)));
+  const full = listed ? null : await api("/v1/workloads/" + encodeURIComponent(id));
+  const w = listed || full;
+  // the stream's items carry no spec: read it once per visit of this page
+  const spec = full ? full.spec : await ctx.keep("spec-" + w.id, () => api("/v1/workloads/" + encodeURIComponent(w.id)).then((x) => x.spec));
   const pending = w.status.phase === "Pending" ? ((state.workloads && state.workloads.pending) || {})[w.id] || (await api(`/v1/workloads/${w.id}/pending`)) : null;
   const events = (await api(`/v1/workloads/${w.id}/events?limit=200`)).items;
   const s = w.status;
@@ -62,7 +69,12 @@ export async function render(root, state, ctx, id) {
     h("h3", {}, "Events"),
     table("Events", ["When", "Type", "Reason", "Message", "Host"], events.slice(-100).reverse().map((e) =>
       [fmt.time(e.at), e.type, e.reason, e.message, e.host || ""]), "No events."),
-    h("h3", {}, "Spec"), h("pre", { class: "spec", tabindex: "0", "aria-label": "Spec" }, JSON.stringify(w.spec, null, 2)));
-  tail(w.id, 0, logPre, logStatus);
+    h("h3", {}, "Spec"), h("pre", { class: "spec", tabindex: "0", "aria-label": "Spec" }, JSON.stringify(spec, null, 2)));
+  const finished = () => {  // task 0 as the stream last told it
+    const now = ((state.workloads && state.workloads.items) || []).find((x) => x.id === w.id) || w;
+    const t0 = now.status.tasks[0];
+    return !t0 || FINISHED.includes(t0.phase);
+  };
+  tail(w.id, 0, logPre, logStatus, finished);
   return out;
 }
