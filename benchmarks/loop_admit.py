@@ -39,6 +39,7 @@ from _pgdb import throwaway_database  # benchmarks/_pgdb.py, beside this script
 from gpuplane.control.loop import ControlLoop
 from gpuplane.domain.workloads import Phase, WorkloadSpec
 from gpuplane.drivers.sim import SimDriver
+from gpuplane.process import tune_gc
 from gpuplane.service import lifecycle
 from gpuplane.service.auth import AuthService
 from gpuplane.service.authz import Principal
@@ -98,6 +99,7 @@ def loop_run(db_url: str, home: Path, hosts: int, workloads: int) -> dict:
             timed = _timed(f"step_{step}", getattr(loop, step), acc)
             timed.__name__ = step  # type: ignore[attr-defined]
             setattr(loop, step, timed)
+        tune_gc()  # as `gpuplane up` does once started (src/gpuplane/process.py)
         t0, c0 = time.perf_counter(), time.process_time()
         report = loop.tick(renew=False)
         tick_s, tick_cpu_s = time.perf_counter() - t0, time.process_time() - c0

@@ -12,13 +12,13 @@ from gpuplane.store.bulk import insert_many
 from gpuplane.store.generations import guarded_update_many
 from gpuplane.store.tables import AuditRow, SiteRow
 
-ODD = ["plain", "it's \"quoted\" \\ back", "ünïcødé ✓", "", None]
+ODD = ["plain", "it's \"quoted\" \\ back", "ünïcødé ✓ {a,b} NULL", "line\nbreak\ttab 🚀", "", None]
 
 
 def test_insert_many_stores_what_it_was_given(store):
     rows = [dict(seq=i + 1, at=1.5 * i, actor="a", action="x.y", object_kind="k",
                  object_id=str(i), project_id=None if i % 2 else i, org_id=None,
-                 outcome="ok", detail={"n": i, "text": ODD[i % 4], "none": None,
+                 outcome="ok", detail={"n": i, "text": ODD[i % 5], "none": None,
                                        "nested": {"list": [1, None, "ü"]}},
                  policy_hash="", prev_hash="0" * 64, hash=f"{i:064x}")
             for i in range(7)]
@@ -38,13 +38,13 @@ def test_guarded_update_many_writes_all_or_raises(store):
     labels = [{"a": ODD[i]} if i % 2 else None for i in range(len(sites))]
     with store.write() as tx:
         guarded_update_many(tx.session, SiteRow, "id",
-                            [(sid, gen, {"labels": lab, "region": ODD[i % 4]})
+                            [(sid, gen, {"labels": lab, "region": ODD[i % 5]})
                              for i, ((sid, gen), lab) in enumerate(zip(sites, labels))], "site")
     with store.read() as tx:
         rows = tx.session.execute(select(SiteRow.id, SiteRow.generation, SiteRow.labels,
                                          SiteRow.region).order_by(SiteRow.id)).all()
         assert [(r.generation, r.labels, r.region) for r in rows] == [
-            (gen + 1, lab, ODD[i % 4]) for i, ((_, gen), lab) in enumerate(zip(sites, labels))]
+            (gen + 1, lab, ODD[i % 5]) for i, ((_, gen), lab) in enumerate(zip(sites, labels))]
     with pytest.raises(Conflict), store.write() as tx:  # one stale generation: nothing written
         guarded_update_many(tx.session, SiteRow, "id",
                             [(r.id, r.generation - (i == 2), {"region": "moved"})

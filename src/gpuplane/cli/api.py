@@ -27,9 +27,12 @@ def app_factory() -> Any:
     from gpuplane.control.logsource import DriverLogSource
     from gpuplane.settings import Settings
 
+    from gpuplane.process import tune_gc
+
     settings = Settings()
-    return create_app(settings, migrate=False,
-                      log_source=DriverLogSource(settings.logs_dir, {}))
+    app = create_app(settings, migrate=False, log_source=DriverLogSource(settings.logs_dir, {}))
+    tune_gc()
+    return app
 
 
 def api(

@@ -56,6 +56,7 @@ def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
 
     from gpuplane.api.app import create_app
     from gpuplane.control.embedded import STATE_UMASK, Embedded
+    from gpuplane.process import tune_gc
     from gpuplane.settings import Settings
     from gpuplane.web import mount_dashboard
 
@@ -91,6 +92,7 @@ def _up(host: str, port: int, home: Path | None, db_url: str | None, demo: bool,
     typer.echo(f"  export GPUPLANE_URL=http://{host}:{port} "
                f"GPUPLANE_TOKEN=$(cat {plane.token_path})")
     sys.stdout.flush()
+    tune_gc()  # start-up is done: fewer, cheaper collections from here (gpuplane/process.py)
     plane.start_loop()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower(),
