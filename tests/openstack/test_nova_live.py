@@ -10,14 +10,19 @@ host (its network deallocation needs Neutron), which the last test pins down.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from conftest_nova import NovaStack, nova_endpoint, nova_stack  # noqa: F401  (fixtures)
 
+from gpuplane.drivers.base import DriverHandle, PlacedDevices, TaskObservation, TaskSpec, TaskState
 from gpuplane.drivers.openstack.nova import NovaClient, NovaError, ServerFailed
+from gpuplane.drivers.openstack.nova_driver import NOVA_HOST_LABEL, NovaDriver
 from gpuplane.drivers.openstack.nova_flavors import VmRequest, flavor_for
 from gpuplane.drivers.openstack.placement import PlacementClient
 
@@ -61,6 +66,47 @@ def test_mig_flavor_boots_active_with_its_allocation_in_placement(
     assert alloc[nova_stack.node_uuid] == {"VCPU": 2, "MEMORY_MB": 2048, "DISK_GB": 1, MIG: 2}
     # the same request reuses the flavor: same id, nothing created
     assert nova.ensure_flavor(flavor_for(req)) == spec.id
+
+
+def _observe_until(driver: NovaDriver, handle: DriverHandle, done: Any,
+                   timeout_s: float = 120.0) -> TaskObservation:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        [ob] = driver.observe([handle])
+        if done(ob) or time.monotonic() > deadline:
+            return ob
+        time.sleep(1.0)
+
+
+def test_the_nova_driver_runs_a_task_as_a_server_pinned_to_its_host(
+        nova: NovaClient, nova_stack: NovaStack, placement: PlacementClient) -> None:  # noqa: F811
+    """The live plane's ``nova`` driver (what a host registered with ``driver: nova`` runs):
+    a task placed on one MIG slice boots as a server on the compute host named by the host's
+    label, with the slice claimed in Placement; ``stop`` deletes it. Without Neutron the delete
+    fails on the compute host, and the driver reports the task Failed with that reason."""
+    gpu = SimpleNamespace(index=0, model="H100-80GB", mode="mig")
+    driver = NovaDriver(nova, image_id=nova_stack.image_id,
+                        hosts={"vm-host": SimpleNamespace(name="vm-host", gpus=(gpu,),
+                                                          tee=None)}.get,
+                        host_labels=lambda name: {NOVA_HOST_LABEL: nova_stack.host})
+    task = TaskSpec(task_id=f"live-{uuid.uuid4().hex[:8]}", workload="live-driver",
+                    cpu_milli=1000, memory_mib=1024)
+    before = placement.provider_usages(nova_stack.node_uuid).get(MIG, 0)
+    handle = driver.start(task, PlacedDevices(host="vm-host", gpu_indices=(0,),
+                                              mig=((0, "1g.10gb", 0),)))
+    assert handle.data["compute_host"] == nova_stack.host
+    running = _observe_until(driver, handle, lambda ob: "ACTIVE" in (ob.message or "")
+                             or ob.state is not TaskState.RUNNING)
+    assert running.state is TaskState.RUNNING and "ACTIVE" in running.message, running
+    server_id = handle.data["server_id"]
+    assert placement.get_allocations(server_id).allocations[nova_stack.node_uuid][MIG] == 1
+    assert placement.provider_usages(nova_stack.node_uuid)[MIG] == before + 1
+    driver.stop(handle, grace_s=60)
+    ended = _observe_until(driver, handle, lambda ob: ob.state is not TaskState.RUNNING)
+    if nova_stack.start_s is None:  # an operator's Nova (with Neutron) deletes it
+        assert ended.state is TaskState.CANCELLED, ended
+    else:
+        assert ended.state is TaskState.FAILED and "could not delete" in ended.message, ended
 
 
 def test_boot_beyond_capacity_is_no_valid_host(
