@@ -11,9 +11,10 @@ The stream computes each *view* of the console (``whoami``, ``fleet``, ``workloa
 routes that show the same data, every ``poll_s`` seconds; it sends a view (``event: <view>``,
 ``data: <json>``) when it changed since this stream sent it last, ``workloads`` as changes
 (the first event all, then the workloads that changed and the ids that left). So a tenant's
-stream carries what the tenant could list over REST, and a client is sent only what changed. Every ``RECHECK_S`` the token is
-authenticated again: a revoked token, or changed role bindings, take effect within that time;
-a stream ends after ``MAX_S`` (the console then asks for a new ticket and reconnects).
+stream carries what the tenant could list over REST, and a client is sent only what changed.
+Every ``RECHECK_S`` the token is authenticated again: a revoked token, or changed role
+bindings, take effect within that time; a stream ends after ``MAX_S`` (the console then asks
+for a new ticket and reconnects).
 
 Where the server keeps the pool's history (``api/history.py``, started by
 ``web.mount_dashboard``), the stream also sends ``event: history`` with the samples the page
@@ -42,9 +43,9 @@ from pydantic import BaseModel, Field
 
 from gpuplane.api.deps import Svc, Who, bearer, client_source
 from gpuplane.api.problems import problem_response, responses
-from gpuplane.web import views
 from gpuplane.domain.errors import GpuplaneError, NotFound
 from gpuplane.service import Principal, Services, Unauthenticated
+from gpuplane.web import views
 
 router = APIRouter(prefix="/v1", tags=["console"], responses=responses(401, 422))
 
@@ -57,10 +58,6 @@ POLL_S = 1.5
 HEARTBEAT_S = 15.0
 RECHECK_S = 30.0
 MAX_S = 900.0
-RECENT_FINISHED = 50       # finished workloads the ``workloads`` view keeps
-QUEUE_DETAIL_MAX = 200     # pending workloads whose queue position is computed per poll
-PAGE = 1000
-TERMINAL = ("Succeeded", "Failed", "Cancelled", "Lost")
 
 
 @dataclass
