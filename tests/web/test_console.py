@@ -78,6 +78,13 @@ def test_admin_sees_fleet_map_submits_and_cancels_live(page, plane):
     page.locator("#tenancy tr", has_text="default").get_by_text(re.compile("weight")).wait_for(
         timeout=TIMEOUT)
 
+    # charts from the server's history (sampled when the server started, then every 10 s)
+    page.get_by_role("link", name="Charts").click()
+    chart = page.locator("#chart-allocation")
+    chart.wait_for(timeout=TIMEOUT)
+    assert int(chart.get_attribute("data-points")) >= 1
+    assert page.locator("#chart-allocation path.line, #chart-allocation circle.pt").count() >= 1
+
     # audit view with its verification state (admin is global)
     page.get_by_role("link", name="Audit").click()
     page.locator("#audit-verify").wait_for(timeout=TIMEOUT)
