@@ -53,7 +53,7 @@ def _value(name: str, ddl: str, how: str) -> str:
 
 def update_from_arrays(t: Any, key: str, cols: Sequence[str],
                        group: Sequence[tuple[Any, int, Mapping[str, Any]]],
-                       dialect: Any) -> tuple[Any, dict[str, list[Any]]]:
+                       dialect: Any) -> tuple[Any, dict[str, Any]]:
     """(statement, parameters) of one generation-guarded ``UPDATE ... FROM unnest(...)`` for
     ``group``'s (key, seen generation, values); its rowcount says how many matched."""
     names = ["_key", "_seen", *cols]
