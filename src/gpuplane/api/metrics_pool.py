@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import Text, case, or_, select, type_coerce
+from sqlalchemy import Text, case, select, type_coerce
 
 log = logging.getLogger("gpuplane.metrics")
 
@@ -279,13 +279,11 @@ def _charge(charged: dict, work: tuple | None) -> None:
 
 
 def _waiting_pks(now: float) -> Any:
-    """Workloads not cancelled with a Pending task past its backoff (``list_schedulable``)."""
-    from gpuplane.store.tables import TaskRow, WorkloadRow
+    """The schedulable workloads (``WorkloadRepo.schedulable``), as a subquery of pks."""
+    from gpuplane.store.repos_workloads import WorkloadRepo
+    from gpuplane.store.tables import WorkloadRow
 
-    pending = select(TaskRow.workload_pk).where(
-        TaskRow.phase == "Pending", or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now))
-    return select(WorkloadRow.pk).where(WorkloadRow.pk.in_(pending),
-                                        WorkloadRow.cancel_requested.is_(False))
+    return select(WorkloadRow.pk).where(WorkloadRepo.schedulable(now))
 
 
 def _read_waiting(s: Any, now: float) -> list[tuple[str, float]]:

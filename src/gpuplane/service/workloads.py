@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from gpuplane.domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from gpuplane.domain.workloads import Event, Phase, Workload, WorkloadSpec
@@ -202,27 +202,16 @@ class WorkloadService(ServiceBase):
         now = self.now()
         with self.store.read() as tx:
             wl = self._resolve(tx, principal, ref, "workload.read", project)
-            pending = [t for t in wl.tasks if t.phase is Phase.PENDING]
-            position = None
-            if pending and not wl.cancel_requested:
-                queue = sorted(tx.workloads.list_schedulable(now),
-                               key=lambda w: (-w.priority, w.submitted_at, w.id))
-                position = next((i + 1 for i, w in enumerate(queue) if w.id == wl.id), None)
-            backoff = [t.not_before for t in pending if t.not_before and t.not_before > now]
+            pending = [t.not_before for t in wl.tasks if t.phase is Phase.PENDING]
             reason = None
             if wl.pending_reason is not None:
                 pr = Redactor(tx, principal).reason(wl.pending_reason)
                 reason = {"code": pr.code, "message": pr.message, "detail": dict(pr.detail)}
-            elif backoff and len(backoff) == len(pending):
-                reason = {"code": "gpuplane.pending.backoff",
-                          "message": f"waiting {min(backoff) - now:.0f}s before retrying "
-                                     "(retry backoff)", "detail": {}}
-            elif pending and not wl.cancel_requested:
-                reason = {"code": "gpuplane.pending.not_yet_scheduled",
-                          "message": "waiting for the next scheduling cycle", "detail": {}}
-            return {"workload": wl.id, "phase": wl.phase.value,
-                    "pending_tasks": len(pending), "queue_position": position,
-                    "reason": reason, "retry_after_s": (min(backoff) - now) if backoff else None}
+            queued = bool(pending) and not wl.cancel_requested
+            order = tx.workloads.queue_order(now) if queued else []
+            position = order.index(wl.id) + 1 if wl.id in order else None
+            return standing(wl.id, wl.phase.value, pending, wl.cancel_requested, reason,
+                            position, now)
 
     # -- cancel / delete -----------------------------------------------------------------------
     def cancel_workload(self, principal: Principal, ref: str, project: str | None = None
@@ -281,6 +270,26 @@ class WorkloadService(ServiceBase):
                           task.handle)
         source = self.log_source or NoLogs()
         return wl, source.read_log(ref_, max(0, offset), max(1, min(limit, MAX_LOG_CHUNK)))
+
+
+def standing(uid: str, phase: str, pending: Sequence[float | None], cancel_requested: bool,
+             reason: dict | None, position: int | None, now: float) -> dict:
+    """GET /v1/workloads/{w}/pending of one workload: ``pending``, the ``not_before`` of each
+    of its Pending tasks; ``reason``, its stored pending reason as the caller may see it;
+    ``position`` in ``queue_order``. Without a stored reason it waits for its retry backoff
+    (every pending task backing off) or for the next cycle."""
+    backoff = [nb for nb in pending if nb and nb > now]
+    queued = bool(pending) and not cancel_requested
+    if reason is None and backoff and len(backoff) == len(pending):
+        reason = {"code": "gpuplane.pending.backoff",
+                  "message": f"waiting {min(backoff) - now:.0f}s before retrying "
+                             "(retry backoff)", "detail": {}}
+    elif reason is None and queued:
+        reason = {"code": "gpuplane.pending.not_yet_scheduled",
+                  "message": "waiting for the next scheduling cycle", "detail": {}}
+    return {"workload": uid, "phase": phase, "pending_tasks": len(pending),
+            "queue_position": position if queued else None, "reason": reason,
+            "retry_after_s": (min(backoff) - now) if backoff else None}
 
 
 def _render(page: Page, convert: Callable) -> Page:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import NotFound
@@ -158,15 +158,26 @@ class WorkloadRepo:
         page = paginate(self.s, stmt, WorkloadRow.pk, after, limit, lambda r: r, lambda r: r.pk)
         return Page(self._convert(page.items, with_tasks), page.next_after)
 
-    def list_schedulable(self, now: float) -> list[Workload]:
+    @staticmethod
+    def schedulable(now: float) -> Any:
         """Workloads not cancelled that have a Pending task whose backoff has expired."""
         pks = select(TaskRow.workload_pk).where(
             TaskRow.phase == Phase.PENDING.value,
             or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now)).distinct()
-        rows = self.s.execute(select(WorkloadRow.__table__).where(
-            WorkloadRow.pk.in_(pks), WorkloadRow.cancel_requested.is_(False))
-            .order_by(WorkloadRow.pk)).all()
+        return and_(WorkloadRow.pk.in_(pks), WorkloadRow.cancel_requested.is_(False))
+
+    def list_schedulable(self, now: float) -> list[Workload]:
+        """Workloads not cancelled that have a Pending task whose backoff has expired."""
+        rows = self.s.execute(select(WorkloadRow.__table__).where(self.schedulable(now))
+                              .order_by(WorkloadRow.pk)).all()
         return self._convert(rows)
+
+    def queue_order(self, now: float) -> list[str]:
+        """The ids of the schedulable workloads in queue order (by priority, then submission,
+        then id), read as plain columns: no record is built."""
+        rows = self.s.execute(select(WorkloadRow.priority, WorkloadRow.submitted_at,
+                                     WorkloadRow.uid).where(self.schedulable(now))).all()
+        return [uid for _, _, uid in sorted(rows, key=lambda r: (-r[0], r[1], r[2]))]
 
     def list_active(self) -> list[Workload]:
         """Workloads with at least one task holding resources (Admitted or Running)."""

@@ -242,40 +242,23 @@ def _read(svc: Services, who: Principal, uids: list[str], versions: dict) -> dic
 
 def _standing(svc: Services, items: list[dict], now: float) -> dict[str, dict]:
     """GET /v1/workloads/{w}/pending of every pending item (the first QUEUE_DETAIL_MAX), with
-    one queue order for all: position among all schedulable workloads (by priority, then
-    submission)."""
-    from gpuplane.store.tables import TaskRow, WorkloadRow
+    one queue order for all (``retry_after_s`` in whole seconds: the view changes when the
+    standing does, not every poll)."""
+    from gpuplane.service.workloads import standing
 
     waiting = sorted((w for w in items if w["status"]["phase"] == "Pending"),
                      key=lambda w: w["status"]["submitted_at"])[:QUEUE_DETAIL_MAX]
     if not waiting:
         return {}
     with svc.store.read() as tx:
-        ready = select(TaskRow.workload_pk).where(
-            TaskRow.phase == "Pending",
-            or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now))
-        queue = sorted(tx.session.connection().execute(
-            select(WorkloadRow.priority, WorkloadRow.submitted_at, WorkloadRow.uid)
-            .where(WorkloadRow.pk.in_(ready), WorkloadRow.cancel_requested.is_(False))),
-            key=lambda r: (-r[0], r[1], r[2]))
-    position = {uid: i + 1 for i, (_, _, uid) in enumerate(queue)}
+        position = {uid: i + 1 for i, uid in enumerate(tx.workloads.queue_order(now))}
     out = {}
     for w in waiting:
         st = w["status"]
-        pending = [t for t in st["tasks"] if t["phase"] == "Pending"]
-        queued = bool(pending) and not st["cancel_requested"]
-        backoff = [t["not_before"] for t in pending if t["not_before"] and t["not_before"] > now]
-        reason = st["pending_reason"]
-        if reason is None and backoff and len(backoff) == len(pending):
-            reason = {"code": "gpuplane.pending.backoff", "detail": {},
-                      "message": f"waiting {min(backoff) - now:.0f}s before retrying "
-                                 "(retry backoff)"}
-        elif reason is None and queued:
-            reason = {"code": "gpuplane.pending.not_yet_scheduled", "detail": {},
-                      "message": "waiting for the next scheduling cycle"}
-        out[w["id"]] = {"workload": w["id"], "phase": st["phase"],
-                        "pending_tasks": len(pending),
-                        "queue_position": position.get(w["id"]) if queued else None,
-                        "reason": reason,
-                        "retry_after_s": round(min(backoff) - now) if backoff else None}
+        one = standing(w["id"], st["phase"],
+                       [t["not_before"] for t in st["tasks"] if t["phase"] == "Pending"],
+                       st["cancel_requested"], st["pending_reason"], position.get(w["id"]), now)
+        if one["retry_after_s"] is not None:
+            one["retry_after_s"] = round(one["retry_after_s"])
+        out[w["id"]] = one
     return out
