@@ -1,6 +1,7 @@
 """Bulk writes (``store.bulk``: one ``unnest`` statement on PostgreSQL, ``executemany`` on
 SQLite) store exactly what row-by-row writes store: NULLs, JSON (null, nested, unicode), quotes;
-and a guarded bulk update that meets a moved generation raises ``Conflict`` and writes nothing."""
+and a guarded bulk update that meets a moved generation raises ``Conflict`` and writes nothing;
+``among`` selects what ``IN`` selects."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from gpuplane.domain.errors import Conflict
-from gpuplane.store.bulk import insert_many
+from gpuplane.store.bulk import among, insert_many
 from gpuplane.store.generations import guarded_update_many
 from gpuplane.store.tables import AuditRow, SiteRow
 
@@ -51,3 +52,21 @@ def test_guarded_update_many_writes_all_or_raises(store):
                              for i, r in enumerate(rows)], "site")
     with store.read() as tx:
         assert "moved" not in {r.region for r in tx.session.execute(select(SiteRow)).scalars()}
+
+
+def test_among_selects_exactly_the_values_given(store):
+    """``among`` (PostgreSQL: ``= ANY(array)``; SQLite: ``IN``) matches what ``IN`` matches, for
+    numbers and for names with array-syntax characters, quotes and newlines."""
+    names = [v for v in ODD if v] + ["{}", "a,b", "NULL"]
+    with store.write() as tx:
+        for n in names:
+            tx.session.add(SiteRow(name=n, jurisdiction="CH", labels={}, created_at=1.0))
+    with store.read() as tx:
+        ids = dict(tx.session.execute(select(SiteRow.name, SiteRow.id)).tuples().all())
+        for want in (names, names[::2], ["absent", names[1]], [names[-1]]):
+            got = tx.session.execute(select(SiteRow.name)
+                                     .where(among(tx.session, SiteRow.name, want))).scalars()
+            assert sorted(got) == sorted(n for n in want if n in ids)
+            by_id = tx.session.execute(select(SiteRow.name).where(
+                among(tx.session, SiteRow.id, [ids[n] for n in want if n in ids] + [-1])))
+            assert sorted(by_id.scalars()) == sorted(n for n in want if n in ids)

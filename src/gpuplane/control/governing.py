@@ -160,11 +160,11 @@ class Governing:
 
     def sign_checkpoint(self, report: Any = None, reason: str = "interval") -> None:
         """Sign a checkpoint of the audit log when due (and the log grew), then anchor it."""
-        from gpuplane.governance import checkpoints
-
         a, now = self.audit, self.clock()
         if a is None or (reason == "interval" and now - a.last < a.every_s):
             return
+        from gpuplane.governance import checkpoints   # lazy: cryptography, only when signing
+
         with self._fenced().write() as tx:
             notary = checkpoints.notary_for(tx, a.key, a.origin)
             cp = checkpoints.make_checkpoint(tx, notary, reason, now)

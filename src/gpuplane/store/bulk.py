@@ -14,10 +14,11 @@ writes for a bound ``None`` too; a text ``None`` as SQL NULL. SQLite keeps ``exe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, String, insert, text
+from sqlalchemy import JSON, String, any_, insert, literal, text
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 
 
 #: how a column's values travel: as an array, or inside one JSON document
@@ -81,3 +82,14 @@ def insert_many(conn: Any, t: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     select = ", ".join(_value(c, d, how) for c, d, how in zip(cols, ddl, carry))
     conn.execute(text(f"INSERT INTO {t.name} ({', '.join(cols)}) SELECT {select} "
                       f"FROM unnest({_unnest(ddl, carry)}) AS v({', '.join(cols)})"), params)
+
+
+def among(session: Any, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN values``. On PostgreSQL one array parameter (``column = ANY(:values)``)
+    instead of one parameter per value: SQLAlchemy renders an ``IN`` list afresh for every
+    execution and psycopg then parses a statement with a placeholder per value (about a tenth
+    of a tick admitting 1,000 workloads); the array form is one cached statement."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(values, PG_ARRAY(column.type)))
+    return column.in_(values)

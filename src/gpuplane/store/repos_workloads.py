@@ -16,7 +16,7 @@ from gpuplane.domain.errors import NotFound
 from gpuplane.domain.validation import STORED
 from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPlacement, Workload,
                                        WorkloadSpec)
-from gpuplane.store.bulk import insert_many
+from gpuplane.store.bulk import among, insert_many
 from gpuplane.store.generations import guarded_update, guarded_update_many
 from gpuplane.store.paging import Page, paginate
 from gpuplane.store.records import LockedTask, LockedWorkload, UsageRecord, WorkloadPhaseState
@@ -71,7 +71,7 @@ class WorkloadRepo:
         if not uids:
             return out
         rows = self.s.execute(select(TaskRow.__table__, HostRow.simulated).outerjoin(
-            HostRow, HostRow.id == TaskRow.host_id).where(TaskRow.workload_pk.in_(list(uids)))
+            HostRow, HostRow.id == TaskRow.host_id).where(among(self.s, TaskRow.workload_pk, uids))
             .order_by(TaskRow.workload_pk, TaskRow.idx)).all()
         for t in rows:
             out[t.workload_pk].append(task_from_row(t, uids[t.workload_pk], bool(t.simulated)))
@@ -252,7 +252,7 @@ class WorkloadRepo:
                    WorkloadRow.cancel_requested, WorkloadRow.admitted_at,
                    WorkloadRow.started_at, WorkloadRow.project_id, ProjectRow.org_id)
             .join(ProjectRow, ProjectRow.id == WorkloadRow.project_id)
-            .where(WorkloadRow.uid.in_(uids)).order_by(WorkloadRow.pk)
+            .where(among(self.s, WorkloadRow.uid, uids)).order_by(WorkloadRow.pk)
             .with_for_update(of=WorkloadRow)).all()
         return {r.uid: LockedWorkload(r.pk, r.uid, r.generation, r.phase, r.cancel_requested,
                                       r.admitted_at, r.started_at, r.project_id, r.org_id)
@@ -351,7 +351,7 @@ class TaskRepo:
         rows = self.s.execute(
             select(TaskRow.id, TaskRow.generation, TaskRow.phase, TaskRow.workload_pk,
                    TaskRow.idx, TaskRow.attempt)
-            .where(TaskRow.id.in_(ids)).order_by(TaskRow.id).with_for_update()).all()
+            .where(among(self.s, TaskRow.id, ids)).order_by(TaskRow.id).with_for_update()).all()
         return {r.id: LockedTask(r.id, r.generation, r.phase, r.workload_pk, r.idx, r.attempt)
                 for r in rows}
 
@@ -362,7 +362,7 @@ class TaskRepo:
         if pks:
             for pk, phase in self.s.execute(
                     select(TaskRow.workload_pk, TaskRow.phase)
-                    .where(TaskRow.workload_pk.in_(pks))
+                    .where(among(self.s, TaskRow.workload_pk, pks))
                     .order_by(TaskRow.workload_pk, TaskRow.idx)).tuples():
                 out[pk].append(phase)
         return {pk: tuple(v) for pk, v in out.items()}
