@@ -70,12 +70,11 @@ from typing import Any
 
 import numpy as np
 
-from gpuplane.domain.tenancy import MILLI, FlavorQuota, Project, QuotaTree
 from gpuplane.drivers.base import DriverHandle, TaskObservation, TaskSpec, TaskState
 from gpuplane.drivers.sim import SimDriver
 from gpuplane.sim.replay import JobOutcome, ReplayConfig, ReplayResult, SimJob, replay
-from gpuplane.sim.sharing import (COHORT, FLAVOR, SharingSetup, gang_tasks, mode_config, prepare,
-                                  report, servable, team_hosts)
+from gpuplane.sim.sharing import (COHORT, FLAVOR, SharingSetup, gang_tasks, mode_config,
+                                  pool_quotas, prepare, report, servable, team_hosts)
 from gpuplane.sim.traces import format_time, parse_time, read_jobs, read_quotas
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,9 +114,7 @@ def run_sim(setup: SharingSetup, config: ReplayConfig,
             progress: Callable[[float, float], None] | None = None) -> dict[str, Any]:
     """``run_mode("gpuplane")`` keeping the per-job outcomes (its report is the same)."""
     jobs, hosts, unservable = sim_jobs(setup)
-    quotas = QuotaTree([Project(t.tenant, cohort=COHORT,
-                                quotas={FLAVOR: FlavorQuota(t.gpus * MILLI)})
-                        for t in setup.teams])
+    quotas = pool_quotas("gpuplane", setup.teams)
     t0 = time.perf_counter()
     r = replay(jobs, hosts, quotas, config, window=setup.window, progress=progress)
     r.wall_s = time.perf_counter() - t0
@@ -299,7 +296,7 @@ def run_live(setup: SharingSetup, config: ReplayConfig, home: Path, *, random_id
     tenancy, policy = TenancyService(store, clock=now), PolicyService(store, clock=now)
     for team in setup.teams:
         tenancy.create_project(system, ProjectSpec(name=team.tenant, organisation="default",
-                                                   cohort=COHORT))
+                                                   cohort=COHORT, weight=team.gpus))
         policy.set_quota(system, QuotaSpec(project=team.tenant, resource="gpu", flavor=FLAVOR,
                                            guaranteed=team.gpus))
     svc = ReplayWorkloads(store, clock=now)

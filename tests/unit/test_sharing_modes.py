@@ -13,7 +13,8 @@ from gpuplane.scheduling.admission.state import running_ends, running_totals
 from gpuplane.sim.replay import ReplayConfig, SimJob, replay
 from gpuplane.sim.runtime import requested_limits
 from gpuplane.sim.sharing import (
-    MODES, compare, gang_tasks, mode_config, prepare, resize, run_all, run_mode, team_hosts)
+    MODES, compare, gang_tasks, mode_config, pool_quotas, prepare, resize, run_all, run_mode,
+    team_hosts)
 from gpuplane.sim.sharing_search import find_min_gpus
 from gpuplane.sim.tracegen import generate, write
 from gpuplane.sim.traces import TeamQuota, TraceJob
@@ -37,6 +38,20 @@ def test_every_mode_runs_the_same_jobs(mode):
     r = run_mode(mode, setup_ab(), mode_config(mode, grace_s=0.0))
     assert sum(t["jobs"] for t in r["teams"].values()) == len(contended())
     assert r["runtime_knowledge"] == "requested"
+
+
+@pytest.mark.parametrize("mode", ["drf", "gpuplane"])
+def test_fair_share_weights_are_team_sizes(mode):
+    """Two teams flood a pool of 8 GPUs with equal one-GPU jobs; the team that brought 6 GPUs
+    is served three times what the team that brought 2 is over the first hour (equal weights
+    would split it 4:4 in drf)."""
+    jobs = [TraceJob(f"{t}{i}", t, 0.0, 3600.0, 1) for t in "ab" for i in range(24)]
+    s = prepare(jobs, [TeamQuota("a", 6), TeamQuota("b", 2)], start=0.0, end=3600.0)
+    tree = pool_quotas(mode, s.teams)
+    assert (tree.project("a").weight, tree.project("b").weight) == (6.0, 2.0)
+    r = run_mode(mode, s, mode_config(mode, runtime_knowledge="oracle"))
+    hours = {t: r["teams"][t]["gpu_hours_allocated"] for t in "ab"}
+    assert hours == pytest.approx({"a": 6.0, "b": 2.0})
 
 
 def test_fifo_plus_backfill_lets_short_work_pass_a_blocked_head_and_fifo_does_not():
@@ -223,7 +238,7 @@ def test_cli_trace_gen_and_sharing_flags(tmp_path):
 
 def test_daily_delivery_from_samples_exact():
     """Guarantee 4; samples every hour over two days (held just before each instant)."""
-    from gpuplane.sim.sharing_report import daily_delivery, delivery_summary
+    from gpuplane.sim.sharing_report import _sample_step, daily_delivery, delivery_summary
 
     day = 86400.0
     jobs = [("a", 0.0, 2, 7200.0),        # demand 2 at t = 1 h, 2 h (submit < t <= end)
@@ -250,6 +265,17 @@ def test_daily_delivery_from_samples_exact():
     assert daily_delivery(late, {"a": 4}, [], (0.0, day), 3600.0, ready_s=10.0) == {"a": []}
     # a team-day with less than 1 GPU-hour due does not count
     assert delivery_summary({"c": [(0, 0.0, 0.5)]}, 0.0)["min"] is None
+    # a window starting at 2.6 s (a trace's first submission), samples stepped by addition as
+    # the replay steps them: the step read off them is 3600 s and every sample is found (the
+    # step came out as 3599.99999999997 s and no sample matched a grid instant: nothing held)
+    t, stepped = 2.6, []
+    while t < 3 * day:
+        stepped.append((t, 1.0, {"a": 1.0}))
+        t += 3600.0
+    step = _sample_step(stepped)
+    assert step == 3600.0
+    assert daily_delivery([("a", 0.0, 1, None)], {"a": 4}, stepped, (2.6, 3 * day + 2.6),
+                          step) == {"a": [(k, 24.0, 24.0) for k in range(3)]}
 
 
 def test_guarantee_delivery_in_the_report_of_a_fifo_pool():

@@ -6,9 +6,13 @@
 - ``fifo+backfill``: the pool, FIFO (age) order over all teams, no quotas, the same EASY backfill
   and run-time knowledge as gpuplane.
 - ``drf``: the pool, no quotas or guarantees, teams served by dominant-resource fair share
-  (equal weights, usage decayed over the half-life), backfill, no preemption.
+  (usage decayed over the half-life), backfill, no preemption.
 - ``gpuplane``: the pool with quotas (each team guaranteed its dedicated size, all in one
   cohort, idle guarantees lent), reclaim by preemption, hierarchical DRF, and backfill.
+
+In both fair-share modes a team's fair-share weight is its dedicated size, as an operator sets
+shares in proportion to what each team brought (Slurm's fair-share *shares*): a team's standing
+is its use over its size, so a large team is not ranked behind a small one for using more.
 
 Every mode runs the same jobs through :func:`gpuplane.sim.replay.replay` and so the one
 scheduling cycle (``run_cycle``; only ``CycleOptions`` and the quota tree differ). Jobs of tenants
@@ -182,11 +186,12 @@ def sim_jobs(setup: SharingSetup, seed: int = 0) -> list[SimJob]:
 
 
 def pool_quotas(mode: str, teams: Sequence[TeamQuota]) -> QuotaTree:
-    """The quota tree of a pooled mode: guarantees in one cohort for gpuplane, none otherwise."""
+    """The quota tree of a pooled mode: guarantees in one cohort for gpuplane, none otherwise;
+    every team's fair-share weight is its GPUs."""
     if mode == "gpuplane":
-        return QuotaTree([Project(t.tenant, cohort=COHORT,
+        return QuotaTree([Project(t.tenant, cohort=COHORT, weight=float(t.gpus),
                                   quotas={FLAVOR: FlavorQuota(t.gpus * MILLI)}) for t in teams])
-    return QuotaTree([Project(t.tenant) for t in teams], enforce=False)
+    return QuotaTree([Project(t.tenant, weight=float(t.gpus)) for t in teams], enforce=False)
 
 
 def run_mode(mode: str, setup: SharingSetup, config: ReplayConfig,

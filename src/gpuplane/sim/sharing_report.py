@@ -136,7 +136,8 @@ def report(setup: Any, r: ReplayResult, unservable: set[str]) -> dict:
 def _sample_step(samples: list, default: float = 3600.0) -> float:
     """The replay's sampling period (``ReplayConfig.sample_s``), read off its samples."""
     ts = sorted({t for t, _, _ in samples})
-    return min((b - a for a, b in zip(ts, ts[1:])), default=default)
+    # rounded: instants stepped from a start such as 2.6 s differ by 3599.99999999997 s
+    return round(min((b - a for a, b in zip(ts, ts[1:])), default=default), 6)
 
 
 def daily_delivery(jobs: Iterable[tuple[str, float, int, float | None]],
@@ -157,8 +158,11 @@ def daily_delivery(jobs: Iterable[tuple[str, float, int, float | None]],
     ``ready_s`` at or after its submission -- the first cycle that could start it -- instead of
     from its submission; the report uses 0, the definition in ``docs/sharing.md``."""
     lo, hi = window
-    held = {t: per for t, _, per in samples}
     grid = np.arange(lo, hi, sample_s) if sample_s > 0 and hi > lo else np.zeros(0)
+    # samples by their index on the grid, not by instant: the replay steps its sample clock by
+    # repeated addition, so from a start such as 2.6 s its instants and the grid's differ in
+    # the last bits
+    held = {round((t - lo) / sample_s): per for t, _, per in samples} if grid.size else {}
     weight = np.minimum(sample_s, hi - grid) / 3600.0
     day = ((grid - lo) // DAY_S).astype(int)
     per_team: dict[str, list] = {t: [[], [], []] for t in guarantees}
@@ -177,7 +181,7 @@ def daily_delivery(jobs: Iterable[tuple[str, float, int, float | None]],
         # submitted before t, minus finished before t
         demand = (csub[np.searchsorted(sub[so], grid, "left")]
                   - cend[np.searchsorted(end[eo], grid, "left")])
-        hold = np.array([held.get(t, {}).get(team, 0.0) for t in grid.tolist()])
+        hold = np.array([held.get(k, {}).get(team, 0.0) for k in range(grid.size)])
         due = np.minimum(demand, g)
         served = np.minimum(hold, due)
         d_due = np.bincount(day, weights=due * weight) if day.size else np.zeros(0)
