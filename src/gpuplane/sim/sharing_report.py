@@ -160,7 +160,7 @@ def daily_delivery(jobs: Iterable[tuple[str, float, int, float | None]],
     lo, hi = window
     grid = np.arange(lo, hi, sample_s) if sample_s > 0 and hi > lo else np.zeros(0)
     # samples by their index on the grid, not by instant: the replay steps its sample clock by
-    # repeated addition, so from a start such as 2.6 s its instants and the grid's differ in
+    # repeated addition, so from a start such as 2.6 s its instants and the grid's can differ in
     # the last bits
     held = {round((t - lo) / sample_s): per for t, _, per in samples} if grid.size else {}
     weight = np.minimum(sample_s, hi - grid) / 3600.0
