@@ -248,3 +248,18 @@ def test_a_gang_that_must_share_a_host_lands_on_one_host_or_waits():
     loose = PendingWorkload("l", "p0", gang_tasks(2, 8) * 2, topology="host",
                             topology_required=False, submitted_at=3.0)
     assert [a.workload_id for a in c.cycle([loose], q, now=3.0).placements] == ["l"]
+
+
+def test_a_victim_already_stopping_is_taken_before_another_that_would_lose_nothing():
+    """The live loop re-decides while a victim runs out its grace period: the cycle must take
+    that victim again, not a second one that just checkpointed (both lose nothing)."""
+    c = Cluster()
+    q = quotas(8, 8)
+    c.cycle([wl(f"a{i}", "p0", 4, at=i) for i in range(4)], q)          # p0 borrows 8
+    for k, r in list(c.running.items()):
+        c.running[k] = RunningTask(r.id, r.workload_id, r.project, r.task, r.placement,
+                                   started_at=0.0, checkpointed_at=100.0,
+                                   stopping=r.workload_id == "a3")
+    res = c.cycle([wl("b0", "p1", 4, at=50)], q, now=100.0)
+    assert admitted(res) == ["b0"]
+    assert [p.workload_id for p in res.preemptions] == ["a3"]

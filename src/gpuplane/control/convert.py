@@ -142,21 +142,24 @@ def to_pending(workload: Workload, now: float,
 
 def to_running(workloads: Iterable[Workload], now: float | None = None) -> list[RunningTask]:
     """Tasks holding resources, as the cycle sees them. A task already being preempted (in its
-    grace period) counts as checkpointed ``now``: stopping it costs nothing more, so a cycle
-    that still needs its resources picks it again rather than a further victim."""
+    grace period) is ``stopping`` and counts as checkpointed ``now``: stopping it costs nothing
+    more, so a cycle that still needs its resources picks it again before any further victim
+    (also before one that just checkpointed: both would lose nothing)."""
     out = []
     for w in workloads:
         for t in w.tasks:
             if t.phase.holds_resources and t.placement is not None:
+                stopping = (now is not None and t.reason == "Preempted"
+                            and t.phase is Phase.RUNNING)
                 out.append(RunningTask(
                     id=str(t.id), workload_id=w.id, project=w.project,
                     task=to_request(w, t),
                     placement=to_placement(t.placement), started_at=t.started_at or w.submitted_at,
                     priority=w.priority, preemptible=w.preemptible,
-                    checkpointed_at=(now if now is not None and t.reason == "Preempted"
-                                     and t.phase is Phase.RUNNING else _checkpoint(t)),
+                    checkpointed_at=now if stopping else _checkpoint(t),
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
-                                  if w.spec.max_runtime_s and t.started_at else None)))
+                                  if w.spec.max_runtime_s and t.started_at else None),
+                    stopping=stopping))
     return out
 
 

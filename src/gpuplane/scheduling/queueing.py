@@ -61,7 +61,10 @@ class PendingWorkload:
 class RunningTask:
     """One task holding resources. ``workload_id`` groups a gang's tasks (preempted together).
     ``expected_end`` (seconds) feeds backfill reservations; ``checkpointed_at`` lets preemption
-    prefer victims that lose least work."""
+    prefer victims that lose least work. ``stopping``: already signalled by an earlier cycle's
+    preemption and in its grace period (the live loop; the simulator frees a victim at once):
+    a cycle that needs a victim takes it before any other, so waiting for it never costs a
+    second one."""
 
     id: str
     workload_id: str
@@ -74,6 +77,7 @@ class RunningTask:
     checkpointed_at: float | None = None
     expected_end: float | None = None
     flavor: str | None = None
+    stopping: bool = False
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class RunningWorkload:
     lost_s: float          # work lost if stopped now (since checkpoint or start)
     tasks: tuple[RunningTask, ...]
     hosts: tuple[str, ...] = ()   # sorted host names of its tasks
+    stopping: bool = False        # already signalled (``RunningTask.stopping``): taken first
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def candidates(w: PendingWorkload, flavor: str, reclaim: bool, quotas: QuotaTree
             if r.project != w.project:
                 out.append((key, Victim(r, RECLAIM)))
         pool[:n] = kept      # prune what was scanned, keep the order
-    own = [((1, r.priority, r.lost_s, -r.units, r.id), Victim(r, PRIORITY))
+    own = [((1, r.priority, not r.stopping, r.lost_s, -r.units, r.id), Victim(r, PRIORITY))
            for r in running_of(w.project)
            if r.preemptible and r.id not in taken and r.flavor == flavor
            and r.priority < w.priority]
@@ -126,13 +127,16 @@ def group_by_host(victims: list[Victim], free_on: Callable[[str], int],
         cost = {h: _cost_to_free(on[h], need - free_on(h)) for h in on} if need > 0 else {}
         inf = float("inf")
 
+        stopping = {h for h, vs in on.items() if any(v.workload.stopping for v in vs)}
+
         def rank(h: str) -> tuple:
-            return (cost.get(h, inf), -score[h], h)
+            return (cost.get(h, inf), h not in stopping, -score[h], h)
 
         first_host = {id(v): min(v.workload.hosts, key=rank, default="") for v in chunk}
         order = {h: k for k, h in enumerate(sorted(score, key=rank))}
         if need > 0:
-            chunk.sort(key=lambda v: (order.get(first_host[id(v)], 0), _lost(v)))
+            chunk.sort(key=lambda v: (order.get(first_host[id(v)], 0), not v.workload.stopping,
+                                      _lost(v)))
         else:
             chunk.sort(key=lambda v: order.get(first_host[id(v)], 0))
         out.extend(chunk)
@@ -151,7 +155,8 @@ def _cost_to_free(on_host: list[Victim], short: int) -> float:
     if short <= 0:
         return 0.0
     total = 0.0
-    for v in sorted(on_host, key=lambda v: (v.workload.lost_s, -v.workload.units)):
+    for v in sorted(on_host, key=lambda v: (not v.workload.stopping, v.workload.lost_s,
+                                            -v.workload.units)):
         short -= v.workload.units // 1000
         total += _lost(v)
         if short <= 0:

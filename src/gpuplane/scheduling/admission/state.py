@@ -141,7 +141,7 @@ class CycleState:
             wid, t0.project, flavor_of(t0.task, self.quotas, t0.flavor),
             sum(task_units(t.task) for t in ts), min(t.priority for t in ts),
             all(t.preemptible for t in ts), max(0.0, self.now - since), tuple(ts),
-            tuple(sorted({t.placement.host for t in ts})))
+            tuple(sorted({t.placement.host for t in ts})), all(t.stopping for t in ts))
 
     def reclaim_pool(self, cohort: str, flavor: str) -> list[tuple[tuple, RunningWorkload]]:
         """Preemptible running workloads of ``flavor`` of the cohort's members that borrowed at
@@ -156,7 +156,8 @@ class CycleState:
                     continue
                 for r in self.running_of(member):
                     if r.preemptible and r.flavor == flavor:
-                        pool.append(((0, r.priority, r.lost_s, -r.units, r.id), r))
+                        pool.append(((0, r.priority, not r.stopping, r.lost_s, -r.units,
+                                      r.id), r))
             pool.sort(key=lambda kv: kv[0])
             self._reclaim_pools[key] = pool
         return pool
