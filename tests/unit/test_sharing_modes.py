@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import gpuplane.sim.replay as replay_mod
 from gpuplane.cli.main import _register, app
-from gpuplane.domain.tenancy import Project, QuotaTree
+from gpuplane.domain.tenancy import FlavorQuota, Project, QuotaTree
 from gpuplane.scheduling.admission.state import running_ends, running_totals
 from gpuplane.sim.replay import ReplayConfig, SimJob, replay
 from gpuplane.sim.runtime import requested_limits
@@ -97,6 +97,34 @@ def test_runtime_knowledge_is_what_backfill_sees(monkeypatch):
         replay(js, hosts, q, ReplayConfig(runtime_knowledge=k, cycle_s=10.0))
         out[k] = seen[True]["j1"]
     assert out == {"oracle": 100.0, "requested": 400.0, "none": None}
+
+
+def test_a_victim_returns_to_its_queue_when_its_grace_period_is_over(monkeypatch):
+    """As in the live loop, where a task cannot start again before its previous attempt has
+    stopped: a GPU that frees during the victim's grace period does not restart it."""
+    log = []
+    real = replay_mod.run_cycle
+
+    def spy(snap, queues, running, quotas, now, *a, **k):
+        res = real(snap, queues, running, quotas, now, *a, **k)
+        log.append((now, {p.workload_id for p in res.preemptions},
+                    {x.workload_id for x in res.placements}))
+        return res
+
+    monkeypatch.setattr(replay_mod, "run_cycle", spy)
+    # a borrows b's host; b reclaims it whole at 100; c's only GPU frees at 105
+    hosts = team_hosts("a", 4, 4) + team_hosts("b", 4, 4) + team_hosts("c", 1, 4)
+    q = QuotaTree([Project(t, cohort="x", quotas={"gpu": FlavorQuota(g * 1000)})
+                   for t, g in (("a", 4), ("b", 4), ("c", 1))])
+    one = gang_tasks(1, 4)
+    js = [SimJob("c0", "c", 0.0, 105.0, one)]
+    js += [SimJob(f"a{i}", "a", 0.0, 9000.0, one) for i in range(8)]
+    js.append(SimJob("b0", "b", 100.0, 1000.0, gang_tasks(4, 4)))
+    replay(js, hosts, q, ReplayConfig(cycle_s=10.0, grace_s=30.0, runtime_knowledge="oracle"))
+    signalled = {w: t for t, pre, _ in log for w in pre}
+    assert len(signalled) == 4 and set(signalled.values()) == {100.0}
+    again = {w: t for t, _, adm in log for w in adm if w in signalled and t > signalled[w]}
+    assert min(again.values()) == 130.0     # not at 110, on the GPU c0 left at 105
 
 
 def test_a_job_over_its_requested_limit_is_killed_at_the_limit():

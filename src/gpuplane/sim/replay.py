@@ -28,8 +28,9 @@ beneficiary starts when the grace period is over. With ``checkpoint_on_signal`` 
 acknowledges (checkpoints within the grace) and loses nothing; otherwise the grace times out and
 the work since its last periodic checkpoint is lost (checkpoints every ``checkpoint_s`` of run
 time; ``None`` = never, all its progress is lost). The victim returns to its queue with its
-original submit time, needing the rest of its work. (Its GPUs are counted as free from the signal
-on.)
+original submit time, needing the rest of its work, when its grace period is over -- as in the
+live loop, where a task cannot start again before its previous attempt has stopped. (Its GPUs
+are counted as free from the signal on.)
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class _Sim:
         self.running: dict[str, list[RunningTask]] = {}
         self.out = {j.id: JobOutcome(j) for j in self.jobs}
         self.ends: list[tuple[float, str, int]] = []   # (end, job id, epoch)
+        self.requeue: list[tuple[float, str]] = []      # (grace over, preempted job id)
         self.ckpts: list[tuple[float, str, int]] = []  # (next checkpoint, job id, epoch)
         self.epoch: dict[str, int] = {}
         self.holding: dict[str, float] = {}           # tenant -> GPUs held now
@@ -213,9 +215,10 @@ class _Sim:
         period = self.cfg.cycle_s
         last_arrival = jobs[-1].submit if jobs else 0.0
         t_prev_report = -math.inf
-        while i < n or self.ends:
+        while i < n or self.ends or self.requeue:
             t_event = min(jobs[i].submit if i < n else math.inf,
-                          self.ends[0][0] if self.ends else math.inf)
+                          self.ends[0][0] if self.ends else math.inf,
+                          self.requeue[0][0] if self.requeue else math.inf)
             t = math.ceil(t_event / period) * period if period > 0 else t_event
             while self.ends and self.ends[0][0] <= t:
                 end, jid, ep = heapq.heappop(self.ends)
@@ -223,6 +226,9 @@ class _Sim:
                     self._advance(end)
                     self._complete(jid, end)
             self._advance(t)
+            while self.requeue and self.requeue[0][0] <= t:
+                self.queues.add(self._workload(self.out[heapq.heappop(self.requeue)[1]]))
+                self.dirty = True
             while i < n and jobs[i].submit <= t:
                 self._arrive(jobs[i])
                 i += 1
@@ -235,7 +241,7 @@ class _Sim:
             if progress is not None and t - t_prev_report >= 6 * 3600:
                 progress(t, last_arrival)
                 t_prev_report = t
-            if i >= n and not self.ends and len(self.queues):
+            if i >= n and not self.ends and not self.requeue and len(self.queues):
                 break   # nothing runs and nothing arrives: the rest can never start
         if progress is not None:
             progress(last_arrival, last_arrival)
@@ -397,7 +403,10 @@ class _Sim:
         o.done_s += kept
         o.preemptions += 1
         self._hold(o.job, tasks, -1)
-        self.queues.add(self._workload(o))
+        if self.cfg.grace_s > 0:
+            heapq.heappush(self.requeue, (t + self.cfg.grace_s, jid))
+        else:
+            self.queues.add(self._workload(o))
 
     def _started(self, jid: str, placements: tuple, t: float) -> None:
         o = self.out[jid]
