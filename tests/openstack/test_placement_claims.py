@@ -90,6 +90,9 @@ def test_claims_releases_conflicts_and_repairs(plane, placement, marker):
     wait_until(lambda: mig_consumer not in held(placement, marker))
 
     # behind gpuplane's back: someone takes the two free H100s, and the share's claim is lost
+    # (once no background sync is under way: one still running would repair this drift before
+    # the next tick claims, as it should -- a race, under load, this test is not about)
+    assert plane.reconciler.wait(120), "the placement sync did not finish"
     intruder = "5f0e1d2c-0000-4000-8000-00000000beef"
     free = {tree.provider_uuid(tree.gpu_name(w_host, i)): {"VGPU": 1} for i in range(4)
             if tree.provider_uuid(tree.gpu_name(w_host, i)) not in want[whole][1]}
