@@ -63,7 +63,7 @@ def test_history_over_rest_and_stream_cut_per_tenant(pool):
     app.state.history = History(app.state.store, interval_s=0.2, points=50)
     app.state.history.start()
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=3) as c:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
             every = c.get("/v1/history", headers=pool.h("admin")).json()
             assert every["samples"], every
             assert set(every["samples"][-1]["tenants"]) == {"proj-alpha", "proj-beta"}

@@ -29,7 +29,7 @@ def live(tmp_path_factory):
     app.state.console_poll_s = 0.1
     clock = Clock()
     app.state.stream_book = StreamBook(clock=clock)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=3) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
         yield world, c, clock
     world.client.close()
 
