@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from gpuplane.domain.errors import Conflict
-from gpuplane.domain.workloads import Phase, TaskGroup, WorkloadSpec
+from gpuplane.domain.workloads import Phase, Resources, TaskGroup, WorkloadSpec
 from gpuplane.store import Store
 from gpuplane.store.migrations import current_revision
 from gpuplane.store.records import Gpu
@@ -98,7 +98,27 @@ def _workload(tx, name="w1"):
         tx.projects.add("p", org.id, "", 1.0, None, 1.0)
     project = tx.projects.get("p")
     spec = WorkloadSpec(name=name, project="p", tasks=[TaskGroup(replicas=2)])
-    return tx.workloads.add(f"wl-{name}", project.id, spec, 500, "standard", False, "u", 1.0)
+    return tx.workloads.add(f"wl-{name}", project, spec, 500, "standard", False, "u", 1.0)
+
+
+def test_an_added_workload_is_what_is_read_back_and_a_taken_name_writes_nothing(store):
+    with store.write() as tx:
+        wl = _workload(tx, "same")
+        project = tx.projects.get("p")
+        mixed = tx.workloads.add("wl-mixed", project, WorkloadSpec(name="mixed", project="p", tasks=[
+            TaskGroup(name="a", replicas=2),
+            TaskGroup(name="b", resources=Resources(gpus=1, mig_profile="3g.40gb",
+                                                    gpu_models=["H100"]))]),
+            100, "standard", True, "u", 2.0)
+    with store.read() as tx:
+        assert tx.workloads.get(wl.id) == wl      # built from what was written, not read back
+        assert tx.workloads.get(mixed.id) == mixed
+        assert [t.mig_profile for t in mixed.tasks] == [None, None, "3g.40gb"]
+    with store.write() as tx:
+        assert _workload(tx, "same") is None and tx.workloads.find(wl.project_id, "same") == wl
+    with store.read() as tx:
+        assert [w.id for w in tx.workloads.list(None).items
+                if w.name == "same"] == [wl.id]
 
 
 def test_workload_and_task_updates_are_generation_guarded(store):

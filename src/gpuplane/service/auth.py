@@ -14,11 +14,10 @@ import secrets
 import threading
 
 from gpuplane.domain.errors import InvalidInput, TooManyRequests
-from gpuplane.service.authz import Principal, Unauthenticated, grants_from_bindings
+from gpuplane.service.authz import Grant, Principal, Unauthenticated
 from gpuplane.service.base import ServiceBase
 from gpuplane.service.login_failures import FailedLogins, FailureRow, source_key
 from gpuplane.store.records import ApiToken
-from gpuplane.store.tables import ProjectRow
 
 log = logging.getLogger("gpuplane.auth")
 TOKEN_PREFIX = "gpp_"
@@ -61,7 +60,8 @@ class AuthService(ServiceBase):
         if key is not None:
             self.check_source(key, now)
         with self.store.read() as tx:
-            rec = tx.tokens.by_hash(hash_token(token))
+            found = tx.tokens.by_hash(hash_token(token))
+            rec, disabled = found or (None, False)
             reason = None
             if rec is None:
                 reason = "unknown token"
@@ -69,18 +69,11 @@ class AuthService(ServiceBase):
                 reason = "revoked token"
             elif rec.expires_at is not None and rec.expires_at <= now:
                 reason = "expired token"
-            else:
-                user = tx.users.by_id(rec.user_id)
-                if user.disabled:
-                    reason = "disabled user"
+            elif disabled:
+                reason = "disabled user"
             if reason is None:
-                project_ids = [b.scope_id for b in user.roles if b.scope_kind == "project"]
-                orgs = {}
-                for pid in project_ids:
-                    row = tx.session.get(ProjectRow, pid)
-                    if row is not None:
-                        orgs[pid] = row.org_id
-                principal = Principal(user.id, user.name, grants_from_bindings(user.roles, orgs))
+                principal = Principal(rec.user_id, rec.user,
+                                      tuple(Grant(*g) for g in tx.users.grants(rec.user_id)))
                 stale = rec.last_used_at is None or now - rec.last_used_at > self._TOUCH_EVERY_S
         if reason is not None:
             if key is not None:

@@ -131,9 +131,9 @@ class WorkloadService(ServiceBase):
         it survives a crash (DESIGN invariant 5). Conflict if the name exists in the project.
 
         Runs without the global write lock (``Store.write(serial=False)``): it only inserts
-        rows, so concurrent submissions (from several API processes too) go in parallel; the
-        unique (project, name) constraint settles a race for one name (``Conflict``) and the
-        audit head's row lock orders the chain."""
+        rows, so concurrent submissions (from several API processes too) go in parallel; the insert
+        itself checks the unique (project, name) key, also against a concurrent submission of
+        the same name (``Conflict``), and the audit head's row lock orders the chain."""
         now = self.now()
         with self.store.write(serial=False) as tx:
             project = self._project(tx, principal, spec.project, "workload.write")
@@ -151,14 +151,14 @@ class WorkloadService(ServiceBase):
                         "priority_class", f"unknown priority class {spec.priority_class!r}; "
                         f"known: {', '.join(names)}")]) from None
             self._check_against_inventory(tx, spec, project.classification)
-            if tx.workloads.find(project.id, spec.name) is not None:
+            uid = self.new_uid("wl")
+            preemptible = pc.preemptible if spec.preemptible is None else spec.preemptible
+            wl = tx.workloads.add(uid, project, spec, pc.value, pc.name, preemptible,
+                                  principal.name, now)
+            if wl is None:
                 raise Conflict(f"workload {spec.name!r} already exists in project "
                                f"{project.name!r}; delete it or pick another name",
                                code="gpuplane.workload.exists")
-            uid = self.new_uid("wl")
-            preemptible = pc.preemptible if spec.preemptible is None else spec.preemptible
-            wl = tx.workloads.add(uid, project.id, spec, pc.value, pc.name, preemptible,
-                                  principal.name, now)
             tx.events.add(now, "Normal", "Submitted",
                           f"{spec.kind} {spec.name} submitted by {principal.name} with "
                           f"{len(wl.tasks)} task(s), priority class {pc.name}",

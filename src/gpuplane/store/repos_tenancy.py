@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import Conflict, NotFound
@@ -64,6 +64,11 @@ class OrgRepo:
         self.s.execute(delete(OrganisationRow).where(OrganisationRow.id == org.id))
 
 
+def _project(r: ProjectRow, org: str) -> Project:
+    return Project(r.id, r.name, r.org_id, org, r.display_name, r.weight, r.cohort,
+                   r.generation, r.created_at, r.classification)
+
+
 class ProjectRepo:
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -72,8 +77,7 @@ class ProjectRepo:
         orgs = {o.id: o.name for o in self.s.execute(
             select(OrganisationRow).where(OrganisationRow.id.in_({r.org_id for r in rows}))
         ).scalars()} if rows else {}
-        return [Project(r.id, r.name, r.org_id, orgs[r.org_id], r.display_name, r.weight,
-                        r.cohort, r.generation, r.created_at, r.classification) for r in rows]
+        return [_project(r, orgs[r.org_id]) for r in rows]
 
     def add(self, name: str, org_id: int, display_name: str, weight: float, cohort: str | None,
             now: float, classification: str | None = None) -> Project:
@@ -87,10 +91,12 @@ class ProjectRepo:
         return self._convert([row])[0]
 
     def get(self, name: str) -> Project:
-        row = self.s.execute(select(ProjectRow).where(ProjectRow.name == name)).scalar_one_or_none()
-        if row is None:
+        found = self.s.execute(select(ProjectRow, OrganisationRow.name)
+                               .join(OrganisationRow, OrganisationRow.id == ProjectRow.org_id)
+                               .where(ProjectRow.name == name)).first()
+        if found is None:
             raise NotFound(f"no project named {name!r}", code="gpuplane.project.not_found")
-        return self._convert([row])[0]
+        return _project(*found)
 
     def by_id(self, project_id: int) -> Project:
         row = self.s.get(ProjectRow, project_id)
@@ -236,6 +242,17 @@ class UserRepo:
             raise NotFound(f"no role binding {binding_id}", code="gpuplane.role_binding.not_found")
         return next(b for b in self._bindings([row.user_id])[row.user_id] if b.id == binding_id)
 
+    def grants(self, user_id: int) -> list[tuple[str, str, int, int | None]]:
+        """The user's role bindings as (role, scope kind, scope id, organisation of a project
+        scope), in binding order: what authorisation needs, in one statement (every
+        authenticated request reads it)."""
+        return [tuple(r) for r in self.s.execute(
+            select(RoleBindingRow.role, RoleBindingRow.scope_kind, RoleBindingRow.scope_id,
+                   ProjectRow.org_id)
+            .outerjoin(ProjectRow, and_(RoleBindingRow.scope_kind == "project",
+                                        ProjectRow.id == RoleBindingRow.scope_id))
+            .where(RoleBindingRow.user_id == user_id).order_by(RoleBindingRow.id))]
+
     def unbind(self, binding_id: int) -> None:
         self.s.execute(delete(RoleBindingRow).where(RoleBindingRow.id == binding_id))
 
@@ -257,10 +274,13 @@ class TokenRepo:
         self.s.flush()
         return _token(row, self.s.get(UserRow, user_id).name)
 
-    def by_hash(self, token_hash: str) -> ApiToken | None:
-        row = self.s.execute(select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash)
-                             ).scalar_one_or_none()
-        return None if row is None else _token(row, self.s.get(UserRow, row.user_id).name)
+    def by_hash(self, token_hash: str) -> tuple[ApiToken, bool] | None:
+        """The token with this hash and whether its user is disabled (one statement: every
+        authenticated request reads it)."""
+        found = self.s.execute(select(ApiTokenRow, UserRow.name, UserRow.disabled)
+                               .join(UserRow, UserRow.id == ApiTokenRow.user_id)
+                               .where(ApiTokenRow.token_hash == token_hash)).first()
+        return None if found is None else (_token(found[0], found[1]), bool(found[2]))
 
     def get(self, token_id: int) -> ApiToken:
         row = self.s.get(ApiTokenRow, token_id)

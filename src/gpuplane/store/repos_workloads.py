@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gpuplane.domain.errors import NotFound
@@ -19,7 +20,8 @@ from gpuplane.domain.workloads import (Event, PendingReason, Phase, Task, TaskPl
 from gpuplane.store.bulk import among, insert_many
 from gpuplane.store.generations import guarded_update, guarded_update_many
 from gpuplane.store.paging import Page, paginate
-from gpuplane.store.records import LockedTask, LockedWorkload, UsageRecord, WorkloadPhaseState
+from gpuplane.store.records import (LockedTask, LockedWorkload, Project, UsageRecord,
+                                    WorkloadPhaseState)
 from gpuplane.store.tables import (EventRow, HostRow, OrganisationRow, ProjectRow, TaskRow,
                                    UsageRow, WorkloadRow)
 
@@ -52,6 +54,11 @@ def _spec(uid: str, raw: Any) -> WorkloadSpec:
         _SPECS.clear()
     _SPECS[uid] = (raw, spec)
     return spec
+
+
+def _dialect_insert(session: Session) -> Any:
+    """The INSERT construct of the session's database (both have ``on_conflict_do_nothing``)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def placement_json(p: TaskPlacement) -> dict[str, Any]:
@@ -200,38 +207,51 @@ class WorkloadRepo:
                                    .group_by(WorkloadRow.phase)).tuples().all())
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, uid: str, project_id: int, spec: WorkloadSpec, priority: int,
-            priority_class: str, preemptible: bool, submitted_by: str, now: float) -> Workload:
-        row = WorkloadRow(uid=uid, project_id=project_id, name=spec.name, kind=spec.kind,
-                          spec=spec.model_dump(mode="json"), phase=Phase.PENDING.value,
-                          priority=priority, priority_class=priority_class,
-                          preemptible=preemptible, cancel_requested=False,
-                          submitted_by=submitted_by, submitted_at=now, generation=1)
-        self.s.add(row)
-        self.s.flush()
-        tasks = []
+    def add(self, uid: str, project: Project, spec: WorkloadSpec, priority: int,
+            priority_class: str, preemptible: bool, submitted_by: str, now: float
+            ) -> Workload | None:
+        """Insert a Pending workload and its tasks; ``None`` (nothing written) when
+        ``project`` already has a workload of that name. The name check is the insert itself
+        (``ON CONFLICT DO NOTHING`` on the unique (project, name) key), so it holds against
+        concurrent submissions too; the workload is built from what was written, not read
+        back (one submission is three statements here)."""
+        dumped = spec.model_dump(mode="json")
+        stmt = _dialect_insert(self.s)(WorkloadRow).values(
+            uid=uid, project_id=project.id, name=spec.name, kind=spec.kind, spec=dumped,
+            phase=Phase.PENDING.value, priority=priority, priority_class=priority_class,
+            preemptible=preemptible, cancel_requested=False, submitted_by=submitted_by,
+            submitted_at=now, generation=1)
+        pk = self.s.execute(stmt.on_conflict_do_nothing(
+            index_elements=[WorkloadRow.project_id, WorkloadRow.name]
+        ).returning(WorkloadRow.pk)).scalar_one_or_none()
+        if pk is None:
+            return None
+        rows = []
         for index, group, replica in spec.task_slots():
             res = group.resources
-            tasks.append(TaskRow(workload_pk=row.pk, idx=index, group_name=group.name,
-                                 replica=replica, phase=Phase.PENDING.value, attempt=0,
-                                 cpu_milli=res.cpu_milli, memory_mib=res.memory_mib,
-                                 gpus=res.gpus, gpu_milli=res.gpu_milli,
-                                 mig_profile=res.mig_profile, gpu_models=list(res.gpu_models),
-                                 generation=1))
-        self.s.add_all(tasks)
-        self.s.flush()
-        # built from what was just written (no read back): one query for the two names
-        names = self.s.execute(select(ProjectRow.name, OrganisationRow.name)
-                               .join(OrganisationRow, OrganisationRow.id == ProjectRow.org_id)
-                               .where(ProjectRow.id == project_id)).one()
-        _SPECS[uid] = (row.spec, spec)
+            rows.append(dict(workload_pk=pk, idx=index, group_name=group.name, replica=replica,
+                             phase=Phase.PENDING.value, attempt=0, cpu_milli=res.cpu_milli,
+                             memory_mib=res.memory_mib, gpus=res.gpus, gpu_milli=res.gpu_milli,
+                             mig_profile=res.mig_profile, gpu_models=list(res.gpu_models),
+                             generation=1))
+        ids = self.s.execute(insert(TaskRow).returning(TaskRow.id, sort_by_parameter_order=True),
+                             rows).scalars().all()
+        _SPECS[uid] = (dumped, spec)
         return Workload(
-            id=uid, project=names[0], project_id=project_id, org=names[1], name=spec.name,
-            kind=spec.kind, spec=spec, phase=Phase.PENDING, priority=priority,
+            id=uid, project=project.name, project_id=project.id, org=project.org,
+            name=spec.name, kind=spec.kind, spec=spec, phase=Phase.PENDING, priority=priority,
             priority_class=priority_class, preemptible=preemptible, generation=1,
             cancel_requested=False, pending_reason=None, message=None,
             submitted_by=submitted_by, submitted_at=now, admitted_at=None, started_at=None,
-            finished_at=None, tasks=tuple(task_from_row(t, uid, False) for t in tasks))
+            finished_at=None, tasks=tuple(
+                Task(id=task_id, workload_id=uid, index=r["idx"], group=r["group_name"],
+                     replica=r["replica"], phase=Phase.PENDING, generation=1, attempt=0,
+                     cpu_milli=r["cpu_milli"], memory_mib=r["memory_mib"], gpus=r["gpus"],
+                     gpu_milli=r["gpu_milli"], mig_profile=r["mig_profile"],
+                     gpu_models=tuple(r["gpu_models"]), placement=None, simulated=False,
+                     handle=None, exit_code=None, reason=None, message=None, not_before=None,
+                     started_at=None, finished_at=None)
+                for task_id, r in zip(ids, rows)))
 
     def update(self, uid: str, seen_generation: int, **values: Any) -> int:
         """Generation-guarded update of workload columns; returns the new generation."""
