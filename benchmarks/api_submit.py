@@ -6,7 +6,8 @@ threads (in this process) each submit ``--per-client`` two-task jobs over HTTP w
 token (authentication, validation, tenancy checks, the insert of the workload, its tasks and an
 event, and the audit chain append all happen per request; a 201 means committed). Each database
 kind is run with one API process and with ``--api-processes`` (default 2) on fresh databases;
-reported: submissions/s, latency p50/p95/p99/max, and the ratios N processes / one process.
+reported: submissions/s, latency p50/p95/p99/max, the CPU time each submission cost the API
+processes and the clients (from /proc), and the ratios N processes / one process.
 After each run the audit chain is verified and the workloads counted (none lost or doubled).
 
 Baseline, run in the same process on the same database kind: the bare durable write of the
@@ -50,6 +51,26 @@ def _free_port() -> int:
 def _body(name: str) -> dict:
     return {"name": name, "project": "default",
             "tasks": [{"replicas": 2, "command": ["true"], "resources": {"cpu": 1}}]}
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants, read
+    from /proc (Linux; 0.0 where it cannot be read)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}   # pid -> (parent, cpu s)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (parent, _) in stats.items() if parent == p]
+    return total
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -98,13 +119,16 @@ def api_run(db_url: str, home: Path, clients: int, per_client: int, processes: i
                         (latencies if r.status_code == 201 else errors).append(
                             dt if r.status_code == 201 else f"{r.status_code} {r.text[:100]}")
 
-        t0 = time.perf_counter()
+        t0, server_cpu0, client_cpu0 = time.perf_counter(), _tree_cpu_s(server.pid), \
+            time.process_time()
         threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        server_cpu = _tree_cpu_s(server.pid) - server_cpu0
+        client_cpu = time.process_time() - client_cpu0
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -118,7 +142,10 @@ def api_run(db_url: str, home: Path, clients: int, per_client: int, processes: i
             "latency_ms": {"p50": round(_percentile(latencies, 0.50) * 1000, 1),
                            "p95": round(_percentile(latencies, 0.95) * 1000, 1),
                            "p99": round(_percentile(latencies, 0.99) * 1000, 1),
-                           "max": round(latencies[-1] * 1000, 1)}, **check}
+                           "max": round(latencies[-1] * 1000, 1)},
+            "cpu_ms_per_submission": {
+                "api_processes": round(server_cpu / max(1, len(latencies)) * 1000, 2),
+                "clients": round(client_cpu / max(1, len(latencies)) * 1000, 2)}, **check}
 
 
 def _check(db_url: str, expected: int) -> dict:
@@ -251,7 +278,9 @@ def main() -> None:
         for r in (one, many):
             print(f"{kind:10s} {r['api_processes']} API process(es): {r['per_s']:7.1f} "
                   f"submissions/s (p50 {r['latency_ms']['p50']} ms, p99 "
-                  f"{r['latency_ms']['p99']} ms, {len(r['errors'])} errors; stored "
+                  f"{r['latency_ms']['p99']} ms, CPU per submission: API "
+                  f"{r['cpu_ms_per_submission']['api_processes']} ms, clients "
+                  f"{r['cpu_ms_per_submission']['clients']} ms; {len(r['errors'])} errors; stored "
                   f"{r['stored_workloads']}/{r['expected_workloads']}, audit "
                   f"{'intact' if not r['audit_problems'] else r['audit_problems']})")
         print(f"{kind:10s} ratio {a.api_processes}/1: {results[kind]['ratio_n_over_one']} | "
