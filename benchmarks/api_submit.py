@@ -7,7 +7,8 @@ token (authentication, validation, tenancy checks, the insert of the workload, i
 event, and the audit chain append all happen per request; a 201 means committed). Each database
 kind is run with one API process and with ``--api-processes`` (default 2) on fresh databases;
 reported: submissions/s, latency p50/p95/p99/max, the CPU time each submission cost the API
-processes and the clients (from /proc), and the ratios N processes / one process.
+processes, the PostgreSQL server when it runs on this machine, and the clients (from /proc),
+and the ratios N processes / one process.
 After each run the audit chain is verified and the workloads counted (none lost or doubled).
 
 Baseline, run in the same process on the same database kind: the bare durable write of the
@@ -53,24 +54,33 @@ def _body(name: str) -> dict:
             "tasks": [{"replicas": 2, "command": ["true"], "resources": {"cpu": 1}}]}
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and its descendants, read
-    from /proc (Linux; 0.0 where it cannot be read)."""
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds used so far), from /proc (Linux; empty
+    where /proc cannot be read)."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}   # pid -> (parent, cpu s)
+    out: dict[int, tuple[int, str, float]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            except (OSError, ValueError):
                 continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, todo = 0.0, [pid]
+            fields = tail.split()
+            out[int(entry.name)] = (int(fields[1]), head.split("(", 1)[1],
+                                    (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _cpu_s(api_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by process ``api_pid`` with its descendants, and by the
+    PostgreSQL server processes on this machine (0 when the server is elsewhere)."""
+    procs = _processes()
+    api, todo = 0.0, [api_pid]
     while todo:
         p = todo.pop()
-        total += stats.get(p, (0, 0.0))[1]
-        todo += [c for c, (parent, _) in stats.items() if parent == p]
-    return total
+        api += procs.get(p, (0, "", 0.0))[2]
+        todo += [c for c, (parent, _, _) in procs.items() if parent == p]
+    return api, sum(cpu for _, name, cpu in procs.values() if name == "postgres")
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -119,16 +129,14 @@ def api_run(db_url: str, home: Path, clients: int, per_client: int, processes: i
                         (latencies if r.status_code == 201 else errors).append(
                             dt if r.status_code == 201 else f"{r.status_code} {r.text[:100]}")
 
-        t0, server_cpu0, client_cpu0 = time.perf_counter(), _tree_cpu_s(server.pid), \
-            time.process_time()
+        t0, cpu0, client_cpu0 = time.perf_counter(), _cpu_s(server.pid), time.process_time()
         threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        server_cpu = _tree_cpu_s(server.pid) - server_cpu0
-        client_cpu = time.process_time() - client_cpu0
+        cpu1, client_cpu = _cpu_s(server.pid), time.process_time() - client_cpu0
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -144,7 +152,8 @@ def api_run(db_url: str, home: Path, clients: int, per_client: int, processes: i
                            "p99": round(_percentile(latencies, 0.99) * 1000, 1),
                            "max": round(latencies[-1] * 1000, 1)},
             "cpu_ms_per_submission": {
-                "api_processes": round(server_cpu / max(1, len(latencies)) * 1000, 2),
+                "api_processes": round((cpu1[0] - cpu0[0]) / max(1, len(latencies)) * 1000, 2),
+                "postgres_local": round((cpu1[1] - cpu0[1]) / max(1, len(latencies)) * 1000, 2),
                 "clients": round(client_cpu / max(1, len(latencies)) * 1000, 2)}, **check}
 
 
@@ -279,7 +288,8 @@ def main() -> None:
             print(f"{kind:10s} {r['api_processes']} API process(es): {r['per_s']:7.1f} "
                   f"submissions/s (p50 {r['latency_ms']['p50']} ms, p99 "
                   f"{r['latency_ms']['p99']} ms, CPU per submission: API "
-                  f"{r['cpu_ms_per_submission']['api_processes']} ms, clients "
+                  f"{r['cpu_ms_per_submission']['api_processes']} ms, PostgreSQL "
+                  f"{r['cpu_ms_per_submission']['postgres_local']} ms, clients "
                   f"{r['cpu_ms_per_submission']['clients']} ms; {len(r['errors'])} errors; stored "
                   f"{r['stored_workloads']}/{r['expected_workloads']}, audit "
                   f"{'intact' if not r['audit_problems'] else r['audit_problems']})")
