@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpuplane.control.loop import ControlLoop
+from gpuplane.control.loop import ControlLoop, TickReport
 from gpuplane.domain.workloads import Phase, WorkloadSpec
 from gpuplane.drivers.sim import SimDriver
 from gpuplane.governance import policies
@@ -199,6 +199,32 @@ def test_expiry_flags_running_confidential_work_once(tmp_path):
         assert w.phase is Phase.RUNNING
         entries, _ = world.svc.audit.list_entries(ADMIN, None, 1000, "task.attestation_expired")
         assert len(entries) == 1 and entries[0].outcome == "flag"
+    finally:
+        world.loop.release()
+        world.store.dispose()
+
+
+def test_a_task_that_ended_since_the_loop_read_it_is_neither_evicted_nor_flagged(tmp_path):
+    world = World(tmp_path, on_expiry="evict")
+    try:
+        for h in HOSTS:
+            _both(world, h)
+        uid = world.submit(True, None, 1)
+        world.loop.tick()
+        world.loop.tick()
+        with world.store.read() as tx:  # what the observe step of a tick read ...
+            seen = (tx.workloads.list_active(), tx.hosts.list_all())
+        task = seen[0][0].tasks[0]
+        assert task.phase is Phase.RUNNING
+        with world.store.write() as tx:  # ... then the task ended
+            tx.tasks.update(task.id, task.generation, phase=Phase.SUCCEEDED)
+        world.t[0] += 700  # and every appraisal expired
+        world.loop._saw(*seen)  # as if an earlier step of the tick had read it
+        world.loop.recheck_attestation(TickReport())
+        t = world.svc.workloads.get_workload(ADMIN, uid).tasks[0]
+        assert t.phase is Phase.SUCCEEDED and t.preemption is None and t.reason is None
+        entries, _ = world.svc.audit.list_entries(ADMIN, None, 1000, "task.attestation_expired")
+        assert entries == []
     finally:
         world.loop.release()
         world.store.dispose()

@@ -138,3 +138,30 @@ def test_draining_a_host_moves_its_running_work_elsewhere(plane):
     reasons = [e.reason for e in plane.workloads.list_events(Principal.system(), None, 500,
                                                              w.id).items]
     assert "Drained" in reasons, reasons
+
+
+def test_a_tick_reads_the_active_workloads_once_until_the_loop_writes(plane, monkeypatch):
+    """observe's read of the active workloads and hosts serves recheck_attestation, schedule
+    and launch while the loop writes nothing; after a write (an admission) the next step
+    reads again, and sees what was written."""
+    from gpuplane.store.repos_workloads import WorkloadRepo
+
+    reads = []
+    real = WorkloadRepo.list_active
+    monkeypatch.setattr(WorkloadRepo, "list_active", lambda self: reads.append(1) or real(self))
+    for name, gpus in (("long-4", 4), ("long-2", 2)):  # of 2 hosts x 4 GPUs, 2 stay free
+        running = plane.submit(name=name, labels={"gpuplane.io/sim-duration-s": "3600"},
+                               tasks=[{"resources": {"gpus": gpus}}])
+        plane.run_until(running.id, {"Running"})
+    waiting = plane.submit(name="too-big", tasks=[{"resources": {"gpus": 4}}])
+    plane.loop.tick()
+    assert plane.get(waiting.id).phase is Phase.PENDING
+    reads.clear()
+    plane.loop.tick()                     # nothing to write: one read serves the tick
+    assert len(reads) == 1
+    fits = plane.submit(name="fits", labels={"gpuplane.io/sim-duration-s": "3600"},
+                        tasks=[{"resources": {"gpus": 2}}])
+    reads.clear()
+    plane.loop.tick()                     # schedule admits: launch reads again and starts it
+    assert len(reads) == 2
+    assert plane.get(fits.id).tasks[0].handle is not None

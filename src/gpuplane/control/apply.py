@@ -50,6 +50,8 @@ def _each(store: Any, items: Sequence[Any], fn: Callable[[Any, Any], None],
     or any error of one item), retry one item per transaction, so one bad item holds no other
     back. Returns the items that still failed; those that failed otherwise than by a conflict
     also go to ``on_error`` (or the log). ``LeaseLost`` is raised at once."""
+    if not items:
+        return []
     try:
         with store.write() as tx:
             for item in items:
@@ -184,7 +186,7 @@ def _pending_reasons(store: Any, workloads: Mapping[str, Any], pending: Mapping[
     if not changed:
         return
     try:
-        with store.write() as tx:
+        with store.write(advisory=True) as tx:
             tx.workloads.set_pending_reasons(changed)
     except LeaseLost:
         raise

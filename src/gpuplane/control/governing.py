@@ -126,13 +126,15 @@ class Governing:
         from gpuplane.governance import audit
 
         now = self.clock()
+        seen = self._seen()
         with self.store.read() as tx:
-            running = [(w, t) for w in tx.workloads.list_active() if w.spec.confidential
+            active, hosts = seen or (tx.workloads.list_active(), None)
+            running = [(w, t) for w in active if w.spec.confidential
                        for t in w.tasks if t.phase == Phase.RUNNING and t.placement is not None
                        and t.reason != REASON_PREEMPTED]
             if not running:
                 return
-            view = governance_view(tx, tx.hosts.list_all(), now)
+            view = governance_view(tx, tx.hosts.list_all() if hosts is None else hosts, now)
         lapsed = [(w, t) for w, t in running if t.placement.host not in view.attested
                   and (t.id, t.attempt) not in self._flagged]
         if not lapsed:
@@ -142,9 +144,11 @@ class Governing:
             for w, t in lapsed:
                 why = (f"host {t.placement.host}'s attestation expired or failed; the "
                        f"policy says {view.attestation.on_expiry}")
+                cur = tx.tasks.get(t.id)
+                if cur.phase != Phase.RUNNING or cur.attempt != t.attempt:
+                    continue  # it ended or restarted since it was read: nothing to do
                 p = tx.projects.get(w.project)
                 if evict:
-                    cur = tx.tasks.get(t.id)
                     tx.tasks.update(t.id, cur.generation, reason=REASON_PREEMPTED, message=why,
                                     preemption={"beneficiary": "", "beneficiary_name": "",
                                                 "code": "attestation.expired", "reason": why,

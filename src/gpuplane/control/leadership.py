@@ -80,11 +80,15 @@ class LeaseHolder:
             self._note("lost", self.clock(), why, epoch=grant.epoch if grant else None)
 
     def _fenced(self) -> FencedStore:
-        """The store as this tick writes to it: every write transaction checks our epoch."""
+        """The store as this tick writes to it: every write transaction checks our epoch and
+        is counted (``_writes``: what a step read is reused until the loop writes)."""
         grant = self._tick_grant or self.grant
         if grant is None:
             raise LeaseLost(f"{self.holder} holds no scheduler lease")
-        return FencedStore(self.store, grant)
+        return FencedStore(self.store, grant, self._wrote)
+
+    def _wrote(self) -> None:
+        self._writes += 1
 
     def _note(self, what: str, now: float, why: str = "", epoch: int | None = None) -> None:
         if epoch is None:

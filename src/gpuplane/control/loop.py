@@ -164,6 +164,10 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
         self._tick_grant: LeaseGrant | None = None
         #: what ``launch`` read, handed to ``stop_due`` of the same tick (one read less)
         self._launch_read: tuple[list[Any], dict[str, Any]] | None = None
+        #: the active workloads and hosts a step of this tick read, with ``_writes`` then
+        #: (``_seen``/``_saw``); the loop's writes are counted by ``_fenced``
+        self._read: tuple[int, list[Any], list[Any]] | None = None
+        self._writes = 0
         self._lease_lock = threading.Lock()
         self._stopping: set[str] = set()
         self._stop_lock = threading.Lock()
@@ -230,7 +234,7 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
                 self._steps(report, grant)
         finally:
             self._tick_grant = None
-            self._launch_read = None
+            self._launch_read = self._read = None
         return report
 
     def _steps(self, report: TickReport, grant: LeaseGrant | None) -> None:
@@ -254,6 +258,18 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
                 log.warning("control loop step %s failed; the other steps go on: %s",
                             step.__name__, one_line(exc), exc_info=log.isEnabledFor(logging.DEBUG))
 
+    # -- reads shared by the steps of a tick ---------------------------------
+    def _seen(self) -> tuple[list[Any], list[Any]] | None:
+        """The active workloads and hosts an earlier step of this tick read, if the loop has
+        written nothing since (else None: read again). Safe to act on: tasks start and stop
+        only through this loop, and each of its writes is checked against the generations of
+        the rows it changes (an admission: its hosts, tasks and workload)."""
+        r = self._read
+        return (r[1], r[2]) if r is not None and r[0] == self._writes else None
+
+    def _saw(self, active: list[Any], hosts: list[Any]) -> None:
+        self._read = (self._writes, active, hosts)
+
     # -- containment ---------------------------------------------------------
     def _contain(self, report: TickReport | None, stage: str, subject: str, what: str,
                  exc: BaseException | str) -> None:
@@ -276,12 +292,13 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
     # -- 2. schedule ---------------------------------------------------------
     def schedule(self, report: TickReport) -> None:
         now = self.clock()
+        seen = self._seen()
         with self.store.read() as tx:
-            hosts = tx.hosts.list_all()
-            active = tx.workloads.list_active()
+            active, hosts = seen or (tx.workloads.list_active(), tx.hosts.list_all())
             waiting = tx.workloads.list_schedulable(now)
             quotas = load_quotas(tx)
             gov = governance_view(tx, hosts, now) if waiting else None
+        self._saw(active, hosts)
         self.history.advance(now, holdings(active))
         if gov is None:
             return
@@ -376,9 +393,10 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
 
     def launch(self, report: TickReport) -> None:
         now = self.clock()
+        seen = self._seen()
         with self.store.read() as tx:
-            active = tx.workloads.list_active()
-            hosts = {h.name: h for h in tx.hosts.list_all()}
+            active, host_list = seen or (tx.workloads.list_active(), tx.hosts.list_all())
+            hosts = {h.name: h for h in host_list}
             due = [(w, t) for w in active if not w.cancel_requested for t in w.tasks
                    if t.phase == Phase.ADMITTED and not t.handle and t.placement is not None]
             refusals = self.launch_refusals(tx, due, now)

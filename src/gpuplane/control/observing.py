@@ -44,14 +44,16 @@ def observe_each(driver: Any,
 class TaskObserving:
     """The observe step, mixed into ``ControlLoop``, whose state it uses: ``store``,
     ``drivers``, ``clock``, ``stop_grace_s``, ``observe_failure_limit``, ``_observe_failures``
-    and the loop's ``_driver_for``, ``_contain``, ``_fenced`` and ``_stop_async``."""
+    and the loop's ``_driver_for``, ``_contain``, ``_fenced``, ``_saw`` and ``_stop_async``
+    (what it reads is reused by the next steps of the tick until the loop writes)."""
 
     def observe(self, report: Any) -> None:
         """Step 1 of a tick: ask the drivers about every task with a handle and record what
         changed (see the class docstring)."""
         with self.store.read() as tx:
-            active = tx.workloads.list_active()
-            hosts = {h.name: h for h in tx.hosts.list_all()}
+            active, host_list = tx.workloads.list_active(), tx.hosts.list_all()
+        self._saw(active, host_list)
+        hosts = {h.name: h for h in host_list}
         by_driver: dict[str, list[tuple[Any, Any, DriverHandle]]] = {}
         for w in active:
             for t in w.tasks:

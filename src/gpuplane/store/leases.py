@@ -25,6 +25,7 @@ stop leading when ``try_acquire``/``renew`` return None or a fenced write raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,15 +182,21 @@ class FencedStore:
     """A view of ``store`` whose write transactions are fenced by ``grant`` (see the module
     docstring): what the control loop hands to its writers. Reads are not fenced."""
 
-    def __init__(self, store: Store, grant: LeaseGrant) -> None:
+    def __init__(self, store: Store, grant: LeaseGrant,
+                 on_write: Callable[[], None] | None = None) -> None:
         self.store = store
         self.grant = grant
         self.dialect = store.dialect
+        self.on_write = on_write  # called as each write transaction begins
 
     def read(self) -> AbstractContextManager[Tx]:
         return self.store.read()
 
-    def write(self) -> AbstractContextManager[Tx]:
+    def write(self, advisory: bool = False) -> AbstractContextManager[Tx]:
+        """A fenced write transaction. ``advisory``: it writes only what no decision reads
+        back (pending reasons), so ``on_write`` is not called."""
+        if self.on_write is not None and not advisory:
+            self.on_write()
         return self.store.write(fence=self.grant)
 
 
