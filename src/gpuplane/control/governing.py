@@ -83,7 +83,7 @@ class AuditSigning:
 
 
 class Governing:
-    """Mixin of ``ControlLoop`` (uses its store, clock, ``_fenced`` and ``_contain``)."""
+    """Mixin of ``ControlLoop`` (uses its store, clock, ``_fenced``, ``_seen`` and ``_contain``)."""
 
     audit: AuditSigning | None = None
 

@@ -214,7 +214,7 @@ class WorkloadRepo:
         ``project`` already has a workload of that name. The name check is the insert itself
         (``ON CONFLICT DO NOTHING`` on the unique (project, name) key), so it holds against
         concurrent submissions too; the workload is built from what was written, not read
-        back (one submission is three statements here)."""
+        back (two statements here)."""
         dumped = spec.model_dump(mode="json")
         stmt = _dialect_insert(self.s)(WorkloadRow).values(
             uid=uid, project_id=project.id, name=spec.name, kind=spec.kind, spec=dumped,
