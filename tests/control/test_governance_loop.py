@@ -12,6 +12,8 @@ driver and a virtual clock:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -136,6 +138,24 @@ def _both(world: World, host: str, lifetime: float = 600.0) -> None:
     world.appraise(host, "nvidia-cc", True, lifetime)
 
 
+@contextmanager
+def _running_confidential(tmp_path: Path, on_expiry: str, classification: str | None = None,
+                          gpus: int = 1) -> Iterator[tuple[World, str]]:
+    """A world whose hosts all passed a fresh appraisal, running one confidential workload
+    (yielded with its id); released afterwards."""
+    world = World(tmp_path, on_expiry=on_expiry)
+    try:
+        for h in HOSTS:
+            _both(world, h)
+        uid = world.submit(True, classification, gpus)
+        world.loop.tick()
+        world.loop.tick()
+        yield world, uid
+    finally:
+        world.loop.release()
+        world.store.dispose()
+
+
 def test_pending_reasons_name_the_rule(tmp_path):
     world = World(tmp_path)
     try:
@@ -158,13 +178,7 @@ def test_pending_reasons_name_the_rule(tmp_path):
 
 
 def test_expiry_evicts_running_confidential_work_when_the_policy_says_so(tmp_path):
-    world = World(tmp_path, on_expiry="evict")
-    try:
-        for h in HOSTS:
-            _both(world, h)
-        uid = world.submit(True, "german-health", 2)
-        world.loop.tick()
-        world.loop.tick()
+    with _running_confidential(tmp_path, "evict", "german-health", 2) as (world, uid):
         w = world.svc.workloads.get_workload(ADMIN, uid)
         assert w.phase is Phase.RUNNING and w.tasks[0].placement.host.startswith("fra")
         world.t[0] += 700  # every appraisal expired
@@ -179,19 +193,10 @@ def test_expiry_evicts_running_confidential_work_when_the_policy_says_so(tmp_pat
         assert w.pending_reason.code == "attestation.no_attested_host"
         entries, _ = world.svc.audit.list_entries(ADMIN, None, 1000, "workload.preempt")
         assert entries and entries[-1].detail.get("code") == "attestation.expired"
-    finally:
-        world.loop.release()
-        world.store.dispose()
 
 
 def test_expiry_flags_running_confidential_work_once(tmp_path):
-    world = World(tmp_path, on_expiry="flag")
-    try:
-        for h in HOSTS:
-            _both(world, h)
-        uid = world.submit(True, None, 1)
-        world.loop.tick()
-        world.loop.tick()
+    with _running_confidential(tmp_path, "flag") as (world, uid):
         world.t[0] += 700
         for _ in range(3):
             world.loop.tick()
@@ -199,19 +204,10 @@ def test_expiry_flags_running_confidential_work_once(tmp_path):
         assert w.phase is Phase.RUNNING
         entries, _ = world.svc.audit.list_entries(ADMIN, None, 1000, "task.attestation_expired")
         assert len(entries) == 1 and entries[0].outcome == "flag"
-    finally:
-        world.loop.release()
-        world.store.dispose()
 
 
 def test_a_task_that_ended_since_the_loop_read_it_is_neither_evicted_nor_flagged(tmp_path):
-    world = World(tmp_path, on_expiry="evict")
-    try:
-        for h in HOSTS:
-            _both(world, h)
-        uid = world.submit(True, None, 1)
-        world.loop.tick()
-        world.loop.tick()
+    with _running_confidential(tmp_path, "evict") as (world, uid):
         with world.store.read() as tx:  # what the observe step of a tick read ...
             seen = (tx.workloads.list_active(), tx.hosts.list_all())
         task = seen[0][0].tasks[0]
@@ -225,6 +221,3 @@ def test_a_task_that_ended_since_the_loop_read_it_is_neither_evicted_nor_flagged
         assert t.phase is Phase.SUCCEEDED and t.preemption is None and t.reason is None
         entries, _ = world.svc.audit.list_entries(ADMIN, None, 1000, "task.attestation_expired")
         assert entries == []
-    finally:
-        world.loop.release()
-        world.store.dispose()

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import httpx
 
-from gpuplane.api.history import History
 from gpuplane.control.loop import ControlLoop
 from gpuplane.drivers.sim import SimDriver
-from web.conftest import read_events, serve
+from web.conftest import history_served, read_events
 
 from .conftest import ATTACKER_NAMES, assert_no_leak
 
@@ -22,29 +21,22 @@ def test_no_attacker_role_sees_the_victim_in_history_or_on_the_stream(red, tmp_p
     for _ in range(3):                      # job-alpha starts: the victim holds GPUs
         loop.tick()
     loop.release()
-    app.state.console_poll_s = 0.1
-    app.state.history = History(app.state.store, interval_s=0.2, points=50)
-    app.state.history.start()
-    try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
-            full = c.get("/v1/history", headers=red.h("admin")).json()
-            assert "proj-alpha" in full["samples"][-1]["tenants"]   # the check below bites
-            assert "alpha" in repr(_stream(c, red.h("admin")))         # and there too
-            for user in ATTACKER_NAMES:
-                red.attempt("history.read")
-                r = c.get("/v1/history", headers=red.h(user))
-                assert r.status_code == 200, (user, r.text)
-                assert "alpha" not in r.text, user
-                assert_no_leak(r.text)
-                red.attempt("stream.read")
-                events = _stream(c, red.h(user))
-                assert {"history", "fleet"} <= {e["event"] for e in events}, (user, events)
-                text = repr(events)
-                assert "alpha" not in text, (user, text[:2000])
-                assert_no_leak(text)
-    finally:
-        app.state.history.stop()
-        del app.state.history
+    with history_served(app) as c:
+        full = c.get("/v1/history", headers=red.h("admin")).json()
+        assert "proj-alpha" in full["samples"][-1]["tenants"]   # the check below bites
+        assert "alpha" in repr(_stream(c, red.h("admin")))         # and there too
+        for user in ATTACKER_NAMES:
+            red.attempt("history.read")
+            r = c.get("/v1/history", headers=red.h(user))
+            assert r.status_code == 200, (user, r.text)
+            assert "alpha" not in r.text, user
+            assert_no_leak(r.text)
+            red.attempt("stream.read")
+            events = _stream(c, red.h(user))
+            assert {"history", "fleet"} <= {e["event"] for e in events}, (user, events)
+            text = repr(events)
+            assert "alpha" not in text, (user, text[:2000])
+            assert_no_leak(text)
 
 
 def _stream(c: httpx.Client, headers: dict[str, str]) -> list[dict]:

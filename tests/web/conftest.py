@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gpuplane.api.history import History
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("GPUPLANE_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -51,6 +53,22 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def history_served(app: Any) -> Iterator[httpx.Client]:
+    """``app`` keeping a fast history (a sample every 0.2 s; the stream polls every 0.1 s),
+    served by uvicorn; yields a client of it (10 s timeout: these tests check what is read, not
+    how fast). The history is stopped and removed afterwards."""
+    app.state.console_poll_s = 0.1
+    app.state.history = History(app.state.store, interval_s=0.2, points=50)
+    app.state.history.start()
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
+            yield c
+    finally:
+        app.state.history.stop()
+        del app.state.history
 
 
 def read_events(resp: httpx.Response, until: Any = None, timeout: float = 10.0) -> list[dict]:

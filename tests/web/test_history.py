@@ -4,7 +4,6 @@ the pool and its own projects only), and no history where the console is not ser
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from api.conftest import build_world
@@ -12,7 +11,7 @@ from gpuplane.api.history import History
 from gpuplane.control.loop import ControlLoop
 from gpuplane.drivers.sim import SimDriver
 
-from .conftest import read_events, serve
+from .conftest import history_served, read_events
 
 
 @pytest.fixture(scope="module")
@@ -59,36 +58,29 @@ def test_a_sample_counts_the_pool_and_the_buffer_is_bounded(pool):
 
 def test_history_over_rest_and_stream_cut_per_tenant(pool):
     app = pool.client.app
-    app.state.console_poll_s = 0.1
-    app.state.history = History(app.state.store, interval_s=0.2, points=50)
-    app.state.history.start()
-    try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
-            every = c.get("/v1/history", headers=pool.h("admin")).json()
-            assert every["samples"], every
-            assert set(every["samples"][-1]["tenants"]) == {"proj-alpha", "proj-beta"}
-            bob = c.get("/v1/history", headers=pool.h("bob-beta")).json()
-            assert set(bob["samples"][-1]["tenants"]) == {"proj-beta"}
-            assert bob["samples"][-1]["allocated"] == 3  # the pool, as on /metrics
-            later = c.get("/v1/history", headers=pool.h("bob-beta"),
-                          params={"after": bob["last_seq"]}).json()
-            assert all(x["seq"] > bob["last_seq"] for x in later["samples"])
-            assert c.get("/v1/history").status_code == 401
+    with history_served(app) as c:
+        every = c.get("/v1/history", headers=pool.h("admin")).json()
+        assert every["samples"], every
+        assert set(every["samples"][-1]["tenants"]) == {"proj-alpha", "proj-beta"}
+        bob = c.get("/v1/history", headers=pool.h("bob-beta")).json()
+        assert set(bob["samples"][-1]["tenants"]) == {"proj-beta"}
+        assert bob["samples"][-1]["allocated"] == 3  # the pool, as on /metrics
+        later = c.get("/v1/history", headers=pool.h("bob-beta"),
+                      params={"after": bob["last_seq"]}).json()
+        assert all(x["seq"] > bob["last_seq"] for x in later["samples"])
+        assert c.get("/v1/history").status_code == 401
 
-            ticket = c.post("/v1/stream/tickets", headers=pool.h("alice-alpha")).json()["ticket"]
-            with c.stream("GET", "/v1/stream", params={"ticket": ticket}) as r:
-                events = read_events(r, lambda ev: sum(
-                    e["event"] == "history" and bool(e["data"]["samples"]) for e in ev) >= 2)
-            hist = [e["data"] for e in events if e["event"] == "history" and e["data"]["samples"]]
-            assert len(hist) >= 2, [e["event"] for e in events]
-            assert hist[0]["reset"] and not hist[1]["reset"]
-            assert hist[1]["samples"][0]["seq"] > hist[0]["samples"][-1]["seq"]
-            for view in hist:
-                for sample in view["samples"]:
-                    assert set(sample["tenants"]) <= {"proj-alpha"}
-    finally:
-        app.state.history.stop()
-        del app.state.history
+        ticket = c.post("/v1/stream/tickets", headers=pool.h("alice-alpha")).json()["ticket"]
+        with c.stream("GET", "/v1/stream", params={"ticket": ticket}) as r:
+            events = read_events(r, lambda ev: sum(
+                e["event"] == "history" and bool(e["data"]["samples"]) for e in ev) >= 2)
+        hist = [e["data"] for e in events if e["event"] == "history" and e["data"]["samples"]]
+        assert len(hist) >= 2, [e["event"] for e in events]
+        assert hist[0]["reset"] and not hist[1]["reset"]
+        assert hist[1]["samples"][0]["seq"] > hist[0]["samples"][-1]["seq"]
+        for view in hist:
+            for sample in view["samples"]:
+                assert set(sample["tenants"]) <= {"proj-alpha"}
 
 
 def test_no_history_where_the_console_is_not_served(pool):
