@@ -47,6 +47,8 @@ def test_enrich_summarises_tasks_and_hosts():
         {"phase": "Pending", "placement": None, "simulated": False}]}}
     row = enrich(kind_named("workload"), wl)
     assert row["task_summary"] == "1 Running 1 Pending" and row["where"] == "h1 (simulated)"
+    wl["status"]["tasks"][0]["placement"]["borrowed"] = True     # may be reclaimed: says so
+    assert enrich(kind_named("workload"), wl)["where"] == "h1 (simulated, borrowed)"
 
 
 def _client(status: int, body: dict) -> Client:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuplane.api.schemas import TaskOut
 from gpuplane.control.loop import ControlLoop
 from gpuplane.domain.workloads import Phase, WorkloadSpec
 from gpuplane.drivers.local import LocalDriver
@@ -134,10 +135,14 @@ def borrow(cluster: Cluster, tmp_path: Path, modes: list[str]) -> list:
 
 def test_the_owner_reclaims_borrowed_gpus_and_each_outcome_is_recorded(cluster, tmp_path):
     acked, trapped = borrow(cluster, tmp_path, ["exit", "trap"])
+    # stored as borrowed (the cycle places them apart from guaranteed work), and shown so
+    assert all(TaskOut.of(cluster.get(w.id).tasks[0]).placement.borrowed
+               for w in (acked, trapped))
     time.sleep(0.3)      # some work that will be lost (no checkpoint was ever written)
     owner = cluster.submit("owner", "train", [PY, "-c", "import time; time.sleep(600)"], gpus=2)
     t0 = time.monotonic()
     cluster.run_until(lambda: cluster.get(owner.id).phase == Phase.RUNNING, what="owner runs")
+    assert not cluster.get(owner.id).tasks[0].placement.borrowed
     # the trapping task held its GPU for the whole grace period before it was killed
     assert time.monotonic() - t0 >= GRACE_S - 0.2
 

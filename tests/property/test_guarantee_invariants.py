@@ -83,7 +83,7 @@ class World:
             for k, (t, pl) in enumerate(zip(w.tasks, a.placements)):
                 self.running[f"{w.id}/{k}"] = RunningTask(
                     f"{w.id}/{k}", w.id, w.project, t, pl, now, w.priority,
-                    preemptible=w.preemptible)
+                    preemptible=w.preemptible, borrowed=a.borrowing)
         self._check(res, back)
         for wid in back:                      # victims queue again (checked from next cycle)
             self.pending[wid] = self.original[wid]

@@ -5,7 +5,7 @@ random occupancy with shares and whole GPUs, random tie ranks) and random whole-
 ``place_whole`` returns either ``None`` (it does not apply, or nothing fits) or the very
 ``Placement`` of ``place(..., fast=False)``; when it declines a request it applies to, the
 general path finds no host. ``place`` with and without the fast path gives equal results,
-failures (and their explanations) included. The snapshot's ``free_whole`` / ``free_milli``
+failures (and their explanations) included, also restricted to some hosts. The snapshot's ``free_whole`` / ``free_milli``
 counts, which the fast path reads, equal a recount after every assign, undo and release.
 """
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gpuplane.domain.inventory import GpuDevice, Host, Taint
 from gpuplane.domain.requests import Placement, TaskRequest
-from gpuplane.scheduling.placement import Profile, Unschedulable, place, profiles
+from gpuplane.scheduling.placement import Profile, Unschedulable, Within, place, profiles
 from gpuplane.scheduling.placement import fastpath
 from gpuplane.scheduling.placement.fastpath import place_whole
 from gpuplane.scheduling.snapshot import ClusterSnapshot
@@ -124,16 +124,21 @@ def test_fast_path_places_exactly_as_the_general_path(hs, busy, asks, weight, se
 @SETTINGS
 @given(hosts(mig=True, extras=True), background(),
        st.lists(whole_requests(extras=True), min_size=1, max_size=6),
-       st.sampled_from(["bestfit", "bestfit", "packing", "random"]), st.integers(0, 2**32 - 1))
+       st.sampled_from(["bestfit", "bestfit", "packing", "random"]), st.integers(0, 2**32 - 1),
+       st.one_of(st.none(), st.lists(st.booleans(), min_size=8, max_size=8)))
 def test_place_gives_the_same_result_with_and_without_the_fast_path(hs, busy, asks, policy,
-                                                                     seed):
+                                                                     seed, among):
+    """Also restricted to some hosts (``within`` without devices: the cycle's lanes)."""
     snap = ClusterSnapshot.build(hs)
     snap.shuffle_tie_rank(np.random.default_rng(seed))
     _occupy(snap, busy, np.random.default_rng(seed))
     prof = profiles.get(policy)
+    within = None if among is None else Within(np.array(among[:len(hs)]))
     for task in asks:
-        a = place(snap, task, prof, np.random.default_rng(seed))
-        b = place(snap, task, prof, np.random.default_rng(seed), fast=False)
+        a = place(snap, task, prof, np.random.default_rng(seed), within=within)
+        b = place(snap, task, prof, np.random.default_rng(seed), fast=False, within=within)
+        if isinstance(a, Placement) and within is not None:
+            assert within.hosts[snap.index[a.host]]
         assert a == b
         if isinstance(a, Unschedulable):
             assert str(a) == str(b) and a.as_dict() == b.as_dict()

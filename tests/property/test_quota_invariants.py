@@ -70,7 +70,7 @@ class World:
             assert len(a.placements) == len(w.tasks), "gang not whole"
             for k, (t, pl) in enumerate(zip(w.tasks, a.placements)):
                 self.running[f"{w.id}/{k}"] = RunningTask(f"{w.id}/{k}", w.id, w.project, t, pl,
-                                                          now, w.priority)
+                                                          now, w.priority, borrowed=a.borrowing)
         self.log.append(([(a.workload_id, a.placements) for a in res.placements],
                          [(p.task_id, p.beneficiary) for p in res.preemptions]))
         return res

@@ -45,7 +45,8 @@ class Cluster:
             for k, (t, pl) in enumerate(zip(w.tasks, a.placements)):
                 self.running[f"{w.id}/{k}"] = RunningTask(
                     f"{w.id}/{k}", w.id, w.project, t, pl, now, w.priority,
-                    expected_end=None if w.expected_duration is None else now + w.expected_duration)
+                    expected_end=None if w.expected_duration is None else now + w.expected_duration,
+                    borrowed=a.borrowing)
         return res
 
 

@@ -257,6 +257,9 @@ class PlacementOut(BaseModel):
     gpu_indices: list[int]
     gpu_milli: int
     mig: list[dict[str, Any]]
+    borrowed: bool = Field(False, description=(
+        "admitted above its project's guarantee on capacity lent by the cohort: it may be "
+        "reclaimed (preempted) when a lender needs its guarantee back"))
 
 
 class TaskOut(BaseModel):
@@ -283,7 +286,7 @@ class TaskOut(BaseModel):
                    attempt=t.attempt,
                    placement=None if p is None else PlacementOut(
                        host=p.host, gpu_indices=list(p.gpu_indices), gpu_milli=p.gpu_milli,
-                       mig=[dict(m) for m in p.mig]),
+                       mig=[dict(m) for m in p.mig], borrowed=p.borrowed),
                    simulated=t.simulated, exit_code=t.exit_code, reason=t.reason,
                    message=t.message, not_before=t.not_before, started_at=t.started_at,
                    finished_at=t.finished_at,

@@ -80,8 +80,11 @@ def enrich(kind: Kind, item: dict) -> dict:
         for t in tasks:
             phases[t.get("phase", "?")] = phases.get(t.get("phase", "?"), 0) + 1
         hosts = sorted({(t.get("placement") or {}).get("host") for t in tasks} - {None})
-        sim = any(t.get("simulated") for t in tasks if t.get("placement"))
-        where = ",".join(hosts) + (" (simulated)" if sim and hosts else "")
+        placed = [t for t in tasks if t.get("placement")]
+        tags = [tag for tag, on in (("simulated", any(t.get("simulated") for t in placed)),
+                                    ("borrowed", any(t["placement"].get("borrowed")
+                                                     for t in placed))) if on]
+        where = ",".join(hosts) + (f" ({', '.join(tags)})" if tags and hosts else "")
         item = {**item, "task_summary": " ".join(f"{n} {p}" for p, n in phases.items()),
                 "where": where or None}
     return item

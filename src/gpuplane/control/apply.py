@@ -152,9 +152,10 @@ def _report(on_error: OnError | None, what: str, exc: BaseException) -> None:
 def _admission(decisions: Any, wid: str, items: Mapping[str, PendingItem],
                workloads: Mapping[str, Any]) -> lifecycle.Admission:
     placements = decisions.admits[wid]
+    borrowed = wid in decisions.borrowing
     item, w = items[wid], workloads[wid]
     index_of = {t.id: t.index for t in w.tasks}
-    return lifecycle.Admission(w, {index_of[tid]: from_placement(p)
+    return lifecycle.Admission(w, {index_of[tid]: from_placement(p, borrowed)
                                    for tid, p in zip(item.task_ids, placements)
                                    if p is not None})
 

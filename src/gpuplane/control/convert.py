@@ -107,10 +107,10 @@ def to_placement(p: TaskPlacement) -> Placement:
     return Placement(host=p.host, gpu_indices=p.gpu_indices, gpu_milli=p.gpu_milli, mig=migs)
 
 
-def from_placement(p: Placement) -> TaskPlacement:
+def from_placement(p: Placement, borrowed: bool = False) -> TaskPlacement:
     return TaskPlacement(host=p.host, gpu_indices=tuple(p.gpu_indices), gpu_milli=p.gpu_milli,
                          mig=tuple(asdict(m) if hasattr(m, "__dataclass_fields__") else dict(m)
-                                   for m in p.mig))
+                                   for m in p.mig), borrowed=borrowed)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def to_running(workloads: Iterable[Workload], now: float | None = None) -> list[
                     checkpointed_at=now if stopping else _checkpoint(t),
                     expected_end=((t.started_at or 0) + w.spec.max_runtime_s
                                   if w.spec.max_runtime_s and t.started_at else None),
-                    stopping=stopping))
+                    stopping=stopping, borrowed=t.placement.borrowed))
     return out
 
 

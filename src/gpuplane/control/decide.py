@@ -38,9 +38,11 @@ class Victim:
 class Decisions:
     """What one cycle decided. ``admits`` maps workload id -> one placement per pending task
     (in the order of ``PendingWorkload.tasks``; ``None`` for a task left waiting, never inside a
-    gang); ``preempt`` lists the running tasks to stop (:class:`Victim`)."""
+    gang); ``borrowing`` the admitted workloads that borrow (hold more than their project's
+    guarantee once started); ``preempt`` lists the running tasks to stop (:class:`Victim`)."""
 
     admits: dict[str, list[Placement | None]] = field(default_factory=dict)
+    borrowing: set[str] = field(default_factory=set)
     preempt: list[Victim] = field(default_factory=list)
     pending: dict[str, PendingReason] = field(default_factory=dict)
 
@@ -70,6 +72,8 @@ def decide(snap: ClusterSnapshot, pending: Sequence[PendingWorkload],
                 detail={"victims": list(a.after)})
             continue
         out.admits[str(a.workload_id)] = list(a.placements)
+        if a.borrowing:
+            out.borrowing.add(str(a.workload_id))
     for p in result.preemptions:
         out.preempt.append(Victim(str(p.task_id), str(p.message), str(p.beneficiary),
                                   str(p.code), float(p.grace_s), float(p.lost_s)))

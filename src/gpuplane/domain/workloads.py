@@ -349,6 +349,9 @@ class TaskPlacement:
     gpu_indices: tuple[int, ...] = ()
     gpu_milli: int = 1000
     mig: tuple[Mapping[str, object], ...] = ()
+    #: Admitted above its project's guarantee, on capacity lent by the cohort: reclaimable, and
+    #: placed apart from guaranteed work (``CycleCapacity.lane``).
+    borrowed: bool = False
 
     def share_milli(self) -> dict[int, int]:
         """Milli-GPU taken from each GPU index: a MIG instance counts its compute slices / 7

@@ -64,7 +64,9 @@ class RunningTask:
     prefer victims that lose least work. ``stopping``: already signalled by an earlier cycle's
     preemption and in its grace period (the live loop; the simulator frees a victim at once):
     a cycle that needs a victim takes it before any other, so waiting for it never costs a
-    second one."""
+    second one. ``borrowed``: admitted above its project's guarantee (``Admit.borrowing``);
+    while its project is still above it, the cycle keeps other work off its host
+    (``CycleOptions.lanes``)."""
 
     id: str
     workload_id: str
@@ -78,6 +80,7 @@ class RunningTask:
     expected_end: float | None = None
     flavor: str | None = None
     stopping: bool = False
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import numpy as np
 
 from gpuplane.domain.tenancy import QuotaTree
 from gpuplane.scheduling.admission.fairshare import UsageHistory
-from gpuplane.scheduling.admission.state import RunningTotals, end_of
+from gpuplane.scheduling.admission.state import RunningTotals, end_of, lent_of
 from gpuplane.scheduling.cycle import CycleOptions, run_cycle
 from gpuplane.scheduling.queueing import (
     PendingQueues, PendingWorkload, RunningTask, flavor_of, task_units)
@@ -155,7 +155,7 @@ class _Sim:
         self.holding: dict[str, float] = {}           # tenant -> GPUs held now
         self.hvec: dict[str, tuple[float, float, float]] | None = None  # holding for history
         self.held = 0                                  # GPUs held in all
-        self.totals = RunningTotals({}, {}, {}, [])
+        self.totals = RunningTotals({}, {}, {}, [], {})
         self.prios: dict[str, Counter] = {}
         self.flat: list[RunningTask] | None = []
         self.alloc_gpu_s: dict[str, float] = {}
@@ -307,9 +307,9 @@ class _Sim:
         self._hold(o.job, tasks, -1)
 
     def _hold(self, job: SimJob, tasks: list[RunningTask], sign: int) -> None:
-        """Start (``sign`` +1) or stop (-1) holding ``tasks``: the totals, ends and holdings
-        follow (the sums :func:`running_totals` of ``tasks`` would add, task by task: they are
-        whole numbers, so the order of the additions changes nothing)."""
+        """Start (``sign`` +1) or stop (-1) holding ``tasks``: the totals, ends, borrowed GPUs
+        per host and holdings follow (the sums :func:`running_totals` of ``tasks`` would add,
+        task by task: they are whole numbers, so the order of the additions changes nothing)."""
         gpus = job.gpus
         self.holding[job.tenant] = self.holding.get(job.tenant, 0.0) + sign * gpus
         self.hvec = None
@@ -339,6 +339,16 @@ class _Sim:
             tot.low[job.tenant] = min(c)
         else:
             tot.low.pop(job.tenant, None)
+        lent = tot.lent
+        assert lent is not None
+        for rt in tasks:
+            e = lent_of(rt, quotas)
+            if e is not None:
+                n = lent.get(e[0], 0) + sign * e[1]
+                if n:
+                    lent[e[0]] = n
+                else:
+                    del lent[e[0]]
         ends = tot.ends
         assert ends is not None
         for rt in tasks:
@@ -363,7 +373,8 @@ class _Sim:
             c = s + math.floor((t - s) / ck) * ck
             self.running[jid] = [RunningTask(r.id, r.workload_id, r.project, r.task, r.placement,
                                              r.started_at, r.priority, r.preemptible, c,
-                                             r.expected_end, r.flavor) for r in tasks]
+                                             r.expected_end, r.flavor,
+                                             borrowed=r.borrowed) for r in tasks]
             heapq.heappush(self.ckpts, (c + ck, jid, ep))
             self.flat = None
         return _Running(self)
@@ -385,7 +396,7 @@ class _Sim:
             # a beneficiary of preemption starts once its victims' grace period is over
             wait = self.cfg.grace_s if a.after else 0.0
             self.grace_gpu_s += wait * self.out[a.workload_id].job.gpus
-            self._started(a.workload_id, a.placements, t + wait)
+            self._started(a.workload_id, a.placements, t + wait, a.borrowing)
 
     def _preempted(self, jid: str, t: float) -> None:
         o = self.out[jid]
@@ -408,7 +419,7 @@ class _Sim:
         else:
             self.queues.add(self._workload(o))
 
-    def _started(self, jid: str, placements: tuple, t: float) -> None:
+    def _started(self, jid: str, placements: tuple, t: float, borrowed: bool) -> None:
         o = self.out[jid]
         self.queues.remove(jid)
         if o.first_start is None:
@@ -421,7 +432,8 @@ class _Sim:
         ep = self.epoch.get(jid, 0)
         expected = None if known is None else t + known
         tasks = [RunningTask(f"{jid}/{k}", jid, o.job.tenant, task, p, started_at=t,
-                             priority=o.job.priority, expected_end=expected, flavor=self.flavor)
+                             priority=o.job.priority, expected_end=expected, flavor=self.flavor,
+                             borrowed=borrowed)
                  for k, (task, p) in enumerate(zip(o.job.tasks, placements))]
         self.running[jid] = tasks
         heapq.heappush(self.ends, (t + remaining, jid, ep))

@@ -35,7 +35,7 @@ def _placement(data: dict[str, Any] | None) -> TaskPlacement | None:
         return None
     return TaskPlacement(host=data["host"], gpu_indices=tuple(data.get("gpu_indices", ())),
                          gpu_milli=int(data.get("gpu_milli", 1000)),
-                         mig=tuple(data.get("mig", ())))
+                         mig=tuple(data.get("mig", ())), borrowed=bool(data.get("borrowed")))
 
 
 #: Parsed specs by workload uid (a spec is written once, at submit, and never changed; the
@@ -62,8 +62,11 @@ def _dialect_insert(session: Session) -> Any:
 
 
 def placement_json(p: TaskPlacement) -> dict[str, Any]:
-    return {"host": p.host, "gpu_indices": list(p.gpu_indices), "gpu_milli": p.gpu_milli,
-            "mig": [dict(m) for m in p.mig]}
+    out = {"host": p.host, "gpu_indices": list(p.gpu_indices), "gpu_milli": p.gpu_milli,
+           "mig": [dict(m) for m in p.mig]}
+    if p.borrowed:
+        out["borrowed"] = True
+    return out
 
 
 class WorkloadRepo:

@@ -14,6 +14,14 @@ entry point ``place(snap, task, profile, rng)``. Every booking goes through ``sn
   (``placement.topology``), required or preferred.
 - holds: capacity reserved for a blocked workload (backfill) is booked as placeholder tasks and
   can be lifted and restored around a backfill trial.
+- lanes (``CycleOptions.lanes``, with quotas enforced): ``lent[h]`` counts the whole GPUs on host
+  ``h`` held by borrowed tasks (``RunningTask.borrowed``) of projects still above their
+  guarantee, and this cycle's borrowing admissions. A borrowing admission is placed on the hosts
+  in use with room that hold least work that is not borrowed, other work on the hosts in use
+  with room that hold least borrowed work (:meth:`CycleCapacity.lane`; the profile chooses among
+  them, and everywhere when none has room or that fails). So borrowed work gathers on hosts of
+  its own, and reclaim can free whole hosts for a gang of guaranteed work instead of GPUs
+  scattered among other teams' work.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from gpuplane.domain.requests import MILLI_PER_GPU, Placement, TaskRequest
+from gpuplane.scheduling.placement.framework import Within
 
 PlaceFn = Callable[[Any, Any, Any, Any], Any]   # (snap, task, profile, rng) -> Placement | Unschedulable
 Undo = Callable[[], None]
@@ -54,12 +63,62 @@ class CycleCapacity:
     holds: list[tuple[TaskRequest, Placement]] = field(default_factory=list)
     place_calls: int = 0
     indexed: bool = True     # False: never skip ``place`` on the free-GPU counts (benchmarks)
+    lanes: bool = False      # set_lent turns them on
+    over: set[tuple[str, str]] = field(default_factory=set)   # (project, flavour) borrowing
+    _lent_by: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    _lent: np.ndarray | None = None  # (H,) whole GPUs held by borrowed work, built on first use
 
     def __post_init__(self) -> None:
         # MIG-mode GPUs show 0 free milli and missing ones -1, so the snapshot's count of GPUs
         # with 1000 free is the count of free whole/shared-mode GPUs
         self.free_whole = self.snap.free_whole
         self.max_free = int(self.free_whole.max()) if self.free_whole.size else 0
+
+    # -- lanes: borrowed work apart from guaranteed work -------------------------------------
+    def set_lent(self, lent: dict[tuple[str, str, str], int],
+                 over: set[tuple[str, str]]) -> None:
+        """Turn lanes on: ``lent`` is whole GPUs of borrowed tasks per ``(project, flavour,
+        host)``; only those of ``over`` (above their guarantee now) count: the rest hold no more
+        than their guarantee, and nothing of theirs can be reclaimed. The per-host count is
+        built when a placement first asks for it (many cycles place nothing)."""
+        self.lanes, self.over, self._lent_by, self._lent = True, over, lent, None
+
+    @property
+    def lent(self) -> np.ndarray:
+        """(H,) whole GPUs held by borrowed work of projects above their guarantee."""
+        if self._lent is None:
+            arr = np.zeros(len(self.free_whole), dtype=np.int32)
+            index, over = self.snap.index, self.over
+            for (project, flavor, host), g in self._lent_by.items():
+                h = index.get(host)
+                if h is not None and (project, flavor) in over:
+                    arr[h] += g
+            self._lent = arr
+        return self._lent
+
+    def lend(self, tasks: Sequence[Any], placements: Sequence[Placement], sign: int) -> None:
+        """Count (``sign`` +1) or uncount (-1) ``tasks`` as borrowed work on their hosts."""
+        if not self.lanes:
+            return
+        lent, index = self.lent, self.snap.index
+        for t, p in zip(tasks, placements):
+            if is_whole(t):
+                lent[index[p.host]] += sign * t.gpus
+
+    def lane(self, borrowed: bool, task: Any) -> np.ndarray | None:
+        """The hosts in use with room for ``task`` that hold least of the other kind of work:
+        for borrowed work, least work that is not borrowed; for guaranteed work, least borrowed
+        work. ``None`` (the profile alone decides) without lanes or when no host in use has
+        room by the free-GPU counts: an empty host is opened only then, as the profile would,
+        so lanes do not spend whole hosts that gangs need."""
+        if not self.lanes or not is_whole(task):
+            return None
+        free, count = self.free_whole, self.snap.gpu_count
+        room = (free >= task.gpus) & (free < count)
+        if not room.any():
+            return None
+        other = (count - free - self.lent) if borrowed else self.lent
+        return room & (other <= other[room].min())
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _refresh(self, host: str) -> None:
@@ -112,10 +171,12 @@ class CycleCapacity:
         return slots >= len(need) and int(free.sum()) >= sum(need)
 
     def place_gang(self, tasks: Sequence[Any], topology: str | bool | None = None,
-                   required: bool = True) -> GangResult:
+                   required: bool = True, lane: bool | None = None) -> GangResult:
         """Place and book every task, or none: on the first failure every booking is undone and
         the failing member's ``Unschedulable`` is returned.
 
+        ``lane`` (``True``: borrowing, ``False``: not; ``None``: no preference) prefers each
+        member's hosts by :meth:`lane` when lanes are on (members placed one by one only).
         ``topology`` (``"host"``, ``"nvlink"``, ``"rack"``; ``True`` means ``"host"``) keeps the
         members inside one domain of that level; ``required=False`` makes it a preference
         (members are placed anywhere when no domain holds them all). Whole-GPU members of a
@@ -134,11 +195,26 @@ class CycleCapacity:
             return self._place_within(tasks, level, required)
         if not self.may_fit(tasks):
             return GangResult(None, None)
+        if lane is not None and self.lanes:
+            r = self._place_each(tasks, lane)
+            if r.placements is not None:
+                return r        # (else a gang whose members' lanes led it astray: try anywhere)
+        return self._place_each(tasks, None)
+
+    def _place_each(self, tasks: Sequence[Any], lane: bool | None) -> GangResult:
+        """Place the members one by one (each on the hosts of its ``lane`` when it has room
+        there); on the first failure undo them all."""
         undos: list[Undo] = []
         out: list[Placement] = []
         for t in tasks:
             self.place_calls += 1
-            r = self.place_fn(self.snap, t, self.profile, self.rng)
+            r = None
+            prefer = self.lane(lane, t) if lane is not None else None
+            if prefer is not None:
+                r = self.place_fn(self.snap, t, self.profile, self.rng, explain=False,
+                                  within=Within(prefer))
+            if not isinstance(r, Placement):
+                r = self.place_fn(self.snap, t, self.profile, self.rng)
             if not isinstance(r, Placement):
                 for u in reversed(undos):
                     u()

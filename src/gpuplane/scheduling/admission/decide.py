@@ -48,7 +48,7 @@ def decide(st: CycleState, w: PendingWorkload) -> Block:
         return memo[2]
     chk = st.ledger.check(w.project, d.flavor, d.gpu)
     if may_take(st, w, d, chk):
-        placed = _place(st, w)
+        placed = _place(st, w, chk.fit is QuotaFit.BORROWING)
         if placed.placements is not None:
             _admit(st, w, d, placed.placements, chk.fit is QuotaFit.BORROWING, ())
             return Block.NONE
@@ -86,9 +86,9 @@ def may_take(st: CycleState, w: PendingWorkload, d: Demand, chk: QuotaCheck) -> 
 
 
 # -- placement and backfill -------------------------------------------------------------------
-def _place(st: CycleState, w: PendingWorkload) -> GangResult:
+def _place(st: CycleState, w: PendingWorkload, borrowing: bool) -> GangResult:
     cap = st.cap
-    placed = cap.place_gang(w.tasks, *_topology(w))
+    placed = cap.place_gang(w.tasks, *_topology(w), lane=borrowing)
     if placed.placements is not None or not cap.holds or w.expected_duration is None:
         return placed
     if st.now + w.expected_duration > min(st.result.reservations.values()):
@@ -96,7 +96,7 @@ def _place(st: CycleState, w: PendingWorkload) -> GangResult:
     if w.topology is None and not cap.may_fit(w.tasks, without_holds=True):
         return placed                  # (the trial below would fail on the counts alone)
     held = cap.lift_holds()            # it ends before every reservation starts: backfill it
-    placed = cap.place_gang(w.tasks, *_topology(w))
+    placed = cap.place_gang(w.tasks, *_topology(w), lane=borrowing)
     cap.restore_holds(held)
     return placed
 
@@ -106,6 +106,8 @@ def _admit(st: CycleState, w: PendingWorkload, d: Demand, placements: tuple, bor
     st.ledger.add(w.project, d.flavor, d.gpu)
     st.book.charge(w.project, (float(d.gpu), float(d.cpu), float(d.memory)))
     st.result.placements.append(Admit(w.id, w.project, placements, borrowing, after))
+    if borrowing:
+        st.cap.lend(w.tasks, placements, +1)
     if w.expected_duration is not None:
         end = st.now + w.expected_duration
         for t, p in zip(w.tasks, placements):
@@ -277,10 +279,14 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
 
     def remove(r: RunningWorkload) -> Callable[[], None]:
         undos = [cap.release(t.task, t.placement) for t in r.tasks]
+        lent = [t for t in r.tasks
+                if t.borrowed and (r.project, r.flavor) in cap.over]
+        cap.lend([t.task for t in lent], [t.placement for t in lent], -1)
         st.ledger.remove(r.project, r.flavor, r.units)
         base[(r.project, r.flavor)] -= r.units
 
         def undo() -> None:
+            cap.lend([t.task for t in lent], [t.placement for t in lent], +1)
             base[(r.project, r.flavor)] += r.units
             st.ledger.add(r.project, r.flavor, r.units)
             for u in reversed(undos):
@@ -303,12 +309,13 @@ def _preempt(st: CycleState, w: PendingWorkload, d: Demand, entitled: bool) -> b
     if victims is None:
         st.preempt_failed[key] = d.gpu
         return False
-    placed = cap.place_gang(w.tasks, *_topology(w))
+    chk = st.ledger.check(w.project, d.flavor, d.gpu)
+    borrowing = chk.fit is QuotaFit.BORROWING
+    placed = cap.place_gang(w.tasks, *_topology(w), lane=borrowing)
     if placed.placements is None:   # fits() just said yes on this very state
         raise RuntimeError(f"placement of {w.id} changed between trial and booking")
     after = _record_victims(st, w, victims)
-    chk = st.ledger.check(w.project, d.flavor, d.gpu)
-    _admit(st, w, d, placed.placements, chk.fit is QuotaFit.BORROWING, after)
+    _admit(st, w, d, placed.placements, borrowing, after)
     return True
 
 

@@ -49,6 +49,9 @@ class CycleOptions:
     the same project, flavour, priority and preemptibility is taken to fail as a smaller one
     just did), so with indexes off a few more workloads may start in a large cycle.
 
+    ``lanes``: place borrowing admissions apart from other work (``admission/capacity.py``) when
+    quotas are enforced; ``False`` places both by the profile alone (to measure what it buys).
+
     ``straddle_trials`` bounds the reclaim trials per cycle for workloads that straddle their
     project's guarantee (below it now, above it once started; see ``decide._preempt``): each is
     a preemption trial, so a pool of many projects spreads them over a few cycles.
@@ -66,6 +69,7 @@ class CycleOptions:
     profile: Any = None
     indexes: bool = True
     straddle_trials: int = 32
+    lanes: bool = True
 
 
 @dataclass
@@ -184,12 +188,16 @@ class RunningTotals:
     ``ends`` (optional): :func:`running_ends` of the running tasks, kept sorted by the caller
     (e.g. with ``bisect.insort``), so backfill does not sort every running task each cycle it
     looks for a reservation; ``None``: the cycle sorts them when it needs them. The cycle only
-    reads it."""
+    reads it.
+
+    ``lent`` (optional): :func:`borrowed_on` of the running tasks, kept by the caller (the
+    simulator); ``None``: the cycle counts them when lanes are on."""
 
     usage: dict[tuple[str, str], int]
     holding: dict[str, list[float]]
     low: dict[str, int]
     ends: list[tuple[float, str, int, str]] | None = None
+    lent: dict[tuple[str, str, str], int] | None = None
 
 
 def end_of(t: RunningTask) -> tuple[float, str, int, str] | None:
@@ -203,6 +211,25 @@ def running_ends(running: Sequence[RunningTask]) -> list[tuple[float, str, int, 
     """``(expected_end, host, whole GPUs, workload id)`` of every running whole-GPU task with an
     expected end, sorted: what backfill reservations are computed from."""
     return sorted(e for e in map(end_of, running) if e is not None)
+
+
+def lent_of(t: RunningTask, quotas: QuotaTree) -> tuple[tuple[str, str, str], int] | None:
+    """The entry of ``t`` in :func:`borrowed_on`: ``((project, flavour, host), whole GPUs)``
+    (``None``: it has none)."""
+    if not t.borrowed or not is_whole(t.task):
+        return None
+    return (t.project, flavor_of(t.task, quotas, t.flavor), t.placement.host), t.task.gpus
+
+
+def borrowed_on(running: Sequence[RunningTask],
+                quotas: QuotaTree) -> dict[tuple[str, str, str], int]:
+    """Whole GPUs held by borrowed tasks, per ``(project, flavour, host)``."""
+    out: dict[tuple[str, str, str], int] = {}
+    for t in running:
+        e = lent_of(t, quotas)
+        if e is not None:
+            out[e[0]] = out.get(e[0], 0) + e[1]
+    return out
 
 
 def running_totals(running: Sequence[RunningTask], quotas: QuotaTree) -> RunningTotals:
@@ -270,6 +297,10 @@ def build_state(snap: Any, running: Sequence[RunningTask], quotas: QuotaTree, no
     if history is not None:
         book.charge_all(history.level.items())
     cap = CycleCapacity(snap, place_fn, options.profile, rng, indexed=options.indexes)
+    if options.lanes and quotas.enforce:
+        lent = tot.lent if tot.lent is not None else borrowed_on(running, quotas)
+        over = {k for k, u in usage.items() if u > quotas.project(k[0]).quota(k[1]).guaranteed}
+        cap.set_lent(lent, over)
     return CycleState(quotas, now, options, cap, ledger, book, running, running_usage=usage,
                       min_running_priority=low, _ends=tot.ends,
                       _demands=demands if demands is not None else {})

@@ -79,10 +79,11 @@ def place(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
 
     One task asking whole GPUs under the ``bestfit`` profile takes an exact fast path
     (``fastpath.place_whole``: the same filters, score, tie-break and devices without the plugin
-    machinery); ``fast=False`` forces the general path (tests, benchmarks).
+    machinery; also ``within`` hosts when it names no devices); ``fast=False`` forces the
+    general path (tests, benchmarks).
     """
-    if fast and within is None:
-        placed = place_whole(snap, task, profile)
+    if fast and (within is None or within.gpus is None):
+        placed = place_whole(snap, task, profile, None if within is None else within.hosts)
         if placed is not None:
             return placed
     state = CycleState(rng=rng)

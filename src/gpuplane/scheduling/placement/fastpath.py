@@ -21,8 +21,9 @@ It applies only when the result is provably the general path's: the profile's fi
 exactly the base filters (``profiles.base_filters``, by type), its only score is ``BestFit``,
 its chooser for the task is ``BestFitGpus`` and ties go by rank; the task asks whole GPUs with
 no model, selector or MIG profile; the snapshot has no hard taints and every GPU is in whole or
-shared mode (``snap.eligible_gpus(task) is None``), and the decision is not restricted to a
-topology domain. Otherwise, and when no host fits (the general path then explains why), it
+shared mode (``snap.eligible_gpus(task) is None``), and the decision is not restricted to some
+devices (it may be to some hosts: ``hosts``, as a ``Within`` without devices restricts the
+general path). Otherwise, and when no host fits (the general path then explains why), it
 returns ``None``. A property test compares it with the general path on random snapshots.
 """
 
@@ -72,9 +73,11 @@ def _weight(profile: Profile) -> Any:
     return weight
 
 
-def place_whole(snap: ClusterSnapshot, task: TaskRequest, profile: Profile) -> Placement | None:
+def place_whole(snap: ClusterSnapshot, task: TaskRequest, profile: Profile,
+                hosts: np.ndarray | None = None) -> Placement | None:
     """``place(snap, task, profile, rng)`` when the fast path applies and some host fits, else
-    ``None`` (see the module docstring). Pure: the snapshot is not changed."""
+    ``None`` (see the module docstring); ``hosts`` (H,) bool: only these hosts are candidates.
+    Pure: the snapshot is not changed."""
     if (task.gpus <= 0 or task.gpu_milli < MILLI_PER_GPU or task.mig_profile is not None
             or task.gpu_models or task.selector or snap.has_taints):
         return None
@@ -85,6 +88,8 @@ def place_whole(snap: ClusterSnapshot, task: TaskRequest, profile: Profile) -> P
         return None                      # MIG GPUs or other modes: the general path decides
     cpu_free = snap.cpu_free
     cand = snap.free_whole >= task.gpus           # gpu_fit: GPUs with all 1000 milli free
+    if hosts is not None:
+        cand &= hosts
     if task.cpu_milli or task.memory_mib:         # resource_fit (free amounts are never < 0)
         cand &= (cpu_free >= task.cpu_milli) & (snap.mem_free >= task.memory_mib)
     hosts = np.flatnonzero(cand)
