@@ -73,3 +73,14 @@ def test_work_marked_borrowed_of_a_project_back_within_its_guarantee_counts_as_g
 
     assert place_g(quotas(6, 6, 12)) == "h-1"   # p0 holds its guarantee: best fit, as for g
     assert place_g(quotas(4, 6, 14)) == "h-0"   # p0 above it: g keeps away from its work
+
+
+def test_a_borrowing_gang_kept_on_one_host_goes_to_the_borrowed_host_too():
+    gang = PendingWorkload("bg", "p0", (gpus(1), gpus(1)), submitted_at=20.0, topology="host")
+    for lanes, host in ((True, "h-1"), (False, "h-0")):   # best fit alone: the fuller h-0
+        c, q = Cluster(hosts=3), quotas(*QUOTAS)
+        c.cycle([wl("g0", "p1", 6)], q, lanes=lanes)
+        c.cycle([wl("b0", "p0", 4, at=1)], q, now=10.0, lanes=lanes)   # opens h-1
+        res = c.cycle([gang], q, now=20.0, lanes=lanes)
+        assert res.placements[0].borrowing
+        assert {p.host for p in res.placements[0].placements} == {host}

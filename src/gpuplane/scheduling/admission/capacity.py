@@ -176,7 +176,8 @@ class CycleCapacity:
         the failing member's ``Unschedulable`` is returned.
 
         ``lane`` (``True``: borrowing, ``False``: not; ``None``: no preference) prefers each
-        member's hosts by :meth:`lane` when lanes are on (members placed one by one only).
+        member's hosts by :meth:`lane` when lanes are on (members placed one by one, or a
+        whole-GPU ``"host"`` gang as one; not inside NVLink or rack domains).
         ``topology`` (``"host"``, ``"nvlink"``, ``"rack"``; ``True`` means ``"host"``) keeps the
         members inside one domain of that level; ``required=False`` makes it a preference
         (members are placed anywhere when no domain holds them all). Whole-GPU members of a
@@ -186,7 +187,7 @@ class CycleCapacity:
         ``explain`` and ``within``), whose failure is a ``TopologyUnschedulable``."""
         level = "host" if topology is True else (topology or None)
         if level == "host" and len(tasks) > 1 and all(is_whole(t) for t in tasks):
-            r = self._place_together(tasks)
+            r = self._place_together(tasks, lane)
             if r.placements is not None or required:
                 return r
         elif level in ("nvlink", "rack") or (level == "host" and len(tasks) > 1):
@@ -207,14 +208,7 @@ class CycleCapacity:
         undos: list[Undo] = []
         out: list[Placement] = []
         for t in tasks:
-            self.place_calls += 1
-            r = None
-            prefer = self.lane(lane, t) if lane is not None else None
-            if prefer is not None:
-                r = self.place_fn(self.snap, t, self.profile, self.rng, explain=False,
-                                  within=Within(prefer))
-            if not isinstance(r, Placement):
-                r = self.place_fn(self.snap, t, self.profile, self.rng)
+            r = self._place_one(t, lane)
             if not isinstance(r, Placement):
                 for u in reversed(undos):
                     u()
@@ -247,7 +241,18 @@ class CycleCapacity:
 
         return GangResult(tuple(r), None, undo_all)
 
-    def _place_together(self, tasks: Sequence[Any]) -> GangResult:
+    def _place_one(self, task: Any, lane: bool | None) -> Any:
+        """``place_fn`` on the hosts of ``task``'s lane when it has room there, else anywhere."""
+        self.place_calls += 1
+        prefer = self.lane(lane, task) if lane is not None else None
+        if prefer is not None:
+            r = self.place_fn(self.snap, task, self.profile, self.rng, explain=False,
+                              within=Within(prefer))
+            if isinstance(r, Placement):
+                return r
+        return self.place_fn(self.snap, task, self.profile, self.rng)
+
+    def _place_together(self, tasks: Sequence[Any], lane: bool | None) -> GangResult:
         first = tasks[0]
         total = sum(t.gpus for t in tasks)
         if self.indexed and total > self.max_free:
@@ -256,8 +261,7 @@ class CycleCapacity:
                             memory_mib=sum(t.memory_mib for t in tasks), gpus=total,
                             gpu_models=first.gpu_models, selector=first.selector,
                             tolerations=first.tolerations)
-        self.place_calls += 1
-        r = self.place_fn(self.snap, joint, self.profile, self.rng)
+        r = self._place_one(joint, lane)
         if not isinstance(r, Placement):
             return GangResult(None, r)
         out: list[Placement] = []
