@@ -198,8 +198,8 @@ class CycleCapacity:
             return GangResult(None, None)
         if lane is not None and self.lanes:
             r = self._place_each(tasks, lane)
-            if r.placements is not None:
-                return r        # (else a gang whose members' lanes led it astray: try anywhere)
+            if r.placements is not None or len(tasks) == 1:
+                return r        # (a gang whose members' lanes led it astray: try anywhere)
         return self._place_each(tasks, None)
 
     def _place_each(self, tasks: Sequence[Any], lane: bool | None) -> GangResult:
