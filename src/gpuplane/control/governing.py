@@ -83,7 +83,7 @@ class AuditSigning:
 
 
 class Governing:
-    """Mixin of ``ControlLoop`` (uses its store, clock, ``_fenced``, ``_seen`` and ``_contain``)."""
+    """Mixin of ``ControlLoop`` (uses its store, clock, ``_fenced``, ``_active``, ``_contain``)."""
 
     audit: AuditSigning | None = None
 
@@ -126,15 +126,14 @@ class Governing:
         from gpuplane.governance import audit
 
         now = self.clock()
-        seen = self._seen()
         with self.store.read() as tx:
-            active, hosts = seen or (tx.workloads.list_active(), None)
+            active, hosts = self._active(tx)
             running = [(w, t) for w in active if w.spec.confidential
                        for t in w.tasks if t.phase == Phase.RUNNING and t.placement is not None
                        and t.reason != REASON_PREEMPTED]
             if not running:
                 return
-            view = governance_view(tx, tx.hosts.list_all() if hosts is None else hosts, now)
+            view = governance_view(tx, hosts, now)
         lapsed = [(w, t) for w, t in running if t.placement.host not in view.attested
                   and (t.id, t.attempt) not in self._flagged]
         if not lapsed:

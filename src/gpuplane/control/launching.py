@@ -23,7 +23,7 @@ class TaskLaunching:
     """The launch and stop steps, mixed into ``ControlLoop``, whose state they use: ``store``,
     ``drivers``, ``clock``, ``local_host``, ``stop_grace_s``, ``_launch_read`` (what launch
     read, handed to ``stop_due`` of the same tick), ``_stopping``/``_stop_lock``/``_pool``
-    (stops under way) and the loop's ``_seen``, ``_contain``, ``_fenced``,
+    (stops under way) and the loop's ``_active``, ``_contain``, ``_fenced``,
     ``launch_refusals``/``refuse_starts`` (``Governing``) and ``claim_starts``/
     ``release_claims`` (``PlacementClaiming``)."""
 
@@ -35,9 +35,8 @@ class TaskLaunching:
 
     def launch(self, report: Any) -> None:
         now = self.clock()
-        seen = self._seen()
         with self.store.read() as tx:
-            active, host_list = seen or (tx.workloads.list_active(), tx.hosts.list_all())
+            active, host_list = self._active(tx)
             hosts = {h.name: h for h in host_list}
             due = [(w, t) for w in active if not w.cancel_requested for t in w.tasks
                    if t.phase == Phase.ADMITTED and not t.handle and t.placement is not None]

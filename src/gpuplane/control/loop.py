@@ -266,6 +266,11 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
         r = self._read
         return (r[1], r[2]) if r is not None and r[0] == self._writes else None
 
+    def _active(self, tx: Any) -> tuple[list[Any], list[Any]]:
+        """The active workloads and hosts: what this tick read already (:meth:`_seen`), else
+        read in ``tx``."""
+        return self._seen() or (tx.workloads.list_active(), tx.hosts.list_all())
+
     def _saw(self, active: list[Any], hosts: list[Any]) -> None:
         self._read = (self._writes, active, hosts)
 
@@ -291,9 +296,8 @@ class ControlLoop(Governing, PlacementClaiming, PlacementReconciling, TaskObserv
     # -- 2. schedule ---------------------------------------------------------
     def schedule(self, report: TickReport) -> None:
         now = self.clock()
-        seen = self._seen()
         with self.store.read() as tx:
-            active, hosts = seen or (tx.workloads.list_active(), tx.hosts.list_all())
+            active, hosts = self._active(tx)
             waiting = tx.workloads.list_schedulable(now)
             quotas = load_quotas(tx)
             gov = governance_view(tx, hosts, now) if waiting else None
